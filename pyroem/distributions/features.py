@@ -1,0 +1,54 @@
+"""Cached Gaussian sufficient-statistic features of observed data."""
+
+import math
+import weakref
+
+import torch
+
+# (id(tensor), kind) -> (weakref to tensor, version, (center, quad, lin)).  Observed data is
+# constant across EM iterations, so its quadratic features are computed once.
+_CACHE = {}
+#: Features larger than this (bytes) are recomputed on each call instead of cached.
+CACHE_LIMIT_BYTES = 4 * 2**30
+
+
+def _compute(x, kind, center):
+    xc = x - center
+    if kind == "full":
+        return (xc.unsqueeze(-1) * xc.unsqueeze(-2)).flatten(-2), xc
+    return xc * xc, xc
+
+
+def gaussian_features(x, kind="full"):
+    r"""
+    Gaussian sufficient statistics of centred data, cached per data tensor.
+
+    Returns ``(center, quad, lin)``: ``center`` of shape ``(D,)`` is the mean of ``x``
+    over its batch dimensions and, for :math:`x_c = x - \text{center}`,
+    ``lin`` :math:`= x_c` and ``quad`` is
+
+    - ``kind="full"``: :math:`\mathrm{vec}(x_c x_c^\top)`, shape ``batch_shape + (D*D,)``;
+    - ``kind="diag"``: :math:`x_c \odot x_c`, shape ``batch_shape + (D,)``.
+
+    Centring keeps the expanded quadratic form well conditioned in float32.  The
+    result is cached while ``x`` is alive and unmodified (checked by its version
+    counter); tensors that require grad are never cached.
+
+    :param torch.Tensor x: data of shape ``batch_shape + (D,)``.
+    :param str kind: ``"full"`` or ``"diag"``.
+    """
+    if x.requires_grad:
+        center = x.detach().reshape(-1, x.shape[-1]).mean(0)
+        return (center,) + _compute(x, kind, center)
+    key = (id(x), kind)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        ref, version, feats = hit
+        if ref() is x and version == x._version:
+            return feats
+    center = x.reshape(-1, x.shape[-1]).mean(0) if x.numel() else x.new_zeros(x.shape[-1])
+    feats = (center,) + _compute(x, kind, center)
+    nbytes = sum(f.numel() * f.element_size() for f in feats)
+    if math.prod(x.shape[:-1]) > 1 and nbytes <= CACHE_LIMIT_BYTES:
+        _CACHE[key] = (weakref.ref(x, lambda _, k=key: _CACHE.pop(k, None)), x._version, feats)
+    return feats

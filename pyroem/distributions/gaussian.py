@@ -1,0 +1,112 @@
+"""Gaussian distributions with a matrix-product ``log_prob`` (see the package docstring)."""
+
+import math
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_distribution import TorchDistribution
+from torch.distributions import constraints
+
+from pyroem.distributions.features import gaussian_features
+
+
+def _dot(a, b):
+    # Batched dot product over the last dim; broadcasting batch dims that are 1 on one
+    # side becomes a single matrix product inside einsum.
+    return torch.einsum("...f,...f->...", a, b)
+
+
+class MultivariateNormal(dist.MultivariateNormal):
+    r"""
+    :class:`pyro.distributions.MultivariateNormal` whose ``log_prob`` is
+
+    .. math::
+
+        \log N(x|\mu, \Sigma) = -\tfrac12 \left[\mathrm{vec}(x_c x_c^\top)^\top
+        \mathrm{vec}(\Lambda) - 2 x_c^\top \Lambda \mu_c + \mu_c^\top \Lambda \mu_c\right]
+        - \tfrac12 \log|2\pi\Sigma|,
+
+    with :math:`\Lambda = \Sigma^{-1}` and :math:`x_c, \mu_c` centred on the data mean.
+    When the value and the parameters broadcast against each other (the enumerated
+    emission of a mixture), this is a matrix product, not a ``(K, N, D)`` temporary.
+    Same constructor, sampling and support as the parent class.
+    """
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        center, quad, lin = gaussian_features(value, "full")
+        tril = self._unbroadcasted_scale_tril
+        dim = tril.shape[-1]
+        eye = torch.eye(dim, dtype=tril.dtype, device=tril.device)
+        inv_tril = torch.linalg.solve_triangular(tril, eye, upper=False)
+        prec = inv_tril.mT @ inv_tril
+        loc = self.loc - center
+        prec_loc = (prec @ loc.unsqueeze(-1)).squeeze(-1)
+        maha = _dot(quad, prec.flatten(-2)) - 2 * _dot(lin, prec_loc)
+        const = (loc * prec_loc).sum(-1) + dim * math.log(2 * math.pi)
+        half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return -0.5 * (maha + const) - half_log_det
+
+
+class DiagNormal(TorchDistribution):
+    r"""
+    A multivariate normal with diagonal covariance, ``N(x | loc, diag(scale^2))``, as one
+    distribution of event dim 1 (equal in law to ``Normal(loc, scale).to_event(1)``).
+    Its ``log_prob`` is two matrix products under broadcasting:
+
+    .. math::
+
+        \log p(x) = -\tfrac12 \sum_d \lambda_d (x_{c,d}^2 - 2 x_{c,d} \mu_{c,d} + \mu_{c,d}^2)
+        - \sum_d \log \sigma_d - \tfrac{D}{2}\log 2\pi, \qquad \lambda_d = \sigma_d^{-2}.
+
+    :param torch.Tensor loc: mean, shape ``batch_shape + (D,)``.
+    :param torch.Tensor scale: standard deviations, broadcastable to ``loc``.
+    """
+
+    arg_constraints = {
+        "loc": constraints.real_vector,
+        "scale": constraints.independent(constraints.positive, 1),
+    }
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, loc, scale, validate_args=None):
+        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
+        super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(DiagNormal, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.loc = self.loc.expand(batch_shape + self.event_shape)
+        new.scale = self.scale.expand(batch_shape + self.event_shape)
+        super(DiagNormal, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self):
+        return self.loc
+
+    @property
+    def variance(self):
+        return self.scale.pow(2)
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc + eps * self.scale
+
+    def entropy(self):
+        return self.scale.log().sum(-1) + 0.5 * self.event_shape[0] * (1 + math.log(2 * math.pi))
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        center, sq, lin = gaussian_features(value, "diag")
+        prec = self.scale.pow(-2)
+        loc = self.loc - center
+        prec_loc = prec * loc
+        maha = _dot(sq, prec) - 2 * _dot(lin, prec_loc)
+        const = (loc * prec_loc).sum(-1) + self.event_shape[0] * math.log(2 * math.pi)
+        return -0.5 * (maha + const) - self.scale.log().sum(-1)

@@ -1,0 +1,151 @@
+"""The generic exact E-step: posterior marginals by backpropagation through Pyro's
+exact enumeration (forward-backward is backprop; Eisner, 2016)."""
+
+from collections import OrderedDict
+
+import pyro.poutine as poutine
+import torch
+from pyro.infer.enum import config_enumerate
+from pyro.infer.util import is_validation_enabled
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
+from pyro.ops.rings import LogRing, MapRing
+from pyro.poutine.util import prune_subsample_sites
+from pyro.util import check_site_shape
+
+
+class Posterior:
+    r"""
+    The result of an exact E-step.
+
+    :ivar torch.Tensor log_evidence: :math:`\log p(X|\eta)` (scalar; with ``hard=True``,
+        :math:`\max_Z \log p(X, Z|\eta)`).
+    :ivar dict marginals: for each sample site of the model, the posterior marginal
+        of that site's factor over its enumerated variables, in the shape of the site's
+        ``log_prob`` (enumeration dims on the left). For an observed ``x`` whose
+        distribution depends on ``z`` this is :math:`q(z)`; for an HMM transition site
+        ``z_t`` it is the pairwise :math:`\xi_t(z_{t-1}, z_t)`. With ``hard=True`` these
+        are indicators of the most probable joint assignment.
+    :ivar trace: the enumerated model trace the marginals refer to (values of the
+        enumerated sites give the index of each enumeration dim).
+    """
+
+    def __init__(self, log_evidence, marginals, trace):
+        self.log_evidence = log_evidence
+        self.marginals = marginals
+        self.trace = trace
+
+    def __getitem__(self, name):
+        return self.marginals[name]
+
+
+def guess_max_plate_nesting(model, args, kwargs):
+    """Deepest plate nesting seen in one trace of ``model`` (as ``TraceEnum_ELBO`` does)."""
+    with poutine.block():
+        trace = poutine.trace(model).get_trace(*args, **kwargs)
+    sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
+    return max([len([f for f in s["cond_indep_stack"] if f.vectorized]) for s in sites] + [0])
+
+
+def _common_scale(sites):
+    scales = {id(s["scale"]): s["scale"] for s in sites}
+    values = list(scales.values())
+    scale = values[0] if values else 1.0
+    for other in values[1:]:
+        if not (torch.is_tensor(other) or torch.is_tensor(scale)) and other == scale:
+            continue
+        if torch.is_tensor(other) and torch.is_tensor(scale) and torch.equal(other, scale):
+            continue
+        raise NotImplementedError(
+            "The exact E-step needs one common poutine.scale on all sites that depend on "
+            "an enumerated variable; found different scales. Apply the scale to the whole "
+            "model (e.g. a subsampling plate) instead of to individual sites."
+        )
+    if torch.is_tensor(scale) and scale.numel() != 1:
+        raise NotImplementedError(
+            "The exact E-step supports a scalar poutine.scale only; use poutine.mask for "
+            "per-item weights of 0/1."
+        )
+    return scale
+
+
+def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
+    r"""
+    Exact posterior of the enumerated discrete latents of ``model`` given its observed
+    sites.
+
+    The model is traced under :class:`~pyro.poutine.enum_messenger.EnumMessenger`
+    (every discrete latent site without an ``"enumerate"`` setting is enumerated in
+    parallel). Each site's log-prob tensor becomes a leaf :math:`\phi_f`, the evidence
+
+    .. math:: \log p(X) = \log \sum_Z \prod_f \exp \phi_f(Z_f)
+
+    is contracted exactly by :func:`pyro.ops.contract.contract_to_tensor` (variable
+    elimination over plates and ``pyro.markov`` chains), and one backward pass gives
+    every factor's posterior marginal :math:`\partial \log p(X) / \partial \phi_f(z_f)
+    = p(Z_f = z_f | X)`. With ``hard=True`` the sum is a max (the max-sum ring) and the
+    gradient is the indicator of the most probable joint assignment (Viterbi).
+
+    Masks (``poutine.mask``, ``obs_mask``) are applied inside the contraction; a common
+    scalar ``poutine.scale`` outside it, as in :class:`~pyro.infer.TraceEnum_ELBO`.
+
+    :param callable model: a Pyro model whose latent sites are all discrete.
+    :param int max_plate_nesting: as in ``TraceEnum_ELBO``; guessed from one trace
+        when ``None``.
+    :param bool hard: max-product instead of sum-product.
+    :returns: a :class:`Posterior`.
+    :raises ValueError: when the model has a latent site that cannot be enumerated.
+    """
+    if max_plate_nesting is None:
+        max_plate_nesting = guess_max_plate_nesting(model, args, kwargs)
+    enum_model = poutine.enum(config_enumerate(model, default="parallel"),
+                              first_available_dim=-1 - max_plate_nesting)
+    # Parameters are constants of the E-step: no graph through them.
+    with torch.no_grad():
+        trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
+        trace = prune_subsample_sites(trace)
+        trace.compute_log_prob()
+    sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
+    for site in sites:
+        if not site["is_observed"] and site["infer"].get("_enumerate_dim") is None:
+            raise ValueError(
+                f"Sample site '{site['name']}' is a latent that cannot be enumerated "
+                f"(a continuous latent, or enumerate={site['infer'].get('enumerate')!r}). "
+                "The generic exact E-step handles discrete latents only: give the model a "
+                "closed-form posterior (see pyroem.models.PLDA) or mark the site observed."
+            )
+        if is_validation_enabled():
+            check_site_shape(site, max_plate_nesting)
+    # Everything from the leaves to log p(X) is differentiated, also when the caller
+    # runs the E-step under torch.no_grad().
+    with torch.enable_grad():
+        leaves = OrderedDict()
+        for site in sites:
+            leaf = site["unscaled_log_prob"].detach().requires_grad_()
+            leaves[site["name"]] = leaf
+            site["unscaled_log_prob"] = leaf
+            site["log_prob"] = leaf
+        trace.pack_tensors()
+
+        ordinals = {s["name"]: frozenset(trace.plate_to_symbol[f.name]
+                                         for f in s["cond_indep_stack"] if f.vectorized)
+                    for s in sites}
+        log_factors = OrderedDict()
+        sum_dims = set()
+        for site in sites:
+            packed_lp = site["packed"]["unscaled_log_prob"]
+            term = packed.scale_and_mask(packed_lp, mask=site["packed"]["mask"])
+            log_factors.setdefault(ordinals[site["name"]], []).append(term)
+            if site["infer"].get("_enumerate_dim") is not None:
+                sum_dims.update(packed_lp._pyro_dims)
+        sum_dims -= set().union(*ordinals.values()) if ordinals else set()
+        scale = _common_scale(sites)
+
+        ring = MapRing() if hard else LogRing()
+        log_evidence = contract_to_tensor(log_factors, sum_dims, ring=ring)
+        marginals = torch.autograd.grad(log_evidence, list(leaves.values()), allow_unused=True)
+    marginals = OrderedDict(
+        (name, torch.zeros_like(leaf) if g is None else g)
+        for (name, leaf), g in zip(leaves.items(), marginals)
+    )
+    return Posterior(scale * log_evidence.detach(), marginals, trace)

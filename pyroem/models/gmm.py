@@ -1,0 +1,268 @@
+"""Gaussian mixture models."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroParam
+from torch.distributions import constraints
+
+from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_features
+from pyroem.models.base import EMModel
+from pyroem.models.checks import check_matrix, check_option, check_positive_int
+from pyroem.models.kmeans import kmeans
+
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+
+
+def _tiny_floor(p):
+    # A probability of exactly 0 is a -inf log-weight; keep it finite so that a component
+    # emptied by hard EM cannot produce NaN, at no cost to exactness (<= 1e-308 in float64).
+    return p.clamp_min(torch.finfo(p.dtype).tiny)
+
+
+class GaussianMixture(EMModel):
+    r"""
+    A mixture of ``K`` Gaussians in ``D`` dimensions,
+
+    .. math::
+
+        z_n \sim \mathrm{Categorical}(\pi), \qquad
+        x_n | z_n \sim \mathcal N(\mu_{z_n}, \Sigma_{z_n}), \qquad n = 1..N,
+
+    written as a Pyro model (``pyro.plate`` over points, ``z`` enumerated) with a guide
+    that holds :math:`q(z_n)` per point. EM's closed-form M-step is
+
+    .. math::
+
+        N_k = \sum_n r_{nk}, \quad \pi_k = N_k / N, \quad
+        \mu_k = \frac{1}{N_k} \sum_n r_{nk} x_n, \quad
+        \Sigma_k = \frac{1}{N_k} \sum_n r_{nk} x_n x_n^\top - \mu_k \mu_k^\top + \epsilon I,
+
+    with responsibilities :math:`r_{nk} = q(z_n = k)` from the E-step (one-hot with
+    ``method="viterbi"``) and :math:`\epsilon` = ``reg_covar``; ``tied`` pools the
+    covariances, ``diag`` keeps their diagonals, ``spherical`` the mean of the diagonal.
+
+    :param int num_components: ``K``.
+    :param int dim: ``D``.
+    :param str covariance_type: ``"full"`` (``covariances`` of shape ``(K, D, D)``),
+        ``"diag"`` (``(K, D)``), ``"spherical"`` (``(K,)``) or ``"tied"`` (``(D, D)``).
+    :param float reg_covar: added to the covariance diagonals after each M-step.
+
+    Parameters (scikit-learn's shapes, readable and settable): ``weights (K,)``,
+    ``means (K, D)``, ``covariances``.
+    """
+
+    inits = ("kmeans++", "random", "given")
+    default_init = "kmeans++"
+
+    def __init__(self, num_components, dim=1, covariance_type="full", reg_covar=1e-6):
+        super().__init__()
+        self.num_components = check_positive_int("num_components", num_components)
+        self.dim = check_positive_int("dim", dim)
+        self.covariance_type = check_option("covariance_type", covariance_type, COVARIANCE_TYPES)
+        if not reg_covar >= 0:
+            raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
+        self.reg_covar = float(reg_covar)
+        K, D = self.num_components, self.dim
+        self.weights = PyroParam(torch.full((K,), 1.0 / K), constraint=constraints.simplex)
+        self.means = PyroParam(torch.zeros(K, D))
+        if covariance_type == "full":
+            self.scale_tril = PyroParam(torch.eye(D).expand(K, D, D).clone(),
+                                        constraint=constraints.lower_cholesky)
+        elif covariance_type == "tied":
+            self.scale_tril = PyroParam(torch.eye(D), constraint=constraints.lower_cholesky)
+        elif covariance_type == "diag":
+            self.scales = PyroParam(torch.ones(K, D), constraint=constraints.positive)
+        else:
+            self.scales = PyroParam(torch.ones(K), constraint=constraints.positive)
+        self.q_probs = None
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def covariances(self):
+        """Covariances in scikit-learn's shape for ``covariance_type``."""
+        if self.covariance_type in ("full", "tied"):
+            tril = self.scale_tril.detach()
+            return tril @ tril.mT
+        return self.scales.detach().pow(2)
+
+    @covariances.setter
+    def covariances(self, value):
+        value = torch.as_tensor(value, dtype=self.dtype)
+        K, D = self.num_components, self.dim
+        shape = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[self.covariance_type]
+        if tuple(value.shape) != shape:
+            raise ValueError(f"covariances must have shape {shape} for covariance_type="
+                             f"{self.covariance_type!r}, got {tuple(value.shape)}")
+        if self.covariance_type in ("full", "tied"):
+            tril, info = torch.linalg.cholesky_ex(value)
+            if info.any():
+                raise ValueError("covariances must be symmetric positive definite")
+            self.scale_tril = tril
+        else:
+            if not (value > 0).all():
+                raise ValueError("covariances must be positive")
+            self.scales = value.sqrt()
+
+    def _emission(self, z):
+        means = self.means[z]
+        if self.covariance_type == "full":
+            return MultivariateNormal(means, scale_tril=self.scale_tril[z])
+        if self.covariance_type == "tied":
+            return MultivariateNormal(means, scale_tril=self.scale_tril)
+        scales = self.scales[z]
+        if self.covariance_type == "spherical":
+            scales = scales.unsqueeze(-1).expand(means.shape)
+        return DiagNormal(means, scales)
+
+    # ------------------------------------------------------------------ model and guide
+    def model(self, x):
+        """``z_n ~ Categorical(weights)``, ``x_n ~ N(means[z_n], covariances[z_n])``."""
+        x = x.reshape(-1, self.dim)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
+            pyro.sample("x", self._emission(z), obs=x)
+
+    def guide(self, x):
+        """``z_n ~ Categorical(q_n)``: the local posterior, one row of ``q_probs`` per point
+        (set exactly by EM's E-step, trained by SVI)."""
+        n = x.reshape(-1, self.dim).shape[0]
+        if self.q_probs is None or self.q_probs.shape != (n, self.num_components):
+            init = torch.full((n, self.num_components), 1.0 / self.num_components, dtype=self.dtype)
+            self.q_probs = PyroParam(init, constraint=constraints.simplex, event_dim=1)
+        with pyro.plate("data", n):
+            pyro.sample("z", dist.Categorical(self.q_probs), infer={"enumerate": "parallel"})
+
+    # ------------------------------------------------------------------ EM protocol
+    def write_posterior(self, posterior, x):
+        """E-step: the guide's ``q(z_n)`` := the exact posterior."""
+        q = _tiny_floor(posterior["x"].T)
+        q = q / q.sum(-1, keepdim=True)
+        if self.q_probs is None or self.q_probs.shape != q.shape:
+            self.q_probs = PyroParam(q, constraint=constraints.simplex, event_dim=1)
+        else:
+            self.q_probs = q
+
+    def expected_statistics(self, posterior, x):
+        r"""
+        Expected sufficient statistics, additive over points: ``n`` (:math:`N_k`),
+        ``sx`` and ``sxx`` (first and second moments about ``shift``, the data mean;
+        ``sxx`` is ``(K, D*D)`` for full/tied covariances, ``(K, D)`` otherwise).
+        """
+        resp = posterior["x"]  # (K, N): q(z_n = k), or one-hot for hard EM
+        kind = "full" if self.covariance_type in ("full", "tied") else "diag"
+        shift, quad, lin = gaussian_features(x.reshape(-1, self.dim), kind)
+        return {"n": resp.sum(-1), "sx": resp @ lin, "sxx": resp @ quad, "shift": shift}
+
+    def maximize(self, stats):
+        """M-step: the closed-form maximiser of Q (see the class docstring)."""
+        K, D = self.num_components, self.dim
+        # As scikit-learn: 10 eps keeps an empty component's mean finite (0/eps).
+        nk = stats["n"] + 10 * torch.finfo(stats["n"].dtype).eps
+        means_c = stats["sx"] / nk.unsqueeze(-1)
+        reg = self.reg_covar
+        if self.covariance_type in ("full", "tied"):
+            sxx = stats["sxx"].reshape(K, D, D)
+            outer = means_c.unsqueeze(-1) * means_c.unsqueeze(-2)
+            if self.covariance_type == "full":
+                cov = sxx / nk[:, None, None] - outer
+            else:
+                cov = (sxx.sum(0) - (nk[:, None, None] * outer).sum(0)) / nk.sum()
+            cov = 0.5 * (cov + cov.mT) + reg * torch.eye(D, dtype=cov.dtype, device=cov.device)
+            tril, info = torch.linalg.cholesky_ex(cov)
+            if info.any():
+                raise ValueError(
+                    "the M-step produced a covariance that is not positive definite (a "
+                    "component collapsed onto too few points); increase reg_covar or "
+                    "decrease num_components")
+            new_cov = tril
+        else:
+            var = stats["sxx"] / nk.unsqueeze(-1) - means_c**2
+            if self.covariance_type == "spherical":
+                var = var.mean(-1)
+            var = var + reg
+            if not (var > 0).all():
+                raise ValueError(
+                    "the M-step produced a non-positive variance (a component collapsed "
+                    "onto one point); increase reg_covar or decrease num_components")
+            new_cov = var.sqrt()
+        self.weights = _tiny_floor(nk / nk.sum())
+        self.means = means_c + stats["shift"]
+        if self.covariance_type in ("full", "tied"):
+            self.scale_tril = new_cov
+        else:
+            self.scales = new_cov
+
+    # ------------------------------------------------------------------ fitting hooks
+    def _prepare(self, x, dtype=None):
+        return (check_matrix(x, self.dim, "x", dtype),)
+
+    def _check_fit(self, args):
+        n = args[0].shape[0]
+        if n < self.num_components:
+            raise ValueError(f"fit needs at least num_components={self.num_components} "
+                             f"points, got {n}")
+
+    def _num_items(self, args):
+        return args[0].shape[0]
+
+    def _initialize(self, args, init, generator):
+        (x,) = args
+        if init == "given":
+            return
+        n, K = x.shape[0], self.num_components
+        if init == "kmeans++":
+            _, labels = kmeans(x, K, generator)
+            resp = torch.nn.functional.one_hot(labels, K).to(x.dtype)
+        else:  # "random": random responsibilities, as scikit-learn
+            resp = torch.rand(n, K, generator=generator, dtype=x.dtype)
+            resp = resp / resp.sum(-1, keepdim=True)
+
+        class _Given:  # a posterior holding the initial responsibilities
+            marginals = {"x": resp.T}
+
+            def __getitem__(self, name):
+                return self.marginals[name]
+
+        self.maximize(self.expected_statistics(_Given(), x))
+
+    @property
+    def num_parameters(self):
+        """Free parameters (as scikit-learn's ``_n_parameters``)."""
+        K, D = self.num_components, self.dim
+        cov = {"full": K * D * (D + 1) // 2, "diag": K * D, "tied": D * (D + 1) // 2,
+               "spherical": K}[self.covariance_type]
+        return cov + K * D + K - 1
+
+    # ------------------------------------------------------------------ scoring
+    def _log_joint(self, x):
+        """``log p(x_n, z_n = k)`` as an ``(N, K)`` tensor."""
+        with torch.no_grad():
+            z = torch.arange(self.num_components).unsqueeze(-1)
+            lp = self._emission(z).log_prob(x) + self.weights.log().unsqueeze(-1)
+        return lp.T
+
+    def log_prob(self, x):
+        r"""Per-point :math:`\log p(x_n) = \log \sum_k \pi_k N(x_n|\mu_k, \Sigma_k)`, shape ``(N,)``."""
+        (x,) = self._data(x)
+        return self._log_joint(x).logsumexp(-1)
+
+    def posterior(self, x):
+        """Responsibilities :math:`p(z_n = k | x_n)`, shape ``(N, K)``."""
+        (x,) = self._data(x)
+        return self._log_joint(x).softmax(-1)
+
+    def predict(self, x):
+        """Most probable component of each point, shape ``(N,)``."""
+        (x,) = self._data(x)
+        return self._log_joint(x).argmax(-1)
+
+    def sample(self, num_samples, seed=None):
+        """Draw ``num_samples`` points; returns ``(x (n, D), z (n,))``."""
+        num_samples = check_positive_int("num_samples", num_samples)
+        with torch.no_grad(), pyro.poutine.block():
+            if seed is not None:
+                pyro.set_rng_seed(seed)
+            z = dist.Categorical(self.weights).sample((num_samples,))
+            x = self._emission(z).sample()
+        return x, z
