@@ -75,7 +75,7 @@ class GaussianMixture(EMModel):
             self.scales = PyroParam(torch.ones(K, D), constraint=constraints.positive)
         else:
             self.scales = PyroParam(torch.ones(K), constraint=constraints.positive)
-        self.q_probs = None
+        # The guide's q_probs (N, K) is created on first use, sized for the data.
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -127,18 +127,23 @@ class GaussianMixture(EMModel):
         """``z_n ~ Categorical(q_n)``: the local posterior, one row of ``q_probs`` per point
         (set exactly by EM's E-step, trained by SVI)."""
         n = x.reshape(-1, self.dim).shape[0]
-        if self.q_probs is None or self.q_probs.shape != (n, self.num_components):
+        if self._q_rows() != n:
             init = torch.full((n, self.num_components), 1.0 / self.num_components, dtype=self.dtype)
             self.q_probs = PyroParam(init, constraint=constraints.simplex, event_dim=1)
         with pyro.plate("data", n):
             pyro.sample("z", dist.Categorical(self.q_probs), infer={"enumerate": "parallel"})
+
+    def _q_rows(self):
+        # rows of the guide's q_probs, read without building the constrained value
+        q = self._parameters.get("q_probs_unconstrained")
+        return None if q is None else q.shape[0]
 
     # ------------------------------------------------------------------ EM protocol
     def write_posterior(self, posterior, x):
         """E-step: the guide's ``q(z_n)`` := the exact posterior."""
         q = _tiny_floor(posterior["x"].T)
         q = q / q.sum(-1, keepdim=True)
-        if self.q_probs is None or self.q_probs.shape != q.shape:
+        if self._q_rows() != q.shape[0]:
             self.q_probs = PyroParam(q, constraint=constraints.simplex, event_dim=1)
         else:
             self.q_probs = q
