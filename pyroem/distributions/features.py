@@ -5,7 +5,7 @@ import weakref
 
 import torch
 
-# (id(tensor), kind) -> (weakref to tensor, version, (center, quad, lin)).  Observed data is
+# (id(owner), view geometry, kind) -> (weakref to owner, version, (center, quad, lin)).  Observed data is
 # constant across EM iterations, so its quadratic features are computed once.
 _CACHE = {}
 #: Features larger than this (bytes) are recomputed on each call instead of cached.
@@ -40,15 +40,18 @@ def gaussian_features(x, kind="full"):
     if x.requires_grad:
         center = x.detach().reshape(-1, x.shape[-1]).mean(0)
         return (center,) + _compute(x, kind, center)
-    key = (id(x), kind)
+    # A view (e.g. ``x.reshape(-1, D)`` inside a model) is a new object on every call:
+    # key on the tensor that owns the memory plus the view's geometry.
+    base = x if x._base is None else x._base
+    key = (id(base), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype, kind)
     hit = _CACHE.get(key)
     if hit is not None:
         ref, version, feats = hit
-        if ref() is x and version == x._version:
+        if ref() is base and version == x._version:
             return feats
     center = x.reshape(-1, x.shape[-1]).mean(0) if x.numel() else x.new_zeros(x.shape[-1])
     feats = (center,) + _compute(x, kind, center)
     nbytes = sum(f.numel() * f.element_size() for f in feats)
     if math.prod(x.shape[:-1]) > 1 and nbytes <= CACHE_LIMIT_BYTES:
-        _CACHE[key] = (weakref.ref(x, lambda _, k=key: _CACHE.pop(k, None)), x._version, feats)
+        _CACHE[key] = (weakref.ref(base, lambda _, k=key: _CACHE.pop(k, None)), x._version, feats)
     return feats

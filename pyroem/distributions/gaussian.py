@@ -16,6 +16,19 @@ def _dot(a, b):
     return torch.einsum("...f,...f->...", a, b)
 
 
+def _unexpand(t, event_dim=1):
+    """The smallest tensor that broadcasts to ``t``: undo ``expand`` (stride-0 batch dims).
+
+    Pyro's plates ``expand`` a distribution to the full batch shape; working on the
+    unexpanded parameters keeps the per-component work per component, not per point.
+    """
+    batch = t.dim() - event_dim
+    for dim, (size, stride) in enumerate(zip(t.shape[:batch], t.stride()[:batch])):
+        if stride == 0 and size > 1:
+            t = t.narrow(dim, 0, 1)
+    return t
+
+
 class MultivariateNormal(dist.MultivariateNormal):
     r"""
     :class:`pyro.distributions.MultivariateNormal` whose ``log_prob`` is
@@ -41,7 +54,7 @@ class MultivariateNormal(dist.MultivariateNormal):
         eye = torch.eye(dim, dtype=tril.dtype, device=tril.device)
         inv_tril = torch.linalg.solve_triangular(tril, eye, upper=False)
         prec = inv_tril.mT @ inv_tril
-        loc = self.loc - center
+        loc = _unexpand(self.loc) - center
         prec_loc = (prec @ loc.unsqueeze(-1)).squeeze(-1)
         maha = _dot(quad, prec.flatten(-2)) - 2 * _dot(lin, prec_loc)
         const = (loc * prec_loc).sum(-1) + dim * math.log(2 * math.pi)
@@ -104,9 +117,10 @@ class DiagNormal(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         center, sq, lin = gaussian_features(value, "diag")
-        prec = self.scale.pow(-2)
-        loc = self.loc - center
+        scale = _unexpand(self.scale)
+        prec = scale.pow(-2)
+        loc = _unexpand(self.loc) - center
         prec_loc = prec * loc
         maha = _dot(sq, prec) - 2 * _dot(lin, prec_loc)
         const = (loc * prec_loc).sum(-1) + self.event_shape[0] * math.log(2 * math.pi)
-        return -0.5 * (maha + const) - self.scale.log().sum(-1)
+        return -0.5 * (maha + const) - scale.log().sum(-1)

@@ -130,14 +130,22 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
         ordinals = {s["name"]: frozenset(trace.plate_to_symbol[f.name]
                                          for f in s["cond_indep_stack"] if f.vectorized)
                     for s in sites}
-        log_factors = OrderedDict()
+        # Factors over the same dims in the same plates are multiplied (added in log
+        # space) before contraction: for a mixture, prior and likelihood become one
+        # (K, N) table and the contraction is a single logsumexp.
+        fused = OrderedDict()
         sum_dims = set()
         for site in sites:
             packed_lp = site["packed"]["unscaled_log_prob"]
             term = packed.scale_and_mask(packed_lp, mask=site["packed"]["mask"])
-            log_factors.setdefault(ordinals[site["name"]], []).append(term)
+            key = (ordinals[site["name"]], packed_lp._pyro_dims)
+            fused[key] = term if key not in fused else fused[key] + term
             if site["infer"].get("_enumerate_dim") is not None:
                 sum_dims.update(packed_lp._pyro_dims)
+        log_factors = OrderedDict()
+        for (ordinal, dims), term in fused.items():
+            term._pyro_dims = dims
+            log_factors.setdefault(ordinal, []).append(term)
         sum_dims -= set().union(*ordinals.values()) if ordinals else set()
         scale = _common_scale(sites)
 
