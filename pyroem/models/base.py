@@ -1,12 +1,13 @@
 """The fit loop shared by the built-in models."""
 
 import copy
+import functools
 import math
 import time
 
 import pyro
 import torch
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from tqdm.auto import tqdm
 
 from pyroem.infer.em import EM
@@ -14,6 +15,23 @@ from pyroem.infer.history import History
 from pyroem.models.checks import check_option, check_positive_int
 
 METHODS = ("em", "viterbi", "svi")
+
+
+def model_method(fn):
+    """
+    Decorate a built-in model's ``model``/``guide``: like :func:`pyro.nn.pyro_method`
+    (parameters appear as param sites, so ``SVI`` trains them), with
+    ``module_local_params=True`` so that the parameters live in the module and two
+    models never share a parameter through Pyro's global param store by name.
+    """
+    method = pyro_method(fn)
+
+    @functools.wraps(fn)
+    def wrapped(self, *args, **kwargs):
+        with pyro.settings.context(module_local_params=True):
+            return method(self, *args, **kwargs)
+
+    return wrapped
 
 
 class EMModel(PyroModule):
@@ -26,6 +44,12 @@ class EMModel(PyroModule):
     arguments), ``_check_fit(args)``, ``_num_items(args)``,
     ``_initialize(args, init, generator)`` and ``num_parameters``.
     """
+
+    def __init__(self, name=""):
+        # Parameters live in the module, not in Pyro's global param store (see
+        # model_method); the module's context must be created in that mode.
+        with pyro.settings.context(module_local_params=True):
+            super().__init__(name)
 
     #: plates the model nests (``max_plate_nesting`` of ``TraceEnum_ELBO``)
     max_plate_nesting = 1

@@ -7,7 +7,7 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_features
-from pyroem.models.base import EMModel
+from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import check_matrix, check_option, check_positive_int
 from pyroem.models.kmeans import kmeans
 
@@ -116,6 +116,7 @@ class GaussianMixture(EMModel):
         return DiagNormal(means, scales)
 
     # ------------------------------------------------------------------ model and guide
+    @model_method
     def model(self, x):
         """``z_n ~ Categorical(weights)``, ``x_n ~ N(means[z_n], covariances[z_n])``."""
         x = x.reshape(-1, self.dim)
@@ -123,6 +124,7 @@ class GaussianMixture(EMModel):
             z = pyro.sample("z", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
             pyro.sample("x", self._emission(z), obs=x)
 
+    @model_method
     def guide(self, x):
         """``z_n ~ Categorical(q_n)``: the local posterior, one row of ``q_probs`` per point
         (set exactly by EM's E-step, trained by SVI)."""

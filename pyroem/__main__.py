@@ -1,0 +1,5 @@
+import sys
+
+from pyroem.cli import main
+
+sys.exit(main())
