@@ -91,6 +91,9 @@ class EMModel(PyroModule):
             hist.restart = restart
             if best is None or hist.final_log_likelihood > best_hist.final_log_likelihood:
                 best, best_hist = work, hist
+        # clear first: attributes the fit deleted (e.g. a None replaced by a PyroParam)
+        # must not shadow the fitted ones
+        self.__dict__.clear()
         self.__dict__.update(best.__dict__)
         self.history = best_hist
         self.converged = best_hist.converged
@@ -103,17 +106,22 @@ class EMModel(PyroModule):
         return self._loop(em.step, em.evaluate_loss, args, method, max_iter, tol, progress)
 
     def _run_svi(self, args, max_iter, tol, progress, lr):
-        svi = pyro.infer.SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}), self._svi_elbo())
-        em = EM(self.model, max_plate_nesting=self.max_plate_nesting)
-        # The guide's q must exist (and be sized for the data) before SVI collects params.
-        self.guide(*args)
+        # While SVI runs, PyroModule parameters live in Pyro's global param store under
+        # their attribute names: a fresh scope keeps values another model left there from
+        # replacing this copy's (and leaves the user's store as it was).
+        with pyro.get_param_store().scope():
+            svi = pyro.infer.SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}),
+                                 self._svi_elbo())
+            em = EM(self.model, max_plate_nesting=self.max_plate_nesting)
+            # The guide's q must exist (and be sized for the data) before SVI collects params.
+            self.guide(*args)
 
-        def step(*a):
-            loss = em.evaluate_loss(*a)  # exact -log p(X) under the parameters before the step
-            svi.step(*a)
-            return loss
+            def step(*a):
+                loss = em.evaluate_loss(*a)  # exact -log p(X) under the parameters before the step
+                svi.step(*a)
+                return loss
 
-        return self._loop(step, em.evaluate_loss, args, "svi", max_iter, tol, progress)
+            return self._loop(step, em.evaluate_loss, args, "svi", max_iter, tol, progress)
 
     def _svi_elbo(self):
         """The ELBO that ``fit(method="svi")`` optimises (discrete latents enumerated)."""

@@ -30,7 +30,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroParam
+from pyro.nn import PyroParam, pyro_method
 from torch.distributions import constraints
 
 from pyroem.infer.estep import Posterior
@@ -242,6 +242,11 @@ class PLDA(EMModel):
     ``within_cov (D, D)``. Data: embeddings ``(N, D)`` with ``(N,)`` labels of any
     hashable type; the Pyro ``model``/``guide``/``e_step`` take the contiguous codes of
     :func:`encode_labels`.
+
+    As for any :class:`~pyro.nn.PyroModule`, while ``model`` and ``guide`` run under
+    Pyro (SVI, ``Trace_ELBO``) the parameters live in Pyro's global param store under
+    their attribute names: call :func:`pyro.clear_param_store` before running another
+    instance's model under Pyro (``fit`` does this for its own copy).
     """
 
     inits = ("scatter", "given")
@@ -306,6 +311,7 @@ class PLDA(EMModel):
                           2 * lw.diagonal().log().sum())
 
     # ------------------------------------------------------------------ model and guide
+    @pyro_method
     def model(self, x, speaker):
         """``z_s ~ N(mean, between_cov)`` per speaker, ``x_i ~ N(z[speaker_i], within_cov)``.
 
@@ -313,13 +319,13 @@ class PLDA(EMModel):
         :param torch.LongTensor speaker: contiguous speaker codes ``(N,)``.
         """
         num_speakers = int(speaker.max()) + 1
+        mean, between, within = self.mean, self.between_scale_tril, self.within_scale_tril
         with pyro.plate("speakers", num_speakers):
-            z = pyro.sample("z", dist.MultivariateNormal(self.mean,
-                                                         scale_tril=self.between_scale_tril))
+            z = pyro.sample("z", dist.MultivariateNormal(mean, scale_tril=between))
         with pyro.plate("embeddings", x.shape[0]):
-            pyro.sample("x", dist.MultivariateNormal(z[speaker], scale_tril=self.within_scale_tril),
-                        obs=x)
+            pyro.sample("x", dist.MultivariateNormal(z[speaker], scale_tril=within), obs=x)
 
+    @pyro_method
     def guide(self, x, speaker):
         r"""``z_s ~ N(q_loc[s], q_scale_tril[g_s] q_scale_tril[g_s]^T)``: one Gaussian per
         speaker whose covariance is shared by the speakers of equal count (group
@@ -336,8 +342,9 @@ class PLDA(EMModel):
             self.q_loc = PyroParam(loc, event_dim=1)
             self.q_scale_tril = PyroParam(tril, constraint=constraints.lower_cholesky, event_dim=2)
             self.q_counts = distinct
+        loc, tril = self.q_loc, self.q_scale_tril[group]  # read params outside the plate
         with pyro.plate("speakers", num_speakers):
-            pyro.sample("z", dist.MultivariateNormal(self.q_loc, scale_tril=self.q_scale_tril[group]))
+            pyro.sample("z", dist.MultivariateNormal(loc, scale_tril=tril))
 
     # ------------------------------------------------------------------ EM protocol
     def _speaker_terms(self, summary, basis):
