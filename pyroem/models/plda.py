@@ -131,8 +131,9 @@ def data_summary(x, speaker):
         if xref() is x and sref() is speaker and versions == (x._version, speaker._version):
             return summary
     summary = _compute_summary(x, speaker)
-    _CACHE[key] = ((weakref.ref(x, lambda _, k=key: _CACHE.pop(k, None)), weakref.ref(speaker)),
-                   (x._version, speaker._version), summary)
+    # the entry goes when either tensor dies
+    refs = tuple(weakref.ref(t, lambda _, k=key: _CACHE.pop(k, None)) for t in (x, speaker))
+    _CACHE[key] = (refs, (x._version, speaker._version), summary)
     return summary
 
 
@@ -323,7 +324,10 @@ class PLDA(EMModel):
         with pyro.plate("speakers", num_speakers):
             z = pyro.sample("z", dist.MultivariateNormal(mean, scale_tril=between))
         with pyro.plate("embeddings", x.shape[0]):
-            pyro.sample("x", dist.MultivariateNormal(z[speaker], scale_tril=within), obs=x)
+            # validate_args=False: validation would materialise the (N, D, D) broadcast of
+            # scale_tril (the constraint holds by construction: a lower_cholesky PyroParam)
+            pyro.sample("x", dist.MultivariateNormal(z[speaker], scale_tril=within,
+                                                     validate_args=False), obs=x)
 
     @pyro_method
     def guide(self, x, speaker):
@@ -528,16 +532,18 @@ class PLDA(EMModel):
         :returns: ``(x (N, D), labels (N,), z (S, D))``.
         """
         num_speakers = check_positive_int("num_speakers", num_speakers)
-        counts = torch.as_tensor(num_per_speaker).long().expand(num_speakers)
-        if (counts < 1).any():
-            raise ValueError("num_per_speaker must be >= 1")
+        counts = torch.as_tensor(num_per_speaker).long().reshape(-1)
+        if counts.numel() not in (1, num_speakers) or (counts < 1).any():
+            raise ValueError(f"num_per_speaker must be an int >= 1 or {num_speakers} such counts")
+        counts = counts.expand(num_speakers)
         labels = torch.repeat_interleave(torch.arange(num_speakers), counts)
         with torch.no_grad(), pyro.poutine.block():
             if seed is not None:
                 pyro.set_rng_seed(seed)
             z = dist.MultivariateNormal(self.mean, scale_tril=self.between_scale_tril).sample(
                 (num_speakers,))
-            x = dist.MultivariateNormal(z[labels], scale_tril=self.within_scale_tril).sample()
+            x = dist.MultivariateNormal(z[labels], scale_tril=self.within_scale_tril,
+                                        validate_args=False).sample()
         return x, labels, z
 
     def score_means(self, enroll_means, enroll_counts, tests):
