@@ -169,7 +169,8 @@ def test_float32_matches_float64():
     p32.fit(x.float(), labels, max_iter=5, tol=0)
     assert p32.dtype == torch.float32
     assert torch.allclose(p32.between_cov.double(), p64.between_cov, rtol=1e-4, atol=1e-5)
-    assert math.isclose(p32.history.log_likelihood[-1], p64.history.log_likelihood[-1], rel_tol=1e-5)
+    assert math.isclose(p32.history.log_likelihood[-1], p64.history.log_likelihood[-1],
+                        rel_tol=1e-5)
 
 
 def test_svi_trains_the_same_model_and_guide():

@@ -103,7 +103,8 @@ _CACHE = {}
 
 def _compute_summary(x, speaker):
     if speaker.shape != x.shape[:1]:
-        raise ValueError(f"speaker codes must have shape ({x.shape[0]},), got {tuple(speaker.shape)}")
+        raise ValueError(f"speaker codes must have shape ({x.shape[0]},), got "
+                         f"{tuple(speaker.shape)}")
     if speaker.numel() and int(speaker.min()) < 0:
         raise ValueError("speaker codes must be >= 0")
     counts = torch.bincount(speaker).to(x.dtype)
@@ -247,7 +248,8 @@ class PLDA(EMModel):
     As for any :class:`~pyro.nn.PyroModule`, while ``model`` and ``guide`` run under
     Pyro (SVI, ``Trace_ELBO``) the parameters live in Pyro's global param store under
     their attribute names: call :func:`pyro.clear_param_store` before running another
-    instance's model under Pyro (``fit`` does this for its own copy).
+    instance's model under Pyro (``fit(method="svi")`` runs in a param-store scope of its
+    own).
     """
 
     inits = ("scatter", "given")
@@ -582,8 +584,11 @@ class PLDA(EMModel):
             a = 1 / (1 + psi / (1 + npsi))  # predictive precisions, (K, D)
             b = 1 / (1 + psi)
             yt2 = yt.square()
-            scores = (-0.5 * (a @ yt2.T) + (a * m) @ yt.T - 0.5 * (a * m.square()).sum(-1, keepdim=True)
-                      + 0.5 * (yt2 @ b) + 0.5 * (a.log().sum(-1, keepdim=True) - b.log().sum()))
+            # -1/2 sum_d a (y_t - m)^2 + 1/2 sum_d b y_t^2 + 1/2 log|diag a| - 1/2 log|diag b|,
+            # expanded so that the (K, M) table is two matrix products
+            scores = (-0.5 * (a @ yt2.T) + (a * m) @ yt.T
+                      - 0.5 * (a * m.square()).sum(-1, keepdim=True) + 0.5 * (yt2 @ b)
+                      + 0.5 * (a.log().sum(-1, keepdim=True) - b.log().sum()))
         return scores
 
     def llr(self, enroll, test):
