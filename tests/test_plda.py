@@ -93,7 +93,6 @@ def test_elbo_equals_log_evidence_after_e_step():
     plda = _model(dim=3, seed=4)
     x, labels, _ = plda.sample(6, torch.tensor([1, 3, 2, 5, 1, 2]), seed=2)
     args = plda._prepare(x, labels)
-    pyro.clear_param_store()  # PyroModule parameters meet in the global store under Pyro
     em = EM(plda.model, plda.guide)
     em.step(*args)  # move the parameters, then take a fresh E-step under them
     log_evidence = float(em.e_step(*args).log_evidence)
@@ -102,7 +101,6 @@ def test_elbo_equals_log_evidence_after_e_step():
     # zero variance: every single-sample estimate is log p(X)
     assert np.allclose(elbos, log_evidence, atol=1e-9, rtol=0)
     # and the guide before the E-step (the prior) is not optimal
-    pyro.clear_param_store()
     fresh = _model(dim=3, seed=4)
     fresh.guide(*args)
     assert -pyro.infer.Trace_ELBO().loss(fresh.model, fresh.guide, *args) < log_evidence - 1

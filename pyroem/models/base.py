@@ -1,12 +1,13 @@
 """The fit loop shared by the built-in models."""
 
 import copy
+import functools
 import math
 import time
 
 import pyro
 import torch
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from tqdm.auto import tqdm
 
 from pyroem.infer.em import EM
@@ -14,6 +15,23 @@ from pyroem.infer.history import History
 from pyroem.models.checks import check_option, check_positive_int
 
 METHODS = ("em", "viterbi", "svi")
+
+
+def model_method(fn):
+    """
+    Decorate a built-in model's ``model``/``guide``: like :func:`pyro.nn.pyro_method`
+    (parameters appear as param sites, so ``SVI`` trains them), with
+    ``module_local_params=True`` so that the parameters live in the module and two
+    models never share a parameter through Pyro's global param store by name.
+    """
+    method = pyro_method(fn)
+
+    @functools.wraps(fn)
+    def wrapped(self, *args, **kwargs):
+        with pyro.settings.context(module_local_params=True):
+            return method(self, *args, **kwargs)
+
+    return wrapped
 
 
 class EMModel(PyroModule):
@@ -26,6 +44,12 @@ class EMModel(PyroModule):
     arguments), ``_check_fit(args)``, ``_num_items(args)``,
     ``_initialize(args, init, generator)`` and ``num_parameters``.
     """
+
+    def __init__(self, name=""):
+        # Parameters live in the module, not in Pyro's global param store (see
+        # model_method); the module's context must be created in that mode.
+        with pyro.settings.context(module_local_params=True):
+            super().__init__(name)
 
     #: plates the model nests (``max_plate_nesting`` of ``TraceEnum_ELBO``)
     max_plate_nesting = 1
@@ -91,9 +115,6 @@ class EMModel(PyroModule):
             hist.restart = restart
             if best is None or hist.final_log_likelihood > best_hist.final_log_likelihood:
                 best, best_hist = work, hist
-        # clear first: attributes the fit deleted (e.g. a None replaced by a PyroParam)
-        # must not shadow the fitted ones
-        self.__dict__.clear()
         self.__dict__.update(best.__dict__)
         self.history = best_hist
         self.converged = best_hist.converged
@@ -106,25 +127,21 @@ class EMModel(PyroModule):
         return self._loop(em.step, em.evaluate_loss, args, method, max_iter, tol, progress)
 
     def _run_svi(self, args, max_iter, tol, progress, lr):
-        # While SVI runs, PyroModule parameters live in Pyro's global param store under
-        # their attribute names: a fresh scope keeps values another model left there from
-        # replacing this copy's (and leaves the user's store as it was).
-        with pyro.get_param_store().scope():
-            svi = pyro.infer.SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}),
-                                 self._svi_elbo())
-            em = EM(self.model, max_plate_nesting=self.max_plate_nesting)
-            # The guide's q must exist (and be sized for the data) before SVI collects params.
-            self.guide(*args)
+        svi = pyro.infer.SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}), self._svi_elbo())
+        em = EM(self.model, max_plate_nesting=self.max_plate_nesting)
+        # The guide's q must exist (and be sized for the data) before SVI collects params.
+        self.guide(*args)
 
-            def step(*a):
-                loss = em.evaluate_loss(*a)  # exact -log p(X) under the parameters before the step
-                svi.step(*a)
-                return loss
+        def step(*a):
+            loss = em.evaluate_loss(*a)  # exact -log p(X) under the parameters before the step
+            svi.step(*a)
+            return loss
 
-            return self._loop(step, em.evaluate_loss, args, "svi", max_iter, tol, progress)
+        return self._loop(step, em.evaluate_loss, args, "svi", max_iter, tol, progress)
 
     def _svi_elbo(self):
-        """The ELBO that ``fit(method="svi")`` optimises (discrete latents enumerated)."""
+        """The ELBO that ``fit(method="svi")`` optimises (discrete latents enumerated;
+        a model with continuous latents returns e.g. ``Trace_ELBO()``)."""
         return pyro.infer.TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting)
 
     def _loop(self, step, evaluate, args, method, max_iter, tol, progress):

@@ -30,11 +30,11 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroParam, pyro_method
+from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.infer.estep import Posterior
-from pyroem.models.base import EMModel
+from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import as_float_tensor, check_finite, check_matrix, check_positive_int
 
 
@@ -244,12 +244,6 @@ class PLDA(EMModel):
     ``within_cov (D, D)``. Data: embeddings ``(N, D)`` with ``(N,)`` labels of any
     hashable type; the Pyro ``model``/``guide``/``e_step`` take the contiguous codes of
     :func:`encode_labels`.
-
-    As for any :class:`~pyro.nn.PyroModule`, while ``model`` and ``guide`` run under
-    Pyro (SVI, ``Trace_ELBO``) the parameters live in Pyro's global param store under
-    their attribute names: call :func:`pyro.clear_param_store` before running another
-    instance's model under Pyro (``fit(method="svi")`` runs in a param-store scope of its
-    own).
     """
 
     inits = ("scatter", "given")
@@ -266,8 +260,8 @@ class PLDA(EMModel):
         self.mean = PyroParam(torch.zeros(D))
         self.between_scale_tril = PyroParam(torch.eye(D), constraint=constraints.lower_cholesky)
         self.within_scale_tril = PyroParam(torch.eye(D), constraint=constraints.lower_cholesky)
-        self.q_loc = None
-        self.q_scale_tril = None
+        # The guide's q_loc (S, D) and q_scale_tril (G, D, D) are created on first use,
+        # sized for the data; q_counts holds the distinct counts of the G groups.
         self.q_counts = None
 
     # ------------------------------------------------------------------ parameters
@@ -314,7 +308,7 @@ class PLDA(EMModel):
                           2 * lw.diagonal().log().sum())
 
     # ------------------------------------------------------------------ model and guide
-    @pyro_method
+    @model_method
     def model(self, x, speaker):
         """``z_s ~ N(mean, between_cov)`` per speaker, ``x_i ~ N(z[speaker_i], within_cov)``.
 
@@ -331,7 +325,7 @@ class PLDA(EMModel):
             pyro.sample("x", dist.MultivariateNormal(z[speaker], scale_tril=within,
                                                      validate_args=False), obs=x)
 
-    @pyro_method
+    @model_method
     def guide(self, x, speaker):
         r"""``z_s ~ N(q_loc[s], q_scale_tril[g_s] q_scale_tril[g_s]^T)``: one Gaussian per
         speaker whose covariance is shared by the speakers of equal count (group
@@ -341,7 +335,7 @@ class PLDA(EMModel):
         counts = torch.bincount(speaker)
         distinct, group = torch.unique(counts, return_inverse=True)
         num_speakers, D = counts.shape[0], self.dim
-        if (self.q_loc is None or self.q_loc.shape != (num_speakers, D)
+        if (self._q_shape("q_loc") != (num_speakers, D)
                 or self.q_counts is None or not torch.equal(self.q_counts, distinct)):
             loc = self.mean.detach().expand(num_speakers, D).clone()
             tril = self.between_scale_tril.detach().expand(distinct.shape[0], D, D).clone()
@@ -351,6 +345,11 @@ class PLDA(EMModel):
         loc, tril = self.q_loc, self.q_scale_tril[group]  # read params outside the plate
         with pyro.plate("speakers", num_speakers):
             pyro.sample("z", dist.MultivariateNormal(loc, scale_tril=tril))
+
+    def _q_shape(self, name):
+        # shape of a guide parameter, read without building its constrained value
+        q = self._parameters.get(name + "_unconstrained")
+        return None if q is None else q.shape
 
     # ------------------------------------------------------------------ EM protocol
     def _speaker_terms(self, summary, basis):
@@ -392,8 +391,7 @@ class PLDA(EMModel):
         """E-step: the guide's ``q(z_s)`` := the exact posterior."""
         post = posterior["z"]
         loc, tril = post.loc, post.scale_tril
-        if (self.q_loc is None or self.q_loc.shape != loc.shape
-                or self.q_scale_tril.shape != tril.shape):
+        if self._q_shape("q_loc") != loc.shape or self._q_shape("q_scale_tril") != tril.shape:
             self.q_loc = PyroParam(loc, event_dim=1)
             self.q_scale_tril = PyroParam(tril, constraint=constraints.lower_cholesky, event_dim=2)
         else:
