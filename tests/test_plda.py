@@ -49,6 +49,14 @@ def test_llr_equals_ratio_of_joint_gaussian_densities(n):
     assert plda.llr(enroll, tests[2]).shape == ()
 
 
+def test_llr_with_one_enrolment_embedding_is_symmetric():
+    plda = _model(dim=4, seed=11)
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    assert math.isclose(float(plda.llr(a, b)), float(plda.llr(b, a)), abs_tol=1e-12)
+    assert math.isclose(float(plda.llr(a[None], b)), float(plda.llr(a, b)), abs_tol=1e-12)
+
+
 def test_score_matrix_matches_llr():
     plda = _model(dim=4, seed=3)
     g = torch.Generator().manual_seed(0)
