@@ -116,7 +116,7 @@ def _compute_summary(x, speaker):
     means = torch.zeros(counts.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
     means.index_add_(0, speaker, xc)
     means /= counts.unsqueeze(-1)
-    resid = xc - means[speaker]
+    resid = xc.sub_(means[speaker])  # in place: xc is ours
     return _Summary(counts, means, resid.T @ resid, shift)
 
 
