@@ -2,5 +2,6 @@
 
 from pyroem.models.base import EMModel
 from pyroem.models.gmm import GaussianMixture
+from pyroem.models.plda import PLDA
 
-__all__ = ["EMModel", "GaussianMixture"]
+__all__ = ["EMModel", "GaussianMixture", "PLDA"]

@@ -127,8 +127,7 @@ class EMModel(PyroModule):
         return self._loop(em.step, em.evaluate_loss, args, method, max_iter, tol, progress)
 
     def _run_svi(self, args, max_iter, tol, progress, lr):
-        elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting)
-        svi = pyro.infer.SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}), elbo)
+        svi = pyro.infer.SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}), self._svi_elbo())
         em = EM(self.model, max_plate_nesting=self.max_plate_nesting)
         # The guide's q must exist (and be sized for the data) before SVI collects params.
         self.guide(*args)
@@ -139,6 +138,11 @@ class EMModel(PyroModule):
             return loss
 
         return self._loop(step, em.evaluate_loss, args, "svi", max_iter, tol, progress)
+
+    def _svi_elbo(self):
+        """The ELBO that ``fit(method="svi")`` optimises (discrete latents enumerated;
+        a model with continuous latents returns e.g. ``Trace_ELBO()``)."""
+        return pyro.infer.TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting)
 
     def _loop(self, step, evaluate, args, method, max_iter, tol, progress):
         hist = History(method=method)
