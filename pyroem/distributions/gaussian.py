@@ -10,6 +10,15 @@ from torch.distributions import constraints
 from pyroem.distributions.features import gaussian_features
 
 
+def _distinct(t):
+    # Plates expand the parameters to the full batch shape (stride 0); keep only their
+    # distinct values so that e.g. ``Lambda mu`` costs K, not K * N, matrix products.
+    for dim, (size, stride) in enumerate(zip(t.shape, t.stride())):
+        if stride == 0 and size > 1:
+            t = t.narrow(dim, 0, 1)
+    return t
+
+
 def _dot(a, b):
     # Batched dot product over the last dim; broadcasting batch dims that are 1 on one
     # side becomes a single matrix product inside einsum.
@@ -41,7 +50,7 @@ class MultivariateNormal(dist.MultivariateNormal):
         eye = torch.eye(dim, dtype=tril.dtype, device=tril.device)
         inv_tril = torch.linalg.solve_triangular(tril, eye, upper=False)
         prec = inv_tril.mT @ inv_tril
-        loc = self.loc - center
+        loc = _distinct(self.loc) - center
         prec_loc = (prec @ loc.unsqueeze(-1)).squeeze(-1)
         maha = _dot(quad, prec.flatten(-2)) - 2 * _dot(lin, prec_loc)
         const = (loc * prec_loc).sum(-1) + dim * math.log(2 * math.pi)
@@ -104,9 +113,9 @@ class DiagNormal(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         center, sq, lin = gaussian_features(value, "diag")
-        prec = self.scale.pow(-2)
-        loc = self.loc - center
+        prec = _distinct(self.scale).pow(-2)
+        loc = _distinct(self.loc) - center
         prec_loc = prec * loc
         maha = _dot(sq, prec) - 2 * _dot(lin, prec_loc)
         const = (loc * prec_loc).sum(-1) + self.event_shape[0] * math.log(2 * math.pi)
-        return -0.5 * (maha + const) - self.scale.log().sum(-1)
+        return -0.5 * (maha + const) - _distinct(self.scale).log().sum(-1)
