@@ -264,8 +264,8 @@ class AutoMStep:
         if not value.requires_grad and isinstance(fn, DiagNormal):
             center, sq, lin = gaussian_features(value, "diag")
         else:
-            center = value.detach().reshape(-1, *value.shape[-1:]).mean(0) \
-                if value.dim() else value.detach()
+            # One shift for all entries keeps the moments well conditioned (float32).
+            center = value.detach().mean()
             lin = value - center
             sq = lin * lin
         w0 = weighted_sum([wb], shape_r)
@@ -411,7 +411,10 @@ class AutoMStep:
         names = leaves.names_by_id()
         uses, other = defaultdict(list), set()
         for name, site in trace.nodes.items():
-            if site["type"] != "sample":
+            # Deterministic sites carry no factor; integrated-out sites (missing values of
+            # obs_mask) have no marginal.
+            if (site["type"] != "sample" or site["infer"].get("_deterministic")
+                    or name not in posterior.marginals):
                 continue
             weight = posterior.marginals[name]
             scale = site["scale"]

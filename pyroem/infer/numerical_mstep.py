@@ -30,11 +30,11 @@ def expected_log_joint(model, posterior, args, kwargs, max_plate_nesting):
     enum_model = poutine.enum(config_enumerate(model, default="parallel"),
                               first_available_dim=-1 - max_plate_nesting)
     trace = prune_subsample_sites(poutine.trace(enum_model).get_trace(*args, **kwargs))
-    trace.compute_log_prob()
+    trace.compute_log_prob(lambda name, site: name in posterior.marginals)
     total = 0.0
     for name, site in trace.nodes.items():
-        if site["type"] != "sample":
-            continue
+        if site["type"] != "sample" or name not in posterior.marginals:
+            continue  # e.g. missing values of obs_mask, integrated out by the E-step
         weight = posterior.marginals[name].detach()
         log_prob = site["log_prob"]
         # 0 * -inf is 0 here: configurations with no posterior mass do not count.
