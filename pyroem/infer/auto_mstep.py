@@ -118,7 +118,7 @@ class AutoMStep:
     :param int numerical_max_iter: L-BFGS iterations of the fallback per M-step.
     """
 
-    def __init__(self, model, max_plate_nesting=None, numerical=True, numerical_max_iter=20):
+    def __init__(self, model, max_plate_nesting=None, numerical=True, numerical_max_iter=50):
         self.model = model
         self.max_plate_nesting = max_plate_nesting
         self.numerical = numerical

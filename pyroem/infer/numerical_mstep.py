@@ -53,10 +53,11 @@ class NumericalMStep:
 
     :param callable model: the Pyro model.
     :param int max_plate_nesting: as used by the E-step.
-    :param int max_iter: L-BFGS iterations per M-step.
+    :param int max_iter: L-BFGS iterations per M-step (a partial maximisation is
+        still a valid generalised-EM step).
     """
 
-    def __init__(self, model, max_plate_nesting, max_iter=20):
+    def __init__(self, model, max_plate_nesting, max_iter=50):
         self.model = model
         self.max_plate_nesting = max_plate_nesting
         self.max_iter = max_iter
@@ -79,6 +80,7 @@ class NumericalMStep:
         with torch.no_grad():
             q_old = float(q_value())
         optim = torch.optim.LBFGS(values, lr=1.0, max_iter=self.max_iter,
+                                  tolerance_grad=1e-10, tolerance_change=1e-14,
                                   line_search_fn="strong_wolfe")
 
         def closure():
