@@ -81,13 +81,16 @@ def _checked_sites(trace, max_plate_nesting):
     Missing values of a continuous site observed with ``obs_mask`` (Pyro's
     ``<name>_unobserved`` latent next to ``<name>_observed``) integrate to one: they are
     marked ``_integrated`` and left out of the contraction (their values must not feed
-    other sites). Any other latent must be enumerable, and no site's log-prob table may
+    other sites), as are ``pyro.deterministic`` sites (log-prob 0). Any other latent must be enumerable, and no site's log-prob table may
     exceed :data:`MAX_FACTOR_SIZE` entries.
     """
     sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
     names = {s["name"] for s in sites}
     for site in sites:
         name = site["name"]
+        if site["infer"].get("_deterministic"):
+            site["_integrated"] = True  # pyro.deterministic: a Delta at its value, log-prob 0
+            continue
         if not site["is_observed"] and site["infer"].get("_enumerate_dim") is None:
             if (name.endswith("_unobserved") and name[:-11] + "_observed" in names
                     and site["mask"] is not None):
