@@ -431,6 +431,12 @@ class AutoMStep:
             self.max_plate_nesting = guess_max_plate_nesting(self.model, args, kwargs)
         with torch.no_grad():
             trace, leaves, uses, other = self._analyse(posterior, args, kwargs)
+        if not leaves.leaves:
+            raise ValueError(
+                "The model has no pyro.param statement for EM to update. Declare the "
+                "parameters with pyro.param(name, init, constraint=...) inside the model; for "
+                "a PyroModule pass the module itself (EM(module)), not its forward method, so "
+                "that its PyroParams are seen as pyro.params.")
         strategies, closed = {}, {}
         for param in leaves.leaves:
             param_uses = [u for _, u in uses.get(param, [])]

@@ -145,9 +145,10 @@ class Selection:
     def pull(self, stat):
         r""":math:`S^\top` ``stat``: sum ``stat`` (laid out like the argument, shape
         :attr:`shape`) onto the entries of the parameter."""
-        grad = stat.expand(self.shape) if stat.shape != self.shape else stat
-        if grad.stride() != stat.stride() or not grad.is_contiguous():
-            grad = grad.contiguous()
+        if stat.shape != self.shape:
+            raise ValueError(f"statistic of shape {tuple(stat.shape)} for an argument of "
+                             f"shape {tuple(self.shape)}")
+        grad = stat.contiguous()
         for node in self._nodes:
             out = node(grad)
             grad = out[0] if isinstance(out, tuple) else out
