@@ -130,3 +130,12 @@ def test_too_many_enumerated_dims_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(estep, "MAX_FACTOR_SIZE", 50)  # 3**4 = 81 entries > 50
     with pytest.raises(ValueError, match="depends jointly on 4 enumerated variables"):
         exact_posterior(model, torch.tensor(0.5), max_plate_nesting=0)
+
+
+def test_more_enumerated_dims_than_torch_supports_is_a_clear_error():
+    def model():
+        for i in range(70):  # 70 latents outside any plate: 70 enumeration dims
+            z = pyro.sample(f"z{i}", dist.Bernoulli(0.5))
+            pyro.sample(f"x{i}", dist.Normal(z, 1.0), obs=torch.tensor(1.0))
+    with pytest.raises(ValueError, match="more than the 64 tensor dims.*pyro.plate"):
+        exact_posterior(model, max_plate_nesting=0)

@@ -152,13 +152,14 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
         try:
             trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
         except RuntimeError as e:
-            if "dimension" not in str(e) and "dim" not in str(e):
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            if "up to 64 dims" not in first_line:
                 raise
             raise ValueError(
-                f"Enumerating the model's discrete latents failed ({e}). Each latent that "
-                "is not inside a plate or a pyro.markov context takes one tensor dim of its "
-                "own: put independent latents in a pyro.plate, chains in pyro.markov, or "
-                "fix max_plate_nesting.") from e
+                f"Enumerating the model's discrete latents needs more than the 64 tensor "
+                f"dims torch supports ({first_line}). Each latent that is not inside a plate "
+                "or a pyro.markov context takes one dim of its own: put independent latents "
+                "in a pyro.plate and chains in pyro.markov.") from e
         trace = prune_subsample_sites(trace)
         sites = _checked_sites(trace, max_plate_nesting)
         integrated = {s["name"] for s in sites if s.get("_integrated")}
