@@ -41,11 +41,10 @@ Every other parameter goes to the numerical fallback
 from collections import defaultdict
 
 import pyro
-import pyro.distributions as dist
 import torch
+import torch.distributions as td
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from torch.distributions import Independent, constraints
-from torch.distributions import transform_to
+from torch.distributions import Independent, constraints, transform_to
 
 from pyroem.distributions import DiagNormal, gaussian_features
 from pyroem.infer.estep import guess_max_plate_nesting
@@ -152,14 +151,13 @@ class AutoMStep:
                 other |= params_reached(t, names)
             return uses, other
 
-        if isinstance(fn, (dist.Categorical,)) and type(fn).__name__ == "Categorical" \
-                and "probs" in vars(fn):
+        if isinstance(fn, torch.distributions.Categorical) and "probs" in vars(fn):
             sel = Selection.find(fn.probs, names, normalised=True)
             if sel is not None:
                 uses[sel.name].append(_Use("probs", "Categorical",
                                            self._categorical_stats(sel, wb, value)))
                 skip |= {"probs", "logits"}
-        elif isinstance(fn, dist.Bernoulli) and "probs" in vars(fn):
+        elif isinstance(fn, torch.distributions.Bernoulli) and "probs" in vars(fn):
             sel = Selection.find(fn.probs, names)
             if sel is not None:
                 num = weighted_sum([wb, value], sel.shape)
@@ -168,18 +166,18 @@ class AutoMStep:
                                            lambda s, sel=sel, num=num, den=den:
                                            (sel.pull(num), sel.pull(den))))
                 skip |= {"probs", "logits"}
-        elif isinstance(fn, (dist.Poisson, dist.Exponential, dist.Gamma)):
+        elif isinstance(fn, (td.Poisson, td.Exponential, td.Gamma)):
             sel = Selection.find(fn.rate, names)
             family = type(fn).__name__
-            if isinstance(fn, dist.Gamma):
+            if isinstance(fn, td.Gamma):
                 conc_params = params_reached(fn.concentration, names)
                 ok = sel is not None and not conc_params
             else:
                 ok = sel is not None
             if ok:
-                if isinstance(fn, dist.Poisson):
+                if isinstance(fn, td.Poisson):
                     num, den = weighted_sum([wb, value], sel.shape), weighted_sum([wb], sel.shape)
-                elif isinstance(fn, dist.Exponential):
+                elif isinstance(fn, td.Exponential):
                     num, den = weighted_sum([wb], sel.shape), weighted_sum([wb, value], sel.shape)
                 else:
                     num = weighted_sum([wb, fn.concentration.detach()], sel.shape)
@@ -187,7 +185,7 @@ class AutoMStep:
                 uses[sel.name].append(_Use("rate", family, lambda s, sel=sel, num=num, den=den:
                                            (sel.pull(num), sel.pull(den))))
                 skip |= {"rate"}
-        elif isinstance(fn, (dist.Normal, DiagNormal)):
+        elif isinstance(fn, (td.Normal, DiagNormal)):
             if isinstance(fn, DiagNormal):
                 wb = wb.unsqueeze(-1)
             self._normal_uses(site["name"], fn, wb, value, names, uses, skip)
@@ -205,23 +203,23 @@ class AutoMStep:
         args = [t for _, t in _tensor_attrs(fn, {"_batch_shape", "_event_shape"})]
         if sel is None or any(params_reached(t, names) for t in args):
             return False
-        if isinstance(fn, dist.Dirichlet):
+        if isinstance(fn, td.Dirichlet):
             alpha = fn.concentration.detach()
             num = weighted_sum([wb.unsqueeze(-1), alpha - 1], sel.shape)
             uses[sel.name].append(_Use("probs", "Dirichlet", lambda s: (sel.pull(num), None),
                                        prior=True))
-        elif isinstance(fn, dist.Beta):
+        elif isinstance(fn, td.Beta):
             a, b = fn.concentration1.detach(), fn.concentration0.detach()
             num = weighted_sum([wb, a - 1], sel.shape)
             den = weighted_sum([wb, a + b - 2], sel.shape)
             uses[sel.name].append(_Use("bernoulli", "Beta",
                                        lambda s: (sel.pull(num), sel.pull(den)), prior=True))
-        elif isinstance(fn, dist.Gamma):
+        elif isinstance(fn, td.Gamma):
             a, b = fn.concentration.detach(), fn.rate.detach()
             num, den = weighted_sum([wb, a - 1], sel.shape), weighted_sum([wb, b], sel.shape)
             uses[sel.name].append(_Use("rate", "Gamma",
                                        lambda s: (sel.pull(num), sel.pull(den)), prior=True))
-        elif isinstance(fn, dist.Normal):
+        elif isinstance(fn, td.Normal):
             prec = fn.scale.detach().pow(-2)
             num = weighted_sum([wb, prec, fn.loc.detach()], sel.shape)
             den = weighted_sum([wb, prec], sel.shape)
@@ -254,8 +252,6 @@ class AutoMStep:
     def _normal_uses(self, name, fn, wb, value, names, uses, skip):
         loc_sel = Selection.find(fn.loc, names)
         scale_sel = Selection.find(fn.scale, names)
-        if scale_sel is None and params_reached(fn.scale, names) and loc_sel is not None:
-            pass  # loc given the current scale (conditional maximisation)
         if loc_sel is None and scale_sel is None:
             return
         loc_c, scale_c = compact(fn.loc.detach()), compact(fn.scale.detach())
@@ -308,8 +304,6 @@ class AutoMStep:
         loc_batch = loc_sel.shape[:-1] if loc_sel else loc_c.shape[:-1]
         cov_batch = cov_sel.shape[:-2] if cov_sel else cov_c.shape[:-2]
         shape_r = _broadcast(loc_batch, cov_batch)
-        if loc_sel is not None and cov_sel is None and params_reached(cov_arg, names):
-            pass
         if loc_sel is not None:
             # sum w x / sum w maximises Q only if the covariance is the same at all positions
             # sharing a location entry: the covariance may vary only along dims where the
