@@ -143,3 +143,38 @@ def test_scalar_mixture_shared_scale_brute_force_and_hand_step():
     assert torch.allclose(param("weights"), nk / 4, atol=1e-12)
     assert torch.allclose(param("locs"), locs, atol=1e-12)
     assert torch.allclose(param("scale"), var.sqrt(), atol=1e-12)
+
+
+def test_gaussian_log_prob_with_plate_expanded_parameters():
+    """pyroem's Gaussians keep only the distinct parameter values of plate-expanded
+    arguments; their log-prob equals torch's on the enumerated (K, N) table."""
+    x = data(7)
+    gen = torch.Generator().manual_seed(3)
+    locs = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    a = torch.randn(3, 3, 3, generator=gen, dtype=torch.float64)
+    tril = torch.linalg.cholesky(a @ a.mT + torch.eye(3, dtype=torch.float64))
+    scales = 0.5 + torch.rand(3, 3, generator=gen, dtype=torch.float64)
+    z = torch.arange(3).reshape(3, 1)
+    got = MultivariateNormal(locs[z], scale_tril=tril[z]).expand((3, 7)).log_prob(x)
+    ref = torch.distributions.MultivariateNormal(locs[z], scale_tril=tril[z]).log_prob(x)
+    assert torch.allclose(got, ref, atol=1e-12)
+    got = DiagNormal(locs[z], scales[z]).expand((3, 7)).log_prob(x)
+    ref = torch.distributions.Normal(locs[z], scales[z]).log_prob(x).sum(-1)
+    assert torch.allclose(got, ref, atol=1e-12)
+
+
+def test_float32_generic_gmm_close_to_float64():
+    x64 = data()
+    gmm = fitted_builtin(x64, 3, "full")
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        pyro.clear_param_store()
+        pyro.param("weights", gmm.weights.detach().to(dtype), constraint=constraints.simplex)
+        pyro.param("locs", gmm.means.detach().to(dtype))
+        pyro.param("scale_tril", torch.linalg.cholesky(gmm.covariances).to(dtype),
+                   constraint=constraints.lower_cholesky)
+        em = EM(full_model)
+        losses = [em.step(x64.to(dtype)) for _ in range(3)]
+        results[dtype] = (losses, param("locs").double())
+    assert results[torch.float32][0] == pytest.approx(results[torch.float64][0], rel=1e-5)
+    assert torch.allclose(results[torch.float32][1], results[torch.float64][1], atol=1e-4)

@@ -121,7 +121,10 @@ class Selection:
         # Broadcasting on top (plates, broadcast_all) is skipped: statistics are summed
         # over those dims before the pull, which is much cheaper.
         while type(node).__name__ == "ExpandBackward0":
-            shape = torch.Size(node._saved_self_sym_sizes)
+            sizes = getattr(node, "_saved_self_sym_sizes", None)
+            if sizes is None:  # then the expand is pulled back like any other node
+                break
+            shape = torch.Size(sizes)
             node = node.next_functions[0][0]
         while True:
             kind = type(node).__name__
