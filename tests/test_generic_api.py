@@ -92,3 +92,30 @@ def test_builtin_models_keep_their_closed_form():
                                              "means": "closed-form:GaussianMixture",
                                              "scale_tril": "closed-form:GaussianMixture"}
     assert type(EM(gmm.model).m_step).__name__ == "ClosedFormMStep"
+
+
+def logits_model(x, y):
+    logits = pyro.param("logits", torch.zeros(2, dtype=torch.float64))
+    emit_logits = pyro.param("emit_logits", torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    rates = pyro.param("rates", torch.tensor([1.0, 5.0], dtype=torch.float64),
+                       constraint=constraints.positive)
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Categorical(logits=logits))
+        pyro.sample("x", dist.Poisson(rates[z]), obs=x)
+        pyro.sample("y", dist.Bernoulli(logits=emit_logits[z]), obs=y)
+
+
+def test_logits_parametrisations_have_closed_forms():
+    x, y = X.double(), torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    init_params(logits_model, x, y)
+    from pyroem.infer import exact_posterior
+    resp = exact_posterior(logits_model, x, y)["x"].T
+    em = EM(logits_model)
+    em.step(x, y)
+    nk = resp.sum(0)
+    assert torch.allclose(param("logits").softmax(-1), nk / nk.sum(), atol=1e-12)
+    assert torch.allclose(param("emit_logits").sigmoid(), (resp * y[:, None]).sum(0) / nk,
+                          atol=1e-12)
+    assert em.m_step.strategies == {"emit_logits": "closed-form:Bernoulli",
+                                    "logits": "closed-form:Categorical",
+                                    "rates": "closed-form:Poisson"}

@@ -10,8 +10,8 @@ broadcasts), in one of
 ==================  ===========================================================
 site                closed-form weighted MLE, :math:`w` = E-step marginal
 ==================  ===========================================================
-Categorical probs   :math:`p_c \propto \sum w\,[x = c]`
-Bernoulli probs     :math:`p = \sum w x / \sum w`
+Categorical probs   :math:`p_c \propto \sum w\,[x = c]` (logits: :math:`\log p_c`)
+Bernoulli probs     :math:`p = \sum w x / \sum w` (logits: :math:`\mathrm{logit}\, p`)
 Poisson rate        :math:`\lambda = \sum w x / \sum w`
 Exponential rate    :math:`\lambda = \sum w / \sum w x`
 Gamma rate          :math:`\beta = \sum w \alpha / \sum w x` (fixed :math:`\alpha`)
@@ -101,6 +101,17 @@ def _tensor_attrs(fn, skip):
             yield key, value
 
 
+def _given_arg(fn, names, normalised=False):
+    """``(arg, Selection)`` for whichever of ``probs``/``logits`` (the one given, the other
+    is derived lazily) is a selection of a parameter, else ``(None, None)``."""
+    for arg in ("probs", "logits"):
+        if arg in vars(fn):
+            sel = Selection.find(vars(fn)[arg], names, normalised=normalised)
+            if sel is not None:
+                return arg, sel
+    return None, None
+
+
 class AutoMStep:
     r"""
     M-step for a model without its own closed form: recognised parameters get the
@@ -151,18 +162,20 @@ class AutoMStep:
                 other |= params_reached(t, names)
             return uses, other
 
-        if isinstance(fn, torch.distributions.Categorical) and "probs" in vars(fn):
-            sel = Selection.find(fn.probs, names, normalised=True)
+        if isinstance(fn, torch.distributions.Categorical):
+            arg, sel = _given_arg(fn, names, normalised=True)
             if sel is not None:
-                uses[sel.name].append(_Use("probs", "Categorical",
+                uses[sel.name].append(_Use("probs" if arg == "probs" else "cat_logits",
+                                           "Categorical",
                                            self._categorical_stats(sel, wb, value)))
                 skip |= {"probs", "logits"}
-        elif isinstance(fn, torch.distributions.Bernoulli) and "probs" in vars(fn):
-            sel = Selection.find(fn.probs, names)
+        elif isinstance(fn, torch.distributions.Bernoulli):
+            arg, sel = _given_arg(fn, names)
             if sel is not None:
                 num = weighted_sum([wb, value], sel.shape)
                 den = weighted_sum([wb], sel.shape)
-                uses[sel.name].append(_Use("bernoulli", "Bernoulli",
+                uses[sel.name].append(_Use("bernoulli" if arg == "probs" else "bern_logits",
+                                           "Bernoulli",
                                            lambda s, sel=sel, num=num, den=den:
                                            (sel.pull(num), sel.pull(den))))
                 skip |= {"probs", "logits"}
@@ -347,17 +360,23 @@ class AutoMStep:
         num = sum(s[0] for s in stats)
         dens = [s[1] for s in stats if s[1] is not None]
         den = sum(dens) if dens else None
-        if kind == "probs":
+        if kind in ("probs", "cat_logits"):
+            if kind == "cat_logits":
+                old = old.softmax(-1)
             num = num.clamp_min(0)
             total = num.sum(-1, keepdim=True)
             new = torch.where(total > 0, num / total.clamp_min(tiny), old)
             new = new.clamp_min(tiny)
-            return new / new.sum(-1, keepdim=True)
+            new = new / new.sum(-1, keepdim=True)
+            return new.log() if kind == "cat_logits" else new
+        if kind == "bern_logits":
+            old = old.sigmoid()
         ok = den > 0
         ratio = torch.where(ok, num / torch.where(ok, den, 1), old)
-        if kind == "bernoulli":
+        if kind in ("bernoulli", "bern_logits"):
             eps = torch.finfo(old.dtype).eps
-            return torch.where(ok, ratio.clamp(eps, 1 - eps), old)
+            new = torch.where(ok, ratio.clamp(eps, 1 - eps), old)
+            return new.logit() if kind == "bern_logits" else new
         if kind == "rate":
             return torch.where(ok, ratio.clamp_min(tiny), old)
         if kind in ("normal_loc", "mvn_loc"):

@@ -109,9 +109,9 @@ class Selection:
     @classmethod
     def find(cls, tensor, names_by_id, normalised=False):
         """The selection that produced ``tensor``, or ``None`` if ``tensor`` is not a pure
-        selection of one parameter. With ``normalised=True`` one division by a sum (the
-        normalisation ``probs / probs.sum(-1)`` done by ``Categorical``) is allowed, as
-        the M-step sets a normalised value anyway."""
+        selection of one parameter. With ``normalised=True`` one normalisation on top
+        (``probs / probs.sum(-1)`` or ``logits - logits.logsumexp(-1)``, done by
+        ``Categorical``) is allowed, as the M-step sets a normalised value anyway."""
         if not torch.is_tensor(tensor) or not tensor.requires_grad:
             return None
         if tensor.grad_fn is None:
@@ -133,7 +133,8 @@ class Selection:
                 if name is None:
                     return None
                 return cls(name, shape, nodes, node.variable.shape)
-            if kind == "DivBackward0" and normalised and not nodes:
+            # probs / probs.sum(-1) or logits - logits.logsumexp(-1), done by Categorical
+            if kind in ("DivBackward0", "SubBackward0") and normalised and not nodes:
                 normalised = False
                 node = node.next_functions[0][0]
                 continue
