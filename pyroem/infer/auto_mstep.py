@@ -35,7 +35,13 @@ Locations are updated first, then scales given the new locations (conditional
 maximisation: the exact joint maximiser whenever each location is shared only by
 positions with the same scale, as in every mixture; otherwise still monotone, ECM).
 Every other parameter goes to the numerical fallback
-(:class:`~pyroem.infer.numerical_mstep.NumericalMStep`).
+(:class:`~pyroem.infer.numerical_mstep.NumericalMStep`), and so does a parameter whose
+closed-form value would break its constraint (e.g. a negative mean declared positive).
+
+Limitations: the model is run again for the M-step, so a subsampling plate must be given
+its indices (``pyro.plate(..., subsample=idx)``) for both runs to see the same items; a
+:class:`~pyro.nn.PyroModule` is passed as the module itself (``EM(module)``) so that its
+``PyroParam`` s are ``pyro.param`` s.
 """
 
 from collections import defaultdict
