@@ -1,8 +1,12 @@
 """Exact EM inference for Pyro models."""
 
+from pyroem.infer.auto_mstep import AutoMStep
 from pyroem.infer.em import EM
 from pyroem.infer.estep import Posterior, exact_posterior
+from pyroem.infer.fit import fit_em
 from pyroem.infer.history import History
 from pyroem.infer.mstep import ClosedFormMStep
+from pyroem.infer.numerical_mstep import NumericalMStep, expected_log_joint
 
-__all__ = ["EM", "ClosedFormMStep", "History", "Posterior", "exact_posterior"]
+__all__ = ["EM", "AutoMStep", "ClosedFormMStep", "History", "NumericalMStep", "Posterior",
+           "exact_posterior", "expected_log_joint", "fit_em"]

@@ -3,7 +3,8 @@
 import torch
 
 from pyroem.infer.estep import exact_posterior, guess_max_plate_nesting
-from pyroem.infer.mstep import ClosedFormMStep, find_closed_form
+from pyroem.infer.auto_mstep import AutoMStep
+from pyroem.infer.mstep import ClosedFormMStep, find_closed_form  # noqa: F401
 
 
 class EM:
@@ -41,7 +42,12 @@ class EM:
         self.max_plate_nesting = max_plate_nesting
         owner = getattr(model, "__self__", None)
         self._e_step = getattr(owner, "e_step", None)
-        self.m_step = m_step if m_step is not None else find_closed_form(model)
+        if m_step is None:
+            # Strategy 1 (the model's own closed form), else 2 + 3 (automatic).
+            m_step = find_closed_form(model)
+            if m_step is None and self._e_step is None:
+                m_step = AutoMStep(model, max_plate_nesting=max_plate_nesting)
+        self.m_step = m_step
         self._write = getattr(getattr(guide, "__self__", None), "write_posterior", None)
 
     def e_step(self, *args, **kwargs):

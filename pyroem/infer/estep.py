@@ -1,6 +1,7 @@
 """The generic exact E-step: posterior marginals by backpropagation through Pyro's
 exact enumeration (forward-backward is backprop; Eisner, 2016)."""
 
+import math
 from collections import OrderedDict
 
 import pyro.poutine as poutine
@@ -69,6 +70,52 @@ def _common_scale(sites):
     return scale
 
 
+#: Largest log-prob table (entries) of one site that the E-step will build; beyond this a
+#: site depends jointly on too many enumerated variables to be contracted in memory.
+MAX_FACTOR_SIZE = 2**28
+
+
+def _checked_sites(trace, max_plate_nesting):
+    """The sample sites of ``trace``, checked before any log-prob is computed.
+
+    Missing values of a continuous site observed with ``obs_mask`` (Pyro's
+    ``<name>_unobserved`` latent next to ``<name>_observed``) integrate to one: they are
+    marked ``_integrated`` and left out of the contraction (their values must not feed
+    other sites), as are ``pyro.deterministic`` sites (log-prob 0). Any other latent must be enumerable, and no site's log-prob table may
+    exceed :data:`MAX_FACTOR_SIZE` entries.
+    """
+    sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
+    names = {s["name"] for s in sites}
+    for site in sites:
+        name = site["name"]
+        if site["infer"].get("_deterministic"):
+            site["_integrated"] = True  # pyro.deterministic: a Delta at its value, log-prob 0
+            continue
+        if not site["is_observed"] and site["infer"].get("_enumerate_dim") is None:
+            if (name.endswith("_unobserved") and name[:-11] + "_observed" in names
+                    and site["mask"] is not None):
+                site["_integrated"] = True
+                continue
+            raise ValueError(
+                f"Sample site '{name}' is a latent that cannot be enumerated "
+                f"(a continuous latent, or enumerate={site['infer'].get('enumerate')!r}). "
+                "The generic exact E-step handles discrete latents only: give the model a "
+                "closed-form posterior (see pyroem.models.PLDA) or mark the site observed."
+            )
+        fn, value = site["fn"], site["value"]
+        shape = torch.broadcast_shapes(fn.batch_shape, value.shape[:value.dim() - fn.event_dim])
+        if math.prod(shape) > MAX_FACTOR_SIZE:
+            enum_dims = [d for d in range(-len(shape), -max_plate_nesting) if shape[d] > 1]
+            raise ValueError(
+                f"Sample site '{name}' depends jointly on {len(enum_dims)} enumerated "
+                f"variables: its log-prob table has shape {tuple(shape)} "
+                f"({math.prod(shape)} entries > MAX_FACTOR_SIZE={MAX_FACTOR_SIZE}). Exact "
+                "enumeration of that many variables does not fit in memory: enumerate fewer "
+                "latents jointly (pyro.markov for chains, plates for independent ones), "
+                "reduce their number of values, or give the model its own e_step.")
+    return sites
+
+
 def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
     r"""
     Exact posterior of the enumerated discrete latents of ``model`` given its observed
@@ -102,20 +149,28 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
                               first_available_dim=-1 - max_plate_nesting)
     # Parameters are constants of the E-step: no graph through them.
     with torch.no_grad():
-        trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
-        trace = prune_subsample_sites(trace)
-        trace.compute_log_prob()
-    sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
-    for site in sites:
-        if not site["is_observed"] and site["infer"].get("_enumerate_dim") is None:
+        try:
+            trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
+        except RuntimeError as e:
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            if "up to 64 dims" not in first_line:
+                raise
             raise ValueError(
-                f"Sample site '{site['name']}' is a latent that cannot be enumerated "
-                f"(a continuous latent, or enumerate={site['infer'].get('enumerate')!r}). "
-                "The generic exact E-step handles discrete latents only: give the model a "
-                "closed-form posterior (see pyroem.models.PLDA) or mark the site observed."
-            )
+                f"Enumerating the model's discrete latents needs more than the 64 tensor "
+                f"dims torch supports ({first_line}). Each latent that is not inside a plate "
+                "or a pyro.markov context takes one dim of its own: put independent latents "
+                "in a pyro.plate and chains in pyro.markov.") from e
+        trace = prune_subsample_sites(trace)
+        sites = _checked_sites(trace, max_plate_nesting)
+        integrated = {s["name"] for s in sites if s.get("_integrated")}
+        if integrated:
+            sites = [s for s in sites if s["name"] not in integrated]
+            trace.compute_log_prob(lambda name, site: name not in integrated)
+        else:
+            trace.compute_log_prob()
         if is_validation_enabled():
-            check_site_shape(site, max_plate_nesting)
+            for site in sites:
+                check_site_shape(site, max_plate_nesting)
     # Everything from the leaves to log p(X) is differentiated, also when the caller
     # runs the E-step under torch.no_grad().
     with torch.enable_grad():

@@ -21,6 +21,14 @@ class ClosedFormMStep:
     def __init__(self, owner):
         self.owner = owner
 
+    @property
+    def strategies(self):
+        """``{param_name: "closed-form:<Owner>"}`` for the owner's parameters."""
+        label = f"closed-form:{type(self.owner).__name__}"
+        names = getattr(self.owner, "named_parameters", lambda: [])()
+        return {n.replace("_unconstrained", ""): label for n, _ in names
+                if not n.startswith("q_")}
+
     def __call__(self, posterior, *args, **kwargs):
         stats = self.owner.expected_statistics(posterior, *args, **kwargs)
         self.owner.maximize(stats)

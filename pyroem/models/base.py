@@ -124,7 +124,10 @@ class EMModel(PyroModule):
     def _run_em(self, args, method, max_iter, tol, progress):
         em = EM(self.model, self.guide, hard=(method == "viterbi"),
                 max_plate_nesting=self.max_plate_nesting)
-        return self._loop(em.step, em.evaluate_loss, args, method, max_iter, tol, progress)
+        hist = self._loop(em.step, em.evaluate_loss, args, method, max_iter, tol, progress)
+        # Which M-step strategy each parameter used, per iteration (constant here).
+        hist.records["strategies"] = [getattr(em.m_step, "strategies", {})] * hist.num_iters
+        return hist
 
     def _run_svi(self, args, max_iter, tol, progress, lr):
         svi = pyro.infer.SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}), self._svi_elbo())
