@@ -193,7 +193,8 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
         for site in sites:
             packed_lp = site["packed"]["unscaled_log_prob"]
             term = packed.scale_and_mask(packed_lp, mask=site["packed"]["mask"])
-            key = (ordinals[site["name"]], packed_lp._pyro_dims)
+            # masking may reorder the packed dims: key on the term's own dims
+            key = (ordinals[site["name"]], term._pyro_dims)
             fused[key] = term if key not in fused else fused[key] + term
             if site["infer"].get("_enumerate_dim") is not None:
                 sum_dims.update(packed_lp._pyro_dims)
