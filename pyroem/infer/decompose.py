@@ -12,7 +12,7 @@ from collections import OrderedDict, namedtuple
 
 import pyro.poutine as poutine
 import torch
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.enum import config_enumerate
 from pyro.infer.util import Dice
 from pyro.ops import packed
@@ -112,3 +112,42 @@ def decompose(model, guide, *args, max_plate_nesting=None, log_evidence=None, **
                                      *args, **kwargs))
     return Decomposition(log_evidence=log_evidence, elbo=elbo, kl=log_evidence - elbo,
                          entropy=entropy, expected_log_joint=elbo - entropy)
+
+
+ZeroVarianceELBO = namedtuple("ZeroVarianceELBO", ["log_evidence", "samples"])
+ZeroVarianceELBO.__doc__ = r"""
+:ivar float log_evidence: :math:`\log p(X|\eta)` from the exact E-step.
+:ivar torch.Tensor samples: single-sample ``Trace_ELBO`` estimates, one per draw.
+"""
+
+
+def posterior_elbo_samples(model, guide, *args, num_samples=10, max_plate_nesting=None,
+                           **kwargs):
+    r"""
+    The zero-variance demonstration: once the E-step has written the exact posterior
+    :math:`q(Z) = p(Z|X, \eta)` into the guide, every single-sample Monte-Carlo ELBO
+
+    .. math:: \log p(X, Z^{(s)}) - \log q(Z^{(s)}) = \log p(X), \qquad Z^{(s)} \sim q,
+
+    because :math:`p(X, Z) / p(Z|X) = p(X)` for every :math:`Z`. This runs one E-step of
+    :class:`~pyroem.infer.EM` (writing q into the guide, as EM does) and then
+    ``num_samples`` independent estimates of Pyro's :class:`~pyro.infer.Trace_ELBO`
+    with ``num_particles=1``, the guide *sampling* its sites (their enumeration is
+    switched off).
+
+    :param callable guide: a guide whose owner implements ``write_posterior`` (the
+        built-in models), so that the E-step can set its q.
+    :returns: a :class:`ZeroVarianceELBO` ``(log_evidence, samples)``.
+    """
+    from pyroem.infer.em import EM
+
+    em = EM(model, guide, max_plate_nesting=max_plate_nesting)
+    if em._write is None:
+        raise ValueError("the guide has no write_posterior(); the E-step cannot set its q")
+    with torch.no_grad():
+        log_evidence = float(em.e_step(*args, **kwargs).log_evidence)
+    sampling_guide = poutine.infer_config(guide, lambda site: {"enumerate": None})
+    elbo = Trace_ELBO(num_particles=1)
+    with torch.no_grad():
+        samples = [-elbo.loss(model, sampling_guide, *args, **kwargs) for _ in range(num_samples)]
+    return ZeroVarianceELBO(log_evidence, torch.tensor(samples, dtype=torch.float64))
