@@ -54,8 +54,9 @@ def start_model(x, k, seed):
 
 
 def run_to_target(gmm, x, step, target, max_steps, max_seconds):
-    """Seconds of ``step()`` calls until log p(X) >= target (None if not reached)."""
-    spent, n = 0.0, 0
+    """Seconds of ``step()`` calls until log p(X) >= target (None if not reached), steps
+    taken, seconds spent and the best log p(X) seen."""
+    spent, n, best = 0.0, 0, -float("inf")
     while n < max_steps and spent < max_seconds:
         t0 = time.perf_counter()
         step()
@@ -63,9 +64,10 @@ def run_to_target(gmm, x, step, target, max_steps, max_seconds):
         n += 1
         with torch.no_grad():  # not timed
             ll = float(gmm.log_prob(x).sum())
+        best = max(best, ll)
         if ll >= target:
-            return spent, n
-    return None, n
+            return spent, n, spent, best
+    return None, n, spent, best
 
 
 def em_stepper(gmm, x):
@@ -81,15 +83,21 @@ def svi_stepper(gmm, x, lr, marginal):
 
 
 def timed(make_step, start, x, target, repeats, max_steps, max_seconds):
-    times, steps = [], []
+    """Median seconds to target over ``repeats`` runs, median steps, median seconds per
+    step, best log p(X) (the first run that misses the target ends the repeats)."""
+    times, steps, per_step, best = [], [], [], -float("inf")
     for _ in range(repeats):
         gmm = copy.deepcopy(start)
-        seconds, n = run_to_target(gmm, x, make_step(gmm, x), target, max_steps, max_seconds)
+        seconds, n, spent, ll = run_to_target(gmm, x, make_step(gmm, x), target, max_steps,
+                                              max_seconds)
+        best = max(best, ll)
+        per_step.append(spent / n)
         if seconds is None:
-            return None, n
+            return None, n, statistics.median(per_step), best
         times.append(seconds)
         steps.append(n)
-    return statistics.median(times), int(statistics.median(steps))
+    return (statistics.median(times), int(statistics.median(steps)), statistics.median(per_step),
+            best)
 
 
 def main():
@@ -122,30 +130,35 @@ def main():
         for make in (em_stepper, lambda g, x: svi_stepper(g, x, 0.01, False),
                      lambda g, x: svi_stepper(g, x, 0.01, True)):
             make(copy.deepcopy(start), x)()
-        em_s, em_n = timed(em_stepper, start, x, target, args.repeats, args.max_steps,
-                           args.max_seconds)
-        results = [("em", "-", em_s, em_n)]
+        em_s, em_n, em_ms, _ = timed(em_stepper, start, x, target, args.repeats,
+                                     args.max_steps, args.max_seconds)
+        results = [("em", "-", em_s, em_n, em_ms, None)]
         for marginal in (False, True):
             label = "svi-marginal" if marginal else "svi"
             for lr in LRS:
-                s, steps = timed(lambda g, x: svi_stepper(g, x, lr, marginal), start, x, target,
-                                 args.repeats, args.max_steps, args.max_seconds)
-                results.append((label, lr, s, steps))
-        print(f"{'method':<14}{'lr':>6}{'steps':>8}{'seconds':>10}{'x EM time':>11}")
-        for label, lr, s, steps in results:
+                s, steps, ms, best = timed(lambda g, x: svi_stepper(g, x, lr, marginal), start, x,
+                                           target, args.repeats, args.max_steps, args.max_seconds)
+                results.append((label, lr, s, steps, ms, best))
+        print(f"{'method':<14}{'lr':>6}{'steps':>7}{'ms/step':>9}{'seconds':>10}{'x EM':>7}"
+              f"  (if missed: best log p(X)/N)")
+        for label, lr, s, steps, ms, best in results:
+            head = f"{label:<14}{lr!s:>6}{steps:>7}{1e3 * ms:>9.2f}"
             if s is None:
-                print(f"{label:<14}{lr!s:>6}{steps:>8}{'not reached':>21}")
+                print(f"{head}{'missed':>10}{'':>7}  {best / n:.5f} (target {target / n:.5f})")
             else:
-                print(f"{label:<14}{lr!s:>6}{steps:>8}{s:>10.4f}{s / em_s:>11.1f}")
+                print(f"{head}{s:>10.4f}{s / em_s:>7.1f}")
         for label in ("svi", "svi-marginal"):
             done = [r for r in results if r[0] == label and r[2] is not None]
             if done:
                 best = min(done, key=lambda r: r[2])
-                rows.append((name, label, best[1], best[2], em_s))
+                rows.append((name, label, best[1], f"{best[2]:.4f}", em_s, f"{best[2] / em_s:.1f}"))
+            else:
+                rows.append((name, label, "all", f">{args.max_seconds:g}", em_s,
+                             f">{args.max_seconds / em_s:.0f}"))
     print("\nsummary (best learning rate per SVI variant)")
     print(f"{'data':<10}{'method':<14}{'lr':>6}{'SVI s':>10}{'EM s':>10}{'SVI/EM':>9}")
-    for name, label, lr, s, em_s in rows:
-        print(f"{name:<10}{label:<14}{lr!s:>6}{s:>10.4f}{em_s:>10.4f}{s / em_s:>9.1f}")
+    for name, label, lr, s, em_s, ratio in rows:
+        print(f"{name:<10}{label:<14}{lr!s:>6}{s:>10}{em_s:>10.4f}{ratio:>9}")
 
 
 if __name__ == "__main__":
