@@ -9,7 +9,8 @@ log p(X) checked after each step is not timed). Methods:
 
 - ``em``: ``pyroem.infer.EM`` (E-step by Pyro enumeration + closed-form M-step);
 - ``svi``: ``pyro.infer.SVI`` + ``TraceEnum_ELBO`` + Adam on the model's own guide
-  (q(z_n) per point, trained jointly with the parameters), for each learning rate;
+  (q(z_n) per point, trained jointly with the parameters; q starts at the exact
+  posterior of the start, as ``fit(method="svi")`` does), for each learning rate;
 - ``svi-marginal``: the same model with an empty guide, so ``TraceEnum_ELBO`` sums z out
   and Adam ascends log p(X) itself (the strongest gradient baseline).
 
@@ -76,7 +77,14 @@ def em_stepper(gmm, x):
 
 
 def svi_stepper(gmm, x, lr, marginal):
-    guide = (lambda x: None) if marginal else gmm.guide
+    if marginal:
+        guide = lambda x: None  # noqa: E731
+    else:
+        guide = gmm.guide
+        # q starts at the exact posterior under the starting parameters (as fit(method="svi")
+        # does): SVI and EM start from the same (eta, q), ELBO = log p(X); not timed.
+        with torch.no_grad():
+            EM(gmm.model, gmm.guide).e_step(x)
     svi = pyro.infer.SVI(gmm.model, guide, pyro.optim.Adam({"lr": lr}),
                          pyro.infer.TraceEnum_ELBO(max_plate_nesting=1))
     return lambda: svi.step(x)

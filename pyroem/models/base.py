@@ -126,7 +126,8 @@ class EMModel(PyroModule):
             final objective is kept.
         :param int seed: seed of the initialisation (restart ``r`` uses ``seed + r``).
         :param bool progress: show a progress bar.
-        :param float lr: Adam's learning rate for ``method="svi"``.
+        :param float lr: Adam's learning rate for ``method="svi"`` (whose guide's q
+            starts at the exact posterior under the starting parameters).
         :param bool record_decomposition: also record, per iteration, the exact
             decomposition :math:`\log p(X) = \mathrm{ELBO}(q) + \mathrm{KL}(q \| p(Z|X))`
             of :func:`~pyroem.infer.decompose` (a
@@ -211,6 +212,13 @@ class EMModel(PyroModule):
         em = EM(self.model, max_plate_nesting=self.max_plate_nesting)
         # The guide's q must exist (and be sized for the data) before SVI collects params.
         self.guide(*args)
+        write = getattr(self, "write_posterior", None)
+        if write is not None:
+            # Start q at the exact posterior of the starting parameters, so that SVI starts
+            # where EM does (ELBO = log p(X)); a uniform q would first pull every component
+            # to the data mean and undo a good initialisation.
+            with torch.no_grad():
+                write(em.e_step(*args), *args)
         hist, clock = History(method="svi"), _Clock()
         if record_decomposition:
             from pyroem.infer.decompose import decompose  # infer does not import models
