@@ -210,6 +210,8 @@ def test_fit_svi_raises_log_evidence():
     # The fitted parameters are the ones reported.
     assert float(gmm.log_prob(x).sum()) == pytest.approx(hist.final_log_likelihood, abs=1e-8)
     assert len(hist.records["loss"]) == 60  # SVI's own -ELBO per step
+    # q starts at the exact posterior of the start, so SVI's first ELBO is log p(X) there.
+    assert -hist.records["loss"][0] == pytest.approx(hist.log_likelihood[0], abs=1e-8)
 
 
 def test_plain_pyro_svi_trains_builtin_model_and_ignores_global_param_store():
@@ -239,6 +241,9 @@ def test_compare_starts_all_methods_from_the_same_parameters():
     for h in hists.values():
         assert len(h.records["log_evidence"]) == len(h.seconds) == 6
         assert all(b > a for a, b in zip(h.seconds, h.seconds[1:]))
+    for d, ll in zip(hists["svi"].records["step"], hists["svi"].records["log_evidence"][1:]):
+        assert d.kl > -1e-9 and d.kl == pytest.approx(d.log_evidence - d.elbo, abs=1e-9)
+        assert d.log_evidence == pytest.approx(ll, abs=1e-9)  # after step t = before step t+1
     em = hists["em"].records["log_evidence"]
     assert all(b >= a - 1e-9 for a, b in zip(em, em[1:]))
     assert torch.equal(gmm.means, means)  # the model passed in is untouched
