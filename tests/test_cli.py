@@ -119,6 +119,8 @@ def test_sample_is_seeded_and_follows_the_parameters(capsys, tmp_path):
 def test_help_and_demo_parser(capsys):
     code, out, _ = run(capsys, "fit", "gmm", "--help")
     assert code == 0 and "--covariance-type" in out and "--method" in out
+    code, out, _ = run(capsys, "demo", "--help")
+    assert code == 0 and "--quiet" in out
 
 
 @pytest.mark.parametrize("content, words", [
