@@ -2,6 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+# The tests check numbers, not speed: one intra-op thread keeps the many tiny tensor
+# operations of small test problems from spinning on a shared 2-core machine.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def blobs():

@@ -17,7 +17,6 @@ from pyroem.models import GaussianMixture
 
 # These tests use small tensors, for which torch's intra-op thread pool only adds
 # contention on a shared machine (20x slower under load); one thread is plenty.
-torch.set_num_threads(1)
 
 
 def two_blobs(n=40, seed=0, dtype=torch.float64):
