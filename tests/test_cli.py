@@ -213,3 +213,45 @@ def test_python_dash_m_subprocess(tmp_path, faithful_csv):
     assert ok.returncode == 0, ok.stderr
     assert "fitted by em: 2 iterations" in ok.stdout and params.is_file()
     assert "Traceback" not in ok.stderr
+
+
+@pytest.fixture
+def plda_csv(tmp_path):
+    """Embeddings drawn from a known PLDA model, the speaker label in the first column."""
+    from pyroem.models import PLDA
+
+    truth = PLDA(3).double()
+    truth.between_cov = 4 * torch.eye(3, dtype=torch.float64)
+    truth.within_cov = torch.eye(3, dtype=torch.float64)
+    x, labels, _ = truth.sample(30, 4, seed=0)
+    path = tmp_path / "plda.csv"
+    np.savetxt(path, np.column_stack([labels.numpy(), x.numpy()]), delimiter=",")
+    return path, x, labels
+
+
+def test_plda_fit_score_sample(capsys, tmp_path, plda_csv):
+    from pyroem.models import PLDA
+
+    path, x, labels = plda_csv
+    params = tmp_path / "plda.npz"
+    code, out, _ = run(capsys, "fit", "plda", path, "--quiet", "--output", params)
+    assert code == 0 and "between_cov" in out
+    api = PLDA(3)
+    api.fit(x, labels, tol=1e-6, max_iter=200, seed=0)
+    with np.load(params) as saved:
+        np.testing.assert_allclose(saved["between_cov"], api.between_cov.numpy(), rtol=1e-8)
+        np.testing.assert_allclose(saved["within_cov"], api.within_cov.numpy(), rtol=1e-8)
+    code, out, _ = run(capsys, "score", "plda", params, path)
+    assert code == 0
+    np.testing.assert_allclose(np.loadtxt(out.splitlines()), api.log_prob(x, labels).numpy(),
+                               rtol=1e-8)
+    code, out, _ = run(capsys, "sample", "plda", params, 3, "--seed", 1)
+    rows = np.loadtxt(out.splitlines(), delimiter=",")
+    assert code == 0 and rows.shape == (15, 4) and set(rows[:, 0]) == {0, 1, 2}
+
+
+def test_plda_needs_a_label_column(capsys, tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("1\n2\n3\n")
+    code, _, err = run(capsys, "fit", "plda", path)
+    assert_one_line_error(code, err, "label column")

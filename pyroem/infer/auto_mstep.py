@@ -7,27 +7,27 @@ The model is traced once (under the same enumeration as the E-step) with each
 argument that is a selection of ``p`` (``p``, ``p[z]`` for an enumerated ``z``, plate
 broadcasts), in one of
 
-==================  ===========================================================
-site                closed-form weighted MLE, :math:`w` = E-step marginal
-==================  ===========================================================
-Categorical probs   :math:`p_c \propto \sum w\,[x = c]` (logits: :math:`\log p_c`)
-Bernoulli probs     :math:`p = \sum w x / \sum w` (logits: :math:`\mathrm{logit}\, p`)
-Poisson rate        :math:`\lambda = \sum w x / \sum w`
-Exponential rate    :math:`\lambda = \sum w / \sum w x`
-Gamma rate          :math:`\beta = \sum w \alpha / \sum w x` (fixed :math:`\alpha`)
-Normal loc, scale   :math:`\mu = \sum w x / \sigma^2 / \sum w / \sigma^2`,
-                    :math:`\sigma^2 = \sum w (x - \mu)^2 / \sum w`
-MVN loc, covariance :math:`\mu = \sum w x / \sum w`,
-                    :math:`\Sigma = \sum w (x-\mu)(x-\mu)^\top / \sum w`
-==================  ===========================================================
+====================  ===========================================================
+site                  closed-form weighted MLE, :math:`w` = E-step marginal
+====================  ===========================================================
+Categorical probs     :math:`p_c \propto \sum w\,[x = c]` (logits: :math:`\log p_c`)
+Bernoulli probs       :math:`p = \sum w x / \sum w` (logits: :math:`\mathrm{logit}\, p`)
+Poisson rate          :math:`\lambda = \sum w x / \sum w`
+Exponential rate      :math:`\lambda = \sum w / \sum w x`
+Gamma rate            :math:`\beta = \sum w \alpha / \sum w x` (fixed :math:`\alpha`)
+Normal loc, scale     :math:`\mu = \sum w x / \sigma^2 / \sum w / \sigma^2`,
+                      :math:`\sigma^2 = \sum w (x - \mu)^2 / \sum w`
+MVN loc, covariance   :math:`\mu = \sum w x / \sum w`,
+                      :math:`\Sigma = \sum w (x-\mu)(x-\mu)^\top / \sum w`
+====================  ===========================================================
 
 where each sum runs over every position (data item, enumerated value) at which the
-argument takes that entry of ``p`` -- the transpose of the selection. ``DiagNormal`` and
-``Normal(...).to_event(n)`` are Normals, ``pyroem.distributions.MultivariateNormal`` and
-Pyro's are MVNs (``scale_tril``, ``covariance_matrix`` or ``precision_matrix``).
+argument takes tha  t entry of ``p`` -- the transpose of the selection. ``DiagNormal`` and
+``Normal(...).to_e  vent(n)`` are Normals, ``pyroem.distributions.MultivariateNormal`` and
+Pyro's are MVNs (`  `scale_tril``, ``covariance_matrix`` or ``precision_matrix``).
 
-A conjugate prior written in the model as a factor on the parameter,
-``pyro.sample("prior", Dirichlet(alpha), obs=pyro.param("weights"))`` (or ``Beta`` on
+A conjugate prior   written in the model as a factor on the parameter,
+``pyro.sample("pri  or", Dirichlet(alpha), obs=pyro.param("weights"))`` (or ``Beta`` on
 Bernoulli probs, ``Gamma`` on rates, ``Normal`` on Normal locs) makes the update the MAP:
 e.g. :math:`p_c \propto \sum w [x = c] + \alpha_c - 1`.
 
