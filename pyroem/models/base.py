@@ -9,7 +9,7 @@ import time
 import pyro
 import torch
 from pyro.nn import PyroModule, pyro_method
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pyroem.infer.em import EM
 from pyroem.infer.history import History
@@ -240,7 +240,9 @@ class EMModel(PyroModule):
         clock = _Clock() if clock is None else clock
         n = self._num_items(args)
         prev = None
-        bar = tqdm(range(max_iter), disable=not progress, desc=f"{type(self).__name__} {method}")
+        # delay: a bar appears only for fits that take more than a second
+        bar = tqdm(range(max_iter), disable=not progress, delay=1.0,
+                   desc=f"{type(self).__name__} {method}")
         for _ in bar:
             ll = -step(*args)
             hist.log_likelihood.append(ll)
