@@ -8,7 +8,8 @@ installs from PyPI and loads offline::
     pip install sktime
     python examples/plda_verification.py [--det det.png]
 
-Only the data file is read (with the small parser below); sktime itself is not imported.
+Only the data file is read (by :func:`pyroem.datasets.load_japanese_vowels`); sktime
+itself is not imported.
 
 Protocol:
 
@@ -27,7 +28,6 @@ nine), the only split this data set allows.
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -36,41 +36,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # run from a checkout
 
+from pyroem.datasets import load_japanese_vowels  # noqa: E402
 from pyroem.metrics import eer, min_dcf, plot_det  # noqa: E402
 from pyroem.models import PLDA  # noqa: E402
 from pyroem.preprocessing import LDA, Center, LengthNorm, Pipeline  # noqa: E402
-
-
-def japanese_vowels_path(split):
-    """Path of ``JapaneseVowels_{split}.ts`` inside the installed sktime package."""
-    spec = importlib.util.find_spec("sktime")
-    if spec is None:
-        raise SystemExit("This example needs the data shipped in sktime: pip install sktime")
-    root = spec.submodule_search_locations[0]
-    return os.path.join(root, "datasets", "data", "JapaneseVowels", f"JapaneseVowels_{split}.ts")
-
-
-def read_ts(path):
-    """Read a multivariate ``.ts`` file: a list of ``(T_i, D)`` arrays and the labels."""
-    series, labels = [], []
-    with open(path) as f:
-        in_data = False
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if not in_data:
-                in_data = line.lower() == "@data"
-                continue
-            *dims, label = line.split(":")
-            series.append(np.array([[float(v) for v in d.split(",")] for d in dims]).T)
-            labels.append(label)
-    return series, np.array(labels)
-
-
-def embed(series):
-    """Mean and standard deviation of the frames: one 24-dim vector per utterance."""
-    return torch.tensor(np.stack([np.r_[s.mean(0), s.std(0)] for s in series]))
 
 
 def trials(x, labels, n_enroll, rng):
@@ -98,9 +67,11 @@ def main():
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
 
-    train_series, train_labels = read_ts(japanese_vowels_path("TRAIN"))
-    eval_series, eval_labels = read_ts(japanese_vowels_path("TEST"))
-    x_train, x_eval = embed(train_series), embed(eval_series)
+    try:
+        x_train, train_labels, x_eval, eval_labels = load_japanese_vowels()
+    except ImportError as e:
+        raise SystemExit(str(e)) from None
+    train_labels, eval_labels = train_labels.numpy(), eval_labels.numpy()
     print(f"Japanese Vowels: {len(train_labels)} training and {len(eval_labels)} evaluation "
           f"utterances of {len(np.unique(train_labels))} speakers, embeddings of dim "
           f"{x_train.shape[1]}")
