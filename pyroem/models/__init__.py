@@ -2,5 +2,6 @@
 
 from pyroem.models.base import EMModel
 from pyroem.models.gmm import GaussianMixture
+from pyroem.models.hmm import GMMHMM, CategoricalHMM, GaussianHMM, HiddenMarkovModel
 
-__all__ = ["EMModel", "GaussianMixture"]
+__all__ = ["EMModel", "GaussianMixture", "GaussianHMM", "CategoricalHMM", "GMMHMM", "HiddenMarkovModel"]

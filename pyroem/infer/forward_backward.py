@@ -1,0 +1,285 @@
+r"""
+Vectorised forward-backward (sum-product) and Viterbi (max-product) recursions for
+batches of hidden Markov chains.
+
+A batch of ``B`` chains of (padded) length ``T`` with ``K`` states is processed
+together: every Python step of a recursion acts on all chains at once. A long chain is
+also cut into ``nb`` blocks of ``L`` steps (``L ~ sqrt(T)``) and processed in three
+phases, so that the number of sequential Python steps is :math:`O(L + nb) = O(\sqrt T)`
+instead of :math:`T`:
+
+1. **transfer**: inside all blocks at once, the product of the step matrices
+   :math:`M_b = \prod_{t \in b} A\,\mathrm{diag}(e_t)` (each row rescaled separately,
+   its log-scale kept, so a block never underflows);
+2. **stitch**: the exact filtered vector at each block boundary,
+   :math:`\hat\alpha_{b+1} \propto \hat\alpha_b M_b`, and the backward vector,
+   :math:`\hat\beta_{b-1} \propto M_b \hat\beta_b` (``nb`` small steps);
+3. **inside**: the ordinary scaled recursion inside all blocks at once, each block
+   started from its exact boundary vector.
+
+Because the forward recursion of each block starts from the exact normalised filtered
+distribution :math:`p(z_{t_0} | x_{1:t_0})`, the per-step normalisers inside a block
+are the one-step predictive likelihoods :math:`c_t = p(x_t | x_{1:t-1})` and
+
+.. math:: \log p(x_{1:T}) = \sum_t \log c_t + \sum_t m_t,
+
+where :math:`m_t = \max_k \log p(x_t | z_t = k)` is the offset taken out of the
+emissions before exponentiating. Both sums are accumulated in float64, so float32
+stays accurate on very long chains. Padded steps (beyond each chain's length) are
+identity steps, so chains of different lengths share one padded layout.
+
+The max-product recursion uses the same layout in log space (max-plus products).
+"""
+
+import math
+
+import torch
+
+
+def _block_length(num_steps, batch, num_states):
+    # Blocking costs K times the flops of the plain recursion (K x K matrices instead of
+    # vectors) but saves Python steps; it pays when each step is too small to fill the
+    # machine (few chains) and the chain is long.
+    if num_steps >= 1024 and batch * num_states * num_states <= 2**16:
+        return max(1, math.ceil(math.sqrt(num_steps)))
+    return max(1, num_steps)
+
+
+def _layout(steps, lengths, block_length, fill):
+    """Pad the ``S = T - 1`` step tensors ``(B, S, K)`` to ``(B, nb, L, K)`` and return the
+    validity mask ``(B, nb, L)`` (step ``s`` produces frame ``s``, valid if ``s < length``)."""
+    B, S, K = steps.shape
+    L = block_length if block_length is not None else _block_length(S, B, K)
+    L = max(1, min(int(L), S))
+    nb = -(-S // L)
+    pad = nb * L - S
+    if pad:
+        steps = torch.cat([steps, steps.new_full((B, pad, K), fill)], 1)
+    frame = torch.arange(1, nb * L + 1, device=steps.device)
+    valid = (frame < lengths.unsqueeze(-1)).reshape(B, nb, L)
+    # per step l: None when every chain and block is valid there (no masking needed)
+    partial = (~valid).any(0).any(0).tolist()
+    masks = [valid[:, :, l] if partial[l] else None for l in range(L)]
+    return steps.reshape(B, nb, L, K), masks, nb, L
+
+
+def _safe_log_normalize(w):
+    """``exp(w - max w)`` along the last dim; rows that are all ``-inf`` stay zero."""
+    top = w.amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return (w - top).exp()
+
+
+def _normalize(v):
+    s = v.sum(-1, keepdim=True)
+    return v / s.clamp_min(torch.finfo(v.dtype).tiny), s.squeeze(-1)
+
+
+def _where(mask, new, old):
+    if mask is None:
+        return new
+    while mask.dim() < new.dim():
+        mask = mask.unsqueeze(-1)
+    return torch.where(mask, new, old)
+
+
+def forward_backward(log_start, trans, log_emit, lengths, final=None, block_length=None):
+    r"""
+    Sum-product forward-backward on a batch of chains.
+
+    .. math::
+
+        \alpha_1 = \pi \odot b_1,\quad \alpha_t = (\alpha_{t-1} A) \odot b_t,\quad
+        \beta_T = \mathbb 1_F,\quad \beta_{t-1} = A (b_t \odot \beta_t),\\
+        \gamma_t \propto \alpha_t \odot \beta_t,\quad
+        \xi_t(i, j) \propto \alpha_{t-1}(i) A_{ij} b_t(j) \beta_t(j),\quad
+        p(X) = \textstyle\sum_{k \in F} \alpha_T(k).
+
+    :param torch.Tensor log_start: :math:`\log \pi`, shape ``(K,)``.
+    :param torch.Tensor trans: :math:`A`, shape ``(K, K)`` (probabilities, zeros allowed).
+    :param torch.Tensor log_emit: :math:`\log b_t(k)`, shape ``(B, T, K)``.
+    :param torch.Tensor lengths: ``(B,)`` integer lengths ``1 <= l <= T``.
+    :param torch.Tensor final: optional ``(K,)`` bool mask of allowed final states ``F``.
+    :param int block_length: steps per block (``None``: automatic).
+    :returns: ``(log_evidence (B,), gamma (B, T, K), xi (K, K))`` with ``gamma`` zero on
+        padded frames and ``xi`` the expected transition counts summed over chains and
+        time; ``log_evidence`` is float64.
+    """
+    B, T, K = log_emit.shape
+    dtype = log_emit.dtype
+    frame_mask = torch.arange(T, device=log_emit.device) < lengths.unsqueeze(-1)
+    offset = log_emit.amax(-1, keepdim=True)
+    offset = torch.where(torch.isfinite(offset), offset, torch.zeros_like(offset))
+    emit = (log_emit - offset).exp()
+    log_offset = (offset.squeeze(-1).double() * frame_mask).sum(-1)
+    final_w = None if final is None else final.to(dtype)
+
+    a0, c0 = _normalize(log_start.exp() * emit[:, 0])
+    log_ev = log_offset + c0.double().log()
+    if T == 1:
+        beta0 = torch.ones_like(a0) if final_w is None else final_w.expand_as(a0)
+        if final_w is not None:
+            log_ev = log_ev + (a0 * final_w).sum(-1).double().log()
+        gamma, _ = _normalize(a0 * beta0)
+        return log_ev, gamma.unsqueeze(1), trans.new_zeros(K, K)
+
+    es, masks, nb, L = _layout(emit[:, 1:], lengths, block_length, 1.0)
+
+    # 1. transfer matrices of the blocks, rows rescaled separately (log-scales in R)
+    if nb > 1:
+        P = torch.eye(K, dtype=dtype, device=log_emit.device).expand(B, nb, K, K)
+        R = log_emit.new_zeros(B, nb, K)
+        for l in range(L):
+            Pn = (P @ trans) * es[:, :, l].unsqueeze(-2)
+            Pn, s = _normalize(Pn)
+            v = masks[l]
+            P = _where(v, Pn, P)
+            R = _where(v, R + s.log(), R)
+
+    # 2a. stitch the filtered vectors at the block boundaries
+    alpha_in = [a0]
+    for b in range(1, nb):
+        w = _safe_log_normalize(alpha_in[-1].log() + R[:, b - 1])
+        alpha_in.append(_normalize((w.unsqueeze(-2) @ P[:, b - 1]).squeeze(-2))[0])
+    x = torch.stack(alpha_in, 1)
+
+    # 3a. scaled forward inside all blocks at once
+    alphas, logc = [], []
+    for l in range(L):
+        a, c = _normalize((x @ trans) * es[:, :, l])
+        v = masks[l]
+        x = _where(v, a, x)
+        alphas.append(x)
+        logc.append(_where(v, c.double().log(), c.new_zeros((), dtype=torch.float64)))
+    alphas = torch.stack(alphas, 2)  # (B, nb, L, K): alpha at the frame each step produces
+    log_ev = log_ev + torch.stack(logc, -1).sum((-1, -2))
+    if final_w is not None:
+        # x is the filtered vector at each chain's last frame (padded steps are identity)
+        log_ev = log_ev + (x[:, -1] * final_w).sum(-1).double().log()
+
+    # 2b. stitch the backward vectors at the block boundaries
+    last = torch.ones_like(a0) if final_w is None else final_w.expand_as(a0).clone()
+    beta_out = [last]
+    for b in range(nb - 1, 0, -1):
+        w = (P[:, b] @ beta_out[0].unsqueeze(-1)).squeeze(-1).log() + R[:, b]
+        beta_out.insert(0, _normalize(_safe_log_normalize(w))[0])
+    y = torch.stack(beta_out, 1)
+
+    # 3b. scaled backward inside all blocks at once
+    betas = [None] * L
+    for l in range(L - 1, -1, -1):
+        betas[l] = y
+        yn, _ = _normalize((es[:, :, l] * y) @ trans.T)
+        y = _where(masks[l], yn, y)
+    betas = torch.stack(betas, 2)
+    beta0 = y[:, 0]
+
+    S = T - 1
+    alphas = alphas.reshape(B, nb * L, K)[:, :S]
+    betas = betas.reshape(B, nb * L, K)[:, :S]
+    es = es.reshape(B, nb * L, K)[:, :S]
+    gamma = torch.cat([(a0 * beta0).unsqueeze(1), alphas * betas], 1)
+    gamma = _normalize(gamma)[0] * frame_mask.unsqueeze(-1)
+
+    # summed xi: xi_t(i, j) = alpha_{t-1}(i) A_ij u_t(j) / Z_t with u_t = b_t * beta_t
+    alpha_prev = torch.cat([a0.unsqueeze(1), alphas[:, :-1]], 1)
+    u = es * betas
+    z = (alpha_prev * (u @ trans.T)).sum(-1)
+    w = frame_mask[:, 1:] / z.clamp_min(torch.finfo(dtype).tiny)
+    xi = trans * ((alpha_prev * w.unsqueeze(-1)).reshape(-1, K).T @ u.reshape(-1, K))
+    return log_ev, gamma, xi
+
+
+def viterbi(log_start, log_trans, log_emit, lengths, final=None, block_length=None):
+    r"""
+    Max-product (Viterbi) decoding of a batch of chains:
+    :math:`\hat z = \arg\max_z \log p(x, z)` with
+    :math:`\delta_t(j) = \max_i [\delta_{t-1}(i) + \log A_{ij}] + \log b_t(j)`, restricted
+    to final states ``F`` when given.
+
+    Same layout as :func:`forward_backward` (blocks in max-plus algebra; the backtrace
+    through the blocks is composed per block, stitched, then filled in).
+
+    :returns: ``(best (B,), path (B, T))``: the float64 :math:`\max_z \log p(x, z)` and the
+        most probable state path (``-1`` on padded frames).
+    """
+    B, T, K = log_emit.shape
+    device = log_emit.device
+    frame_mask = torch.arange(T, device=device) < lengths.unsqueeze(-1)
+    log_final = None
+    if final is not None:
+        log_final = torch.where(final, 0.0, -math.inf).to(log_emit.dtype)
+
+    def shift(w):
+        top = w.amax(-1, keepdim=True)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        return w - top, top.squeeze(-1)
+
+    d0, o0 = shift(log_start + log_emit[:, 0])
+    best = o0.double()
+    if T == 1:
+        end = d0 if log_final is None else d0 + log_final
+        top, state = end.max(-1)
+        return best + top.double(), state.unsqueeze(1)
+
+    les, masks, nb, L = _layout(log_emit[:, 1:], lengths, block_length, 0.0)
+    ident = torch.arange(K, device=device)
+
+    # 1. max-plus transfer matrices of the blocks
+    if nb > 1:
+        P = torch.full((K, K), -math.inf, dtype=log_emit.dtype, device=device)
+        P = P.diagonal_scatter(torch.zeros(K, dtype=log_emit.dtype, device=device))
+        P = P.expand(B, nb, K, K)
+        R = log_emit.new_zeros(B, nb, K)
+        for l in range(L):
+            Pn = (P.unsqueeze(-1) + log_trans).amax(-2) + les[:, :, l].unsqueeze(-2)
+            Pn, top = shift(Pn)
+            v = masks[l]
+            P = _where(v, Pn, P)
+            R = _where(v, R + top, R)
+
+    # 2. stitch the boundary scores
+    x = [d0]
+    for b in range(1, nb):
+        w = (x[-1] + R[:, b - 1]).unsqueeze(-1) + P[:, b - 1]
+        x.append(shift(w.amax(-2))[0])
+    x = torch.stack(x, 1)
+
+    # 3. Viterbi inside all blocks at once, with back-pointers
+    psi, offs = [], []
+    for l in range(L):
+        top, arg = (x.unsqueeze(-1) + log_trans).max(-2)
+        xn, o = shift(top + les[:, :, l])
+        v = masks[l]
+        x = _where(v, xn, x)
+        psi.append(_where(v, arg, ident.expand_as(arg)))
+        offs.append(_where(v, o.double(), o.new_zeros((), dtype=torch.float64)))
+    best = best + torch.stack(offs, -1).sum((-1, -2))
+    end = x[:, -1] if log_final is None else x[:, -1] + log_final
+    top, state = end.max(-1)
+    best = best + top.double()
+
+    # backtrace: compose each block's back-pointers, stitch, then fill the frames in
+    def back(cur, upto):
+        for l in range(L - 1, -1, -1):
+            upto(l, cur)
+            cur = psi[l].gather(-1, cur)
+        return cur
+
+    if nb > 1:
+        start_of = back(ident.expand(B, nb, K).contiguous(), lambda l, c: None)
+        ends = [state]
+        for b in range(nb - 1, 0, -1):
+            ends.insert(0, start_of[:, b].gather(-1, ends[0].unsqueeze(-1)).squeeze(-1))
+        ends = torch.stack(ends, 1)
+    else:
+        ends = state.unsqueeze(1)
+    path = [None] * L
+
+    def record(l, cur):
+        path[l] = cur.squeeze(-1)
+
+    first = back(ends.unsqueeze(-1), record)[:, 0]
+    path = torch.stack(path, 2).reshape(B, nb * L)[:, : T - 1]
+    path = torch.cat([first, path], 1)
+    return best, torch.where(frame_mask, path, -1)
