@@ -21,7 +21,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.nn import PyroParam
+from pyro.nn import PyroParam, pyro_method
 from torch.distributions import constraints
 
 from pyroem.infer.estep import Posterior
@@ -49,7 +49,8 @@ def _map_probs(counts, concentration, old):
     r"""MAP of probabilities (rows of the last dim) under a Dirichlet prior:
     :math:`p \propto \max(n + \alpha - 1, 0)`, kept zero where ``old`` is zero (structural
     zeros); a row without any mass keeps its old value."""
-    w = (counts + concentration.to(counts) - 1).clamp_min(0) * (old > 0)
+    # (alpha - 1) first: counts + 1 - 1 would round tiny counts to zero
+    w = (counts + (concentration.to(counts) - 1)).clamp_min(0) * (old > 0)
     total = w.sum(-1, keepdim=True)
     return torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), old)
 
@@ -172,6 +173,7 @@ class HiddenMarkovModel(EMModel):
             self._internal = False
 
     # ------------------------------------------------------------------ the Pyro model
+    @pyro_method
     def model(self, x, lengths):
         r"""
         The chain as a Pyro program: a plate over the ``B`` sequences, ``pyro.markov``
@@ -200,9 +202,16 @@ class HiddenMarkovModel(EMModel):
                     with poutine.mask(mask=lengths == t + 1):
                         pyro.factor(f"final_{t}", log_final[z])
 
+    @pyro_method
     def guide(self, x, lengths):
         """Empty: every latent state is enumerated exactly in the model (``TraceEnum_ELBO``
         then computes :math:`\\log p(X)` itself, so SVI ascends the exact likelihood)."""
+
+    def _run_svi(self, args, max_iter, tol, progress, lr):
+        # A private parameter store: SVI sees this model's parameters, not those of
+        # another model that used the same names in the global store.
+        with pyro.get_param_store().scope():
+            return super()._run_svi(args, max_iter, tol, progress, lr)
 
     # ------------------------------------------------------------------ E-step
     def _log_emission(self, x):
@@ -528,8 +537,9 @@ class GMMHMM(HiddenMarkovModel):
     :param str params: trained parameters among ``"stwmc"`` (``w``: mixture weights).
 
     Parameters: ``start_probs``, ``trans_probs``, ``weights (K, M)``, ``means (K, M, D)``,
-    ``covariances``. ``fit(init=...)``: ``"kmeans++"`` (default; ``K*M`` k-means clusters
-    dealt out to the states), ``"random"`` or ``"given"``.
+    ``covariances``. ``fit(init=...)``: ``"kmeans++"`` (default; ``K`` k-means clusters for
+    the states, each split into ``M`` clusters for its components), ``"random"`` or
+    ``"given"``.
     """
 
     emission_letters = "wmc"
@@ -604,7 +614,15 @@ class GMMHMM(HiddenMarkovModel):
         frames, mask = self._frames(x, lengths)
         K, M = self.num_states, self.num_mix
         if init == "kmeans++":
-            _, labels = kmeans(frames, K * M, generator)
+            # states from K clusters, then each state's frames split into M clusters
+            _, state = kmeans(frames, K, generator)
+            labels = state * M
+            for k in range(K):
+                sel = state == k
+                if int(sel.sum()) >= M:
+                    labels[sel] += kmeans(frames[sel], M, generator)[1]
+                else:
+                    labels[sel] += torch.randint(M, (int(sel.sum()),), generator=generator)
             resp = torch.nn.functional.one_hot(labels, K * M).to(x.dtype)
         else:
             resp = torch.rand(frames.shape[0], K * M, generator=generator, dtype=x.dtype)
