@@ -49,7 +49,7 @@ def _layout(steps, lengths, block_length, fill):
     """The step tensors ``(B, S, K)`` padded with ``fill`` to ``(B, nb, L, K)``, with
     :func:`_blocks`' layout."""
     B, S, K = steps.shape
-    nb, L, masks = _blocks(S, B, K, lengths, block_length, steps.device)
+    nb, L, masks, _ = _blocks(S, B, K, lengths, block_length, steps.device)
     pad = nb * L - S
     if pad:
         steps = torch.cat([steps, steps.new_full((B, pad, K), fill)], 1)
@@ -81,7 +81,7 @@ def _blocks(S, B, K, lengths, block_length, device):
     ``(B, nb)`` validity of step ``l`` of every block (``None`` where all are valid; step
     ``s`` produces frame ``s``, valid if ``s < length``)."""
     if S == 0:
-        return 1, 0, []
+        return 1, 0, [], None
     L = block_length if block_length is not None else _block_length(S, B, K)
     L = max(1, min(int(L), S))
     nb = -(-S // L)
@@ -89,7 +89,7 @@ def _blocks(S, B, K, lengths, block_length, device):
     valid = (frame < lengths.unsqueeze(-1)).reshape(B, nb, L)
     partial = (~valid).any(0).any(0).tolist()
     masks = [valid[:, :, l] if partial[l] else None for l in range(L)]
-    return nb, L, masks
+    return nb, L, masks, (valid if any(partial) else None)
 
 
 def _transfer(trans, es, masks, B, nb, L, K):
@@ -107,11 +107,11 @@ def _transfer(trans, es, masks, B, nb, L, K):
     eye = torch.eye(K, dtype=dtype, device=es.device)
     Q = eye.reshape(K, 1, 1, K).expand(K, B, nb, K).contiguous()
     Qn = torch.empty_like(Q)
-    R = es.new_zeros(B, nb, K)
+    R = es.new_zeros(B, nb, K)  # es: time-major (L, B, nb, K)
     trans_t = trans.T.contiguous()
     for l in range(L):
         torch.mm(trans_t, Q.view(K, -1), out=Qn.view(K, -1))
-        Qn.mul_(es[:, :, l].permute(2, 0, 1).unsqueeze(-1))
+        Qn.mul_(es[l].permute(2, 0, 1).unsqueeze(-1))
         s = Qn.sum(0).clamp_(min=tiny)  # an all-zero row stays zero
         Qn.div_(s)
         v = masks[l]
@@ -151,30 +151,25 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     dtype, device = log_emit.dtype, log_emit.device
     tiny = torch.finfo(dtype).tiny
     frame_mask = torch.arange(T, device=device) < lengths.unsqueeze(-1)
-    padded = not bool(frame_mask.all())
     final_w = None if final is None else final.to(dtype)
     S = T - 1
-    nb, L, masks = _blocks(S, B, K, lengths, block_length, device)
-    N = 1 + nb * L  # frames in the padded layout: frame 0, then nb blocks of L steps
+    nb, L, masks, valid = _blocks(S, B, K, lengths, block_length, device)
 
-    # scaled emissions e_t = exp(log b_t - m_t), m_t = max_k log b_t(k); padding emits 1
+    # scaled emissions e_t = exp(log b_t - m_t), m_t = max_k log b_t(k); the steps are laid
+    # out time-major, (L, B, nb, K), so that every step of a loop reads and writes one
+    # contiguous slab; padding emits 1
     offset = log_emit.amax(-1, keepdim=True)
     offset = torch.where(torch.isfinite(offset), offset, torch.zeros_like(offset))
-    emit = log_emit.new_ones(B, N, K)
-    torch.sub(log_emit, offset, out=emit[:, :T]).exp_()
     log_ev = (offset.squeeze(-1).double() * frame_mask).sum(-1)
-    es = emit[:, 1:].view(B, nb, L, K)
+    e0 = (log_emit[:, 0] - offset[:, 0]).exp()
+    steps = log_emit.new_zeros(B, nb * L, K)
+    torch.sub(log_emit[:, 1:], offset[:, 1:], out=steps[:, :S])
+    es = steps.view(B, nb, L, K).permute(2, 0, 1, 3).contiguous().exp_()
+    del steps
 
-    # forward and backward vectors of every frame, written in place
-    fw = log_emit.new_empty(B, N, K)
-    bw = log_emit.new_empty(B, N, K)
-    scale = log_emit.new_ones(B, N)  # c_t, the per-step normalisers
-    fwb, bwb, cb = fw[:, 1:].view(B, nb, L, K), bw[:, 1:].view(B, nb, L, K), scale[:, 1:].view(B, nb, L)
-
-    a0 = log_start.exp() * emit[:, 0]
+    a0 = log_start.exp() * e0
     c0 = a0.sum(-1)
     a0 = a0 / c0.clamp_min(tiny).unsqueeze(-1)
-    fw[:, 0] = a0
     log_ev = log_ev + c0.double().log()
 
     if nb > 1:
@@ -185,18 +180,23 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     for b in range(1, nb):
         w = _safe_log_normalize(alpha_in[-1].log() + R[:, b - 1])
         alpha_in.append(_normalize((w.unsqueeze(-2) @ P[:, b - 1]).squeeze(-2))[0])
-    x = torch.stack(alpha_in, 1) if nb > 1 else a0.unsqueeze(1)
+    x = x_start = torch.stack(alpha_in, 1) if nb > 1 else a0.unsqueeze(1)
 
     # 3a. scaled forward inside all blocks at once
+    fw = log_emit.new_empty(L, B, nb, K)
+    scale = log_emit.new_ones(L, B, nb)  # c_t, the per-step normalisers
     for l in range(L):
-        a = (x @ trans).mul_(es[:, :, l])
+        a = torch.matmul(x, trans, out=fw[l]).mul_(es[l])
         c = a.sum(-1)
         a.div_(c.clamp_min(tiny).unsqueeze(-1))
         v = masks[l]
-        x = _where(v, a, x)
-        fwb[:, :, l] = x
-        cb[:, :, l] = c if v is None else torch.where(v, c, 1.0)
-    log_ev = log_ev + scale[:, 1:].double().log().sum(-1)
+        if v is None:
+            scale[l] = c
+        else:
+            fw[l] = _where(v, a, x)
+            scale[l] = torch.where(v, c, 1.0)
+        x = fw[l]
+    log_ev = log_ev + scale.double().log().sum((0, 2))
     if final_w is not None:
         # x is the filtered vector at each chain's last frame (padded steps are identity)
         log_ev = log_ev + (x[:, -1] * final_w).sum(-1).double().log()
@@ -209,29 +209,41 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
         beta_out.insert(0, _normalize(_safe_log_normalize(w))[0])
     y = torch.stack(beta_out, 1)
 
-    # 3b. scaled backward inside all blocks at once
+    # 3b. scaled backward inside all blocks at once; u_t = e_t beta_t is kept
+    bw = log_emit.new_empty(L, B, nb, K)
+    u = log_emit.new_empty(L, B, nb, K)
     for l in range(L - 1, -1, -1):
-        bwb[:, :, l] = y
-        yn = (es[:, :, l] * y) @ trans.T
+        bw[l] = y
+        yn = torch.mul(es[l], y, out=u[l]) @ trans.T
         yn.div_(yn.sum(-1, keepdim=True).clamp_min(tiny))
         y = _where(masks[l], yn, y)
-    bw[:, 0] = y[:, 0]
+    beta0 = y[:, 0]
 
-    # gamma_t = alpha_t beta_t / n_t.  With u_t = e_t beta_t, the pairwise normaliser is
+    # gamma_t = alpha_t beta_t / n_t.  The pairwise normaliser is
     # Z_t = sum_ij alpha_{t-1}(i) A_ij u_t(j) = c_t n_t (the unnormalised alpha_t is
-    # c_t alpha_t), so xi needs one matrix product and no extra pass.
-    gamma = fw[:, :T] * bw[:, :T]
-    norm = gamma.sum(-1, keepdim=True).clamp_min_(tiny)
-    gamma.div_(norm)
-    if padded:
-        gamma.mul_(frame_mask.unsqueeze(-1))
-    u = emit[:, 1:T] * bw[:, 1:T]
-    wt = (scale[:, 1:T].unsqueeze(-1) * norm[:, 1:]).clamp_min_(tiny).reciprocal_()
-    if padded:
-        wt.mul_(frame_mask[:, 1:].unsqueeze(-1))
-    u.mul_(wt)
-    xi = trans * (fw[:, : T - 1].reshape(-1, K).T @ u.reshape(-1, K))
-    return log_ev, gamma, xi
+    # c_t alpha_t), so xi needs one matrix product per term and no extra pass.
+    g0 = a0 * beta0
+    g0.div_(g0.sum(-1, keepdim=True).clamp_min(tiny))
+    g = bw.mul_(fw)  # bw is not needed any more
+    norm = g.sum(-1, keepdim=True).clamp_min_(tiny)
+    if L:
+        wt = (scale.unsqueeze(-1) * norm).clamp_min_(tiny).reciprocal_()
+        if valid is not None:
+            wt.mul_(valid.permute(2, 0, 1).unsqueeze(-1))
+        u.mul_(wt)
+        # alpha_{t-1}: each block's start vector for its first step, else fw[l - 1]
+        xi = x_start.reshape(-1, K).T @ u[0].reshape(-1, K)
+        xi = xi + fw[:-1].reshape(-1, K).T @ u[1:].reshape(-1, K)
+        xi = trans * xi
+    else:
+        xi = trans.new_zeros(K, K)
+    g.div_(norm)
+    if valid is not None:
+        g.mul_(valid.permute(2, 0, 1).unsqueeze(-1))
+    gamma = log_emit.new_empty(B, 1 + nb * L, K)
+    gamma[:, 0] = g0
+    gamma[:, 1:].view(B, nb, L, K).copy_(g.permute(1, 2, 0, 3))
+    return log_ev, gamma[:, :T], xi
 
 
 def viterbi(log_start, log_trans, log_emit, lengths, final=None, block_length=None):
