@@ -33,6 +33,7 @@ The max-product recursion uses the same layout in log space (max-plus products).
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -125,6 +126,37 @@ def _transfer(trans, es, masks, B, nb, L, K):
     return Q.permute(1, 2, 3, 0).contiguous(), R
 
 
+def _stitch(v0, P, R, forward):
+    r"""
+    The boundary vectors of all blocks, one block after the other:
+    forward :math:`\hat\alpha_{b+1} \propto (\hat\alpha_b \odot e^{R_b}) P_b` from
+    ``v0`` = the first block's start, backward
+    :math:`\hat\beta_{b-1} \propto e^{R_b} \odot (P_b \hat\beta_b)` from ``v0`` = the
+    last block's end; the row scales :math:`R_b` are combined in log space.
+
+    These ``nb`` steps act on ``(B, K)`` vectors: NumPy's per-call cost is a fraction of
+    torch's at that size, so they run in NumPy (on a CPU copy for other devices).
+    """
+    B, nb, K = R.shape
+    p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
+    out = np.empty((B, nb, K), dtype=p.dtype)
+    low, tiny = np.finfo(p.dtype).min, np.finfo(p.dtype).tiny
+    order = range(1, nb) if forward else range(nb - 2, -1, -1)
+    out[:, 0 if forward else nb - 1] = v0.detach().cpu().numpy()
+    with np.errstate(divide="ignore", under="ignore"):
+        for b in order:
+            if forward:
+                w = np.log(out[:, b - 1]) + r[:, b - 1]
+            else:
+                w = np.log(np.matmul(p[:, b + 1], out[:, b + 1, :, None])[..., 0]) + r[:, b + 1]
+            w -= np.maximum(w.max(-1, keepdims=True), low)  # all -inf (impossible) stays 0
+            np.exp(w, out=w)
+            if forward:
+                w = np.matmul(w[:, None, :], p[:, b - 1])[:, 0]
+            out[:, b] = w / np.maximum(w.sum(-1, keepdims=True), tiny)
+    return torch.from_numpy(out).to(v0.device)
+
+
 def forward_backward(log_start, trans, log_emit, lengths, final=None, block_length=None):
     r"""
     Sum-product forward-backward on a batch of chains.
@@ -176,11 +208,7 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
         P, R = _transfer(trans, es, masks, B, nb, L, K)
 
     # 2a. stitch the filtered vectors at the block boundaries
-    alpha_in = [a0]
-    for b in range(1, nb):
-        w = _safe_log_normalize(alpha_in[-1].log() + R[:, b - 1])
-        alpha_in.append(_normalize((w.unsqueeze(-2) @ P[:, b - 1]).squeeze(-2))[0])
-    x = x_start = torch.stack(alpha_in, 1) if nb > 1 else a0.unsqueeze(1)
+    x = x_start = _stitch(a0, P, R, forward=True) if nb > 1 else a0.unsqueeze(1)
 
     # 3a. scaled forward inside all blocks at once
     fw = log_emit.new_empty(L, B, nb, K)
@@ -203,11 +231,7 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
 
     # 2b. stitch the backward vectors at the block boundaries
     last = torch.ones_like(a0) if final_w is None else final_w.expand_as(a0).clone()
-    beta_out = [last]
-    for b in range(nb - 1, 0, -1):
-        w = (P[:, b] @ beta_out[0].unsqueeze(-1)).squeeze(-1).log() + R[:, b]
-        beta_out.insert(0, _normalize(_safe_log_normalize(w))[0])
-    y = torch.stack(beta_out, 1)
+    y = _stitch(last, P, R, forward=False) if nb > 1 else last.unsqueeze(1)
 
     # 3b. scaled backward inside all blocks at once; u_t = e_t beta_t is kept
     bw = log_emit.new_empty(L, B, nb, K)
