@@ -9,6 +9,9 @@ shapes, fast log-densities and the closed-form M-step from weighted moments.
 (``(K, D, D)``), as in hmmlearn.
 """
 
+import math
+import weakref
+
 import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
@@ -78,17 +81,32 @@ def distribution(module, index):
     return DiagNormal(means, scales)
 
 
+# id(x) -> (weakref to x, x viewed with singleton component axes).  The distributions cache
+# data features per tensor object; keeping one view per data tensor keeps that cache warm
+# across EM iterations.
+_VIEWS = {}
+
+
+def _component_view(x, num_axes):
+    key = (id(x), num_axes)
+    hit = _VIEWS.get(key)
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    view = x.reshape(x.shape[:-1] + (1,) * num_axes + x.shape[-1:])
+    _VIEWS[key] = (weakref.ref(x, lambda _, k=key: _VIEWS.pop(k, None)), view)
+    return view
+
+
 def component_log_prob(module, x):
     r"""``log N(x_{bt} | mu_c, Sigma_c)`` for every frame and component: shape
-    ``(B, T) + comps``; a matrix product on cached data features."""
+    ``(B, T) + comps``; a matrix product on cached data features (the data is viewed as
+    ``(B, T, 1, ..., D)`` so that the result comes out frame-major and contiguous)."""
     comps = module.means.shape[:-1]
     flat = len(comps)
-    # the component axes go left of the data axes: (*comps, 1, 1)
-    index = tuple(torch.arange(n).reshape((-1,) + (1,) * (flat - 1 - i) + (1, 1))
+    index = tuple(torch.arange(n).reshape((-1,) + (1,) * (flat - 1 - i))
                   for i, n in enumerate(comps))
     with torch.no_grad():
-        lp = distribution(module, index).log_prob(x)
-    return lp.permute(*range(flat, flat + 2), *range(flat))
+        return distribution(module, index).log_prob(_component_view(x, flat))
 
 
 def weighted_moments(weights, x, covariance_type):
@@ -100,12 +118,14 @@ def weighted_moments(weights, x, covariance_type):
     kind = "full" if covariance_type in ("full", "tied") else "diag"
     shift, quad, lin = gaussian_features(x, kind)
     comps = weights.shape[2:]
-    w = weights.reshape(-1, *comps).flatten(1).T  # (C, B*T)
-    n = w.sum(-1)
-    sx = w @ lin.reshape(-1, lin.shape[-1])
-    sxx = w @ quad.reshape(-1, quad.shape[-1])
-    return {"n": n.reshape(comps), "sx": sx.reshape(comps + sx.shape[-1:]),
-            "sxx": sxx.reshape(comps + sxx.shape[-1:]), "shift": shift}
+    D = lin.shape[-1]
+    w = weights.reshape(-1, math.prod(comps))  # (B*T, C)
+    # one product for both moments: (features^T @ w) is the fast orientation
+    feats = torch.cat([lin.reshape(-1, D), quad.reshape(-1, quad.shape[-1])], -1)
+    m = (feats.T @ w).T  # (C, D + Q)
+    n = w.sum(0)
+    return {"n": n.reshape(comps), "sx": m[:, :D].reshape(comps + (D,)),
+            "sxx": m[:, D:].reshape(comps + (quad.shape[-1],)), "shift": shift}
 
 
 def maximize(module, stats, update_means=True, update_covariances=True):
@@ -161,8 +181,6 @@ def maximize(module, stats, update_means=True, update_covariances=True):
 
 def num_parameters(covariance_type, comps, dim):
     """Free parameters of the means and covariances."""
-    import math
-
     c = math.prod(comps)
     cov = {"full": c * dim * (dim + 1) // 2, "diag": c * dim, "spherical": c,
            "tied": math.prod(comps[:-1]) * dim * (dim + 1) // 2}[covariance_type]
