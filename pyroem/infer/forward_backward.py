@@ -110,12 +110,21 @@ def _transfer(trans, es, masks, B, nb, L, K):
     Qn = torch.empty_like(Q)
     R = es.new_zeros(B, nb, K)  # es: time-major (L, B, nb, K)
     trans_t = trans.T.contiguous()
+    # Rows are rescaled every `every` steps. A step multiplies a row's mass by at least the
+    # smallest scaled emission it reaches (e = exp(log b - max log b) <= 1); a row lost to
+    # underflow needs that factor below ~1e-154 twice in a row in float64 (below 1e-308 once
+    # when rescaling every step, the limit of any scaled recursion), so float64 rescales
+    # every other step (a quarter less work) and float32 every step.
+    every = 2 if dtype == torch.float64 else 1
     for l in range(L):
         torch.mm(trans_t, Q.view(K, -1), out=Qn.view(K, -1))
         Qn.mul_(es[l].permute(2, 0, 1).unsqueeze(-1))
+        v = masks[l]
+        if v is None and l % every and l != L - 1:
+            Q, Qn = Qn, Q
+            continue
         s = Qn.sum(0).clamp_(min=tiny)  # an all-zero row stays zero
         Qn.div_(s)
-        v = masks[l]
         if v is None:
             Q, Qn = Qn, Q
             R.add_(s.log_())
