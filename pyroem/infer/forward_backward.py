@@ -203,10 +203,16 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     offset = torch.where(torch.isfinite(offset), offset, torch.zeros_like(offset))
     log_ev = (offset.squeeze(-1).double() * frame_mask).sum(-1)
     e0 = (log_emit[:, 0] - offset[:, 0]).exp()
-    steps = log_emit.new_zeros(B, nb * L, K)
-    torch.sub(log_emit[:, 1:], offset[:, 1:], out=steps[:, :S])
-    es = steps.view(B, nb, L, K).permute(2, 0, 1, 3).contiguous().exp_()
-    del steps
+    if nb * L == S:  # no padding steps: one pass straight into the time-major layout
+        es = log_emit.new_empty(L, B, nb, K)
+        torch.sub(log_emit[:, 1:].view(B, nb, L, K), offset[:, 1:].view(B, nb, L, 1),
+                  out=es.permute(1, 2, 0, 3))
+        es.exp_()
+    else:
+        steps = log_emit.new_zeros(B, nb * L, K)
+        torch.sub(log_emit[:, 1:], offset[:, 1:], out=steps[:, :S])
+        es = steps.view(B, nb, L, K).permute(2, 0, 1, 3).contiguous().exp_()
+        del steps
 
     a0 = log_start.exp() * e0
     c0 = a0.sum(-1)
@@ -245,11 +251,17 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     # 3b. scaled backward inside all blocks at once; u_t = e_t beta_t is kept
     bw = log_emit.new_empty(L, B, nb, K)
     u = log_emit.new_empty(L, B, nb, K)
+    trans_t = trans.T
+    if L:
+        bw[L - 1] = y
     for l in range(L - 1, -1, -1):
-        bw[l] = y
-        yn = torch.mul(es[l], y, out=u[l]) @ trans.T
-        yn.div_(yn.sum(-1, keepdim=True).clamp_min(tiny))
-        y = _where(masks[l], yn, y)
+        # beta of the frame before step l, computed in place where it is stored
+        out = bw[l - 1] if l else torch.empty_like(y)
+        torch.matmul(torch.mul(es[l], bw[l], out=u[l]), trans_t, out=out)
+        out.div_(out.sum(-1, keepdim=True).clamp_min(tiny))
+        if masks[l] is not None:
+            out.copy_(_where(masks[l], out, bw[l]))
+        y = out
     beta0 = y[:, 0]
 
     # gamma_t = alpha_t beta_t / n_t.  The pairwise normaliser is
@@ -270,12 +282,13 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
         xi = trans * xi
     else:
         xi = trans.new_zeros(K, K)
-    g.div_(norm)
     if valid is not None:
-        g.mul_(valid.permute(2, 0, 1).unsqueeze(-1))
+        norm.div_(valid.permute(2, 0, 1).unsqueeze(-1))  # 1/0 = inf: padded frames get 0
     gamma = log_emit.new_empty(B, 1 + nb * L, K)
     gamma[:, 0] = g0
-    gamma[:, 1:].view(B, nb, L, K).copy_(g.permute(1, 2, 0, 3))
+    # normalise while copying back to the frame-major layout (one pass)
+    torch.div(g.permute(1, 2, 0, 3), norm.permute(1, 2, 0, 3),
+              out=gamma[:, 1:].view(B, nb, L, K))
     return log_ev, gamma[:, :T], xi
 
 
