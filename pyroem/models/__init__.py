@@ -2,6 +2,8 @@
 
 from pyroem.models.base import EMModel
 from pyroem.models.gmm import GaussianMixture
+from pyroem.models.hmm import GMMHMM, CategoricalHMM, GaussianHMM, HiddenMarkovModel
 from pyroem.models.plda import PLDA
 
-__all__ = ["EMModel", "GaussianMixture", "PLDA"]
+__all__ = ["EMModel", "GaussianMixture", "GaussianHMM", "CategoricalHMM", "GMMHMM",
+           "HiddenMarkovModel", "PLDA"]

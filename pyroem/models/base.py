@@ -138,7 +138,8 @@ class EMModel(PyroModule):
         best, best_hist = None, None
         for restart in range(num_restarts):
             # Work on a copy: a failure leaves the user's model untouched.
-            work = copy.deepcopy(self).to(args[0].dtype)
+            # float data set the dtype; integer data (symbols) keep the model's
+            work = copy.deepcopy(self).to(args[0].dtype if args[0].is_floating_point() else self.dtype)
             generator = torch.Generator()
             if seed is None:
                 generator.seed()

@@ -1,0 +1,387 @@
+r"""
+Vectorised forward-backward (sum-product) and Viterbi (max-product) recursions for
+batches of hidden Markov chains.
+
+A batch of ``B`` chains of (padded) length ``T`` with ``K`` states is processed
+together: every Python step of a recursion acts on all chains at once. A long chain is
+also cut into ``nb`` blocks of ``L`` steps (``L ~ sqrt(T)``) and processed in three
+phases, so that the number of sequential Python steps is :math:`O(L + nb) = O(\sqrt T)`
+instead of :math:`T`:
+
+1. **transfer**: inside all blocks at once, the product of the step matrices
+   :math:`M_b = \prod_{t \in b} A\,\mathrm{diag}(e_t)` (each row rescaled separately,
+   its log-scale kept, so a block never underflows);
+2. **stitch**: the exact filtered vector at each block boundary,
+   :math:`\hat\alpha_{b+1} \propto \hat\alpha_b M_b`, and the backward vector,
+   :math:`\hat\beta_{b-1} \propto M_b \hat\beta_b` (``nb`` small steps);
+3. **inside**: the ordinary scaled recursion inside all blocks at once, each block
+   started from its exact boundary vector.
+
+Because the forward recursion of each block starts from the exact normalised filtered
+distribution :math:`p(z_{t_0} | x_{1:t_0})`, the per-step normalisers inside a block
+are the one-step predictive likelihoods :math:`c_t = p(x_t | x_{1:t-1})` and
+
+.. math:: \log p(x_{1:T}) = \sum_t \log c_t + \sum_t m_t,
+
+where :math:`m_t = \max_k \log p(x_t | z_t = k)` is the offset taken out of the
+emissions before exponentiating. Both sums are accumulated in float64, so float32
+stays accurate on very long chains. Padded steps (beyond each chain's length) are
+identity steps, so chains of different lengths share one padded layout.
+
+The max-product recursion uses the same layout in log space (max-plus products).
+"""
+
+import math
+
+import numpy as np
+import torch
+
+
+def _block_length(num_steps, batch, num_states):
+    # Blocking costs K times the flops of the plain recursion (K x K matrices instead of
+    # vectors) but saves Python steps; it pays when each step is too small to fill the
+    # machine (few chains) and the chain is long.
+    if num_steps >= 1024 and batch * num_states * num_states <= 2**16:
+        return max(1, math.ceil(math.sqrt(num_steps)))
+    return max(1, num_steps)
+
+
+def _layout(steps, lengths, block_length, fill):
+    """The step tensors ``(B, S, K)`` padded with ``fill`` to ``(B, nb, L, K)``, with
+    :func:`_blocks`' layout."""
+    B, S, K = steps.shape
+    nb, L, masks, _ = _blocks(S, B, K, lengths, block_length, steps.device)
+    pad = nb * L - S
+    if pad:
+        steps = torch.cat([steps, steps.new_full((B, pad, K), fill)], 1)
+    return steps.reshape(B, nb, L, K), masks, nb, L
+
+
+def _safe_log_normalize(w):
+    """``exp(w - max w)`` along the last dim; rows that are all ``-inf`` stay zero."""
+    top = w.amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return (w - top).exp()
+
+
+def _normalize(v):
+    s = v.sum(-1, keepdim=True)
+    return v / s.clamp_min(torch.finfo(v.dtype).tiny), s.squeeze(-1)
+
+
+def _where(mask, new, old):
+    if mask is None:
+        return new
+    while mask.dim() < new.dim():
+        mask = mask.unsqueeze(-1)
+    return torch.where(mask, new, old)
+
+
+def _blocks(S, B, K, lengths, block_length, device):
+    """Block layout of the ``S = T - 1`` steps: ``(nb, L, masks)`` with ``masks[l]`` the
+    ``(B, nb)`` validity of step ``l`` of every block (``None`` where all are valid; step
+    ``s`` produces frame ``s``, valid if ``s < length``)."""
+    if S == 0:
+        return 1, 0, [], None
+    L = block_length if block_length is not None else _block_length(S, B, K)
+    L = max(1, min(int(L), S))
+    nb = -(-S // L)
+    frame = torch.arange(1, nb * L + 1, device=device)
+    valid = (frame < lengths.unsqueeze(-1)).reshape(B, nb, L)
+    partial = (~valid).any(0).any(0).tolist()
+    masks = [valid[:, :, l] if partial[l] else None for l in range(L)]
+    return nb, L, masks, (valid if any(partial) else None)
+
+
+def _transfer(trans, es, masks, B, nb, L, K):
+    r"""
+    Transfer matrices :math:`P_b \propto \prod_{t \in b} A\,\mathrm{diag}(e_t)` of all
+    blocks, each row rescaled separately: returns ``P (B, nb, K, K)`` with unit row sums
+    and the log row scales ``R (B, nb, K)``.
+
+    Kept transposed, ``Q[j, b, n, i] = P_bn[i, j]``, so that each step is one wide matrix
+    product :math:`A^\top Q` (about twice as fast as the tall ``P @ A``), in place on two
+    buffers: these are the largest tensors of the recursion.
+    """
+    dtype = es.dtype
+    tiny = torch.finfo(dtype).tiny
+    eye = torch.eye(K, dtype=dtype, device=es.device)
+    Q = eye.reshape(K, 1, 1, K).expand(K, B, nb, K).contiguous()
+    Qn = torch.empty_like(Q)
+    R = es.new_zeros(B, nb, K)  # es: time-major (L, B, nb, K)
+    trans_t = trans.T.contiguous()
+    # Rows are rescaled every `every` steps. A step multiplies a row's mass by at least the
+    # smallest scaled emission it reaches (e = exp(log b - max log b) <= 1); a row lost to
+    # underflow needs that factor below ~1e-154 twice in a row in float64 (below 1e-308 once
+    # when rescaling every step, the limit of any scaled recursion), so float64 rescales
+    # every other step (a quarter less work) and float32 every step.
+    every = 2 if dtype == torch.float64 else 1
+    for l in range(L):
+        torch.mm(trans_t, Q.view(K, -1), out=Qn.view(K, -1))
+        Qn.mul_(es[l].permute(2, 0, 1).unsqueeze(-1))
+        v = masks[l]
+        if v is None and l % every and l != L - 1:
+            Q, Qn = Qn, Q
+            continue
+        s = Qn.sum(0).clamp_(min=tiny)  # an all-zero row stays zero
+        Qn.div_(s)
+        if v is None:
+            Q, Qn = Qn, Q
+            R.add_(s.log_())
+        else:
+            Q = torch.where(v.unsqueeze(-1), Qn, Q)
+            R = torch.where(v.unsqueeze(-1), R + s.log(), R)
+            Qn = torch.empty_like(Q)
+    return Q.permute(1, 2, 3, 0).contiguous(), R
+
+
+def _stitch(v0, P, R, forward):
+    r"""
+    The boundary vectors of all blocks, one block after the other:
+    forward :math:`\hat\alpha_{b+1} \propto (\hat\alpha_b \odot e^{R_b}) P_b` from
+    ``v0`` = the first block's start, backward
+    :math:`\hat\beta_{b-1} \propto e^{R_b} \odot (P_b \hat\beta_b)` from ``v0`` = the
+    last block's end; the row scales :math:`R_b` are combined in log space.
+
+    These ``nb`` steps act on ``(B, K)`` vectors: NumPy's per-call cost is a fraction of
+    torch's at that size, so they run in NumPy (on a CPU copy for other devices).
+    """
+    B, nb, K = R.shape
+    p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
+    out = np.empty((B, nb, K), dtype=p.dtype)
+    low, tiny = np.finfo(p.dtype).min, np.finfo(p.dtype).tiny
+    order = range(1, nb) if forward else range(nb - 2, -1, -1)
+    out[:, 0 if forward else nb - 1] = v0.detach().cpu().numpy()
+    with np.errstate(divide="ignore", under="ignore"):
+        for b in order:
+            if forward:
+                w = np.log(out[:, b - 1]) + r[:, b - 1]
+            else:
+                w = np.log(np.matmul(p[:, b + 1], out[:, b + 1, :, None])[..., 0]) + r[:, b + 1]
+            w -= np.maximum(w.max(-1, keepdims=True), low)  # all -inf (impossible) stays 0
+            np.exp(w, out=w)
+            if forward:
+                w = np.matmul(w[:, None, :], p[:, b - 1])[:, 0]
+            out[:, b] = w / np.maximum(w.sum(-1, keepdims=True), tiny)
+    return torch.from_numpy(out).to(v0.device)
+
+
+def forward_backward(log_start, trans, log_emit, lengths, final=None, block_length=None):
+    r"""
+    Sum-product forward-backward on a batch of chains.
+
+    .. math::
+
+        \alpha_1 = \pi \odot b_1,\quad \alpha_t = (\alpha_{t-1} A) \odot b_t,\quad
+        \beta_T = \mathbb 1_F,\quad \beta_{t-1} = A (b_t \odot \beta_t),\\
+        \gamma_t \propto \alpha_t \odot \beta_t,\quad
+        \xi_t(i, j) \propto \alpha_{t-1}(i) A_{ij} b_t(j) \beta_t(j),\quad
+        p(X) = \textstyle\sum_{k \in F} \alpha_T(k).
+
+    :param torch.Tensor log_start: :math:`\log \pi`, shape ``(K,)``.
+    :param torch.Tensor trans: :math:`A`, shape ``(K, K)`` (probabilities, zeros allowed).
+    :param torch.Tensor log_emit: :math:`\log b_t(k)`, shape ``(B, T, K)``.
+    :param torch.Tensor lengths: ``(B,)`` integer lengths ``1 <= l <= T``.
+    :param torch.Tensor final: optional ``(K,)`` bool mask of allowed final states ``F``.
+    :param int block_length: steps per block (``None``: automatic).
+    :returns: ``(log_evidence (B,), gamma (B, T, K), xi (K, K))`` with ``gamma`` zero on
+        padded frames and ``xi`` the expected transition counts summed over chains and
+        time; ``log_evidence`` is float64.
+    """
+    B, T, K = log_emit.shape
+    dtype, device = log_emit.dtype, log_emit.device
+    tiny = torch.finfo(dtype).tiny
+    frame_mask = torch.arange(T, device=device) < lengths.unsqueeze(-1)
+    final_w = None if final is None else final.to(dtype)
+    S = T - 1
+    nb, L, masks, valid = _blocks(S, B, K, lengths, block_length, device)
+
+    # scaled emissions e_t = exp(log b_t - m_t), m_t = max_k log b_t(k); the steps are laid
+    # out time-major, (L, B, nb, K), so that every step of a loop reads and writes one
+    # contiguous slab; padding emits 1
+    offset = log_emit.amax(-1, keepdim=True)
+    offset = torch.where(torch.isfinite(offset), offset, torch.zeros_like(offset))
+    log_ev = (offset.squeeze(-1).double() * frame_mask).sum(-1)
+    e0 = (log_emit[:, 0] - offset[:, 0]).exp()
+    if nb * L == S:  # no padding steps: one pass straight into the time-major layout
+        es = log_emit.new_empty(L, B, nb, K)
+        torch.sub(log_emit[:, 1:].view(B, nb, L, K), offset[:, 1:].view(B, nb, L, 1),
+                  out=es.permute(1, 2, 0, 3))
+        es.exp_()
+    else:
+        steps = log_emit.new_zeros(B, nb * L, K)
+        torch.sub(log_emit[:, 1:], offset[:, 1:], out=steps[:, :S])
+        es = steps.view(B, nb, L, K).permute(2, 0, 1, 3).contiguous().exp_()
+        del steps
+
+    a0 = log_start.exp() * e0
+    c0 = a0.sum(-1)
+    a0 = a0 / c0.clamp_min(tiny).unsqueeze(-1)
+    log_ev = log_ev + c0.double().log()
+
+    if nb > 1:
+        P, R = _transfer(trans, es, masks, B, nb, L, K)
+
+    # 2a. stitch the filtered vectors at the block boundaries
+    x = x_start = _stitch(a0, P, R, forward=True) if nb > 1 else a0.unsqueeze(1)
+
+    # 3a. scaled forward inside all blocks at once
+    fw = log_emit.new_empty(L, B, nb, K)
+    scale = log_emit.new_ones(L, B, nb)  # c_t, the per-step normalisers
+    for l in range(L):
+        a = torch.matmul(x, trans, out=fw[l]).mul_(es[l])
+        c = a.sum(-1)
+        a.div_(c.clamp_min(tiny).unsqueeze(-1))
+        v = masks[l]
+        if v is None:
+            scale[l] = c
+        else:
+            fw[l] = _where(v, a, x)
+            scale[l] = torch.where(v, c, 1.0)
+        x = fw[l]
+    log_ev = log_ev + scale.double().log().sum((0, 2))
+    if final_w is not None:
+        # x is the filtered vector at each chain's last frame (padded steps are identity)
+        log_ev = log_ev + (x[:, -1] * final_w).sum(-1).double().log()
+
+    # 2b. stitch the backward vectors at the block boundaries
+    last = torch.ones_like(a0) if final_w is None else final_w.expand_as(a0).clone()
+    y = _stitch(last, P, R, forward=False) if nb > 1 else last.unsqueeze(1)
+
+    # 3b. scaled backward inside all blocks at once; u_t = e_t beta_t is kept
+    bw = log_emit.new_empty(L, B, nb, K)
+    u = log_emit.new_empty(L, B, nb, K)
+    trans_t = trans.T
+    if L:
+        bw[L - 1] = y
+    for l in range(L - 1, -1, -1):
+        # beta of the frame before step l, computed in place where it is stored
+        out = bw[l - 1] if l else torch.empty_like(y)
+        torch.matmul(torch.mul(es[l], bw[l], out=u[l]), trans_t, out=out)
+        out.div_(out.sum(-1, keepdim=True).clamp_min(tiny))
+        if masks[l] is not None:
+            out.copy_(_where(masks[l], out, bw[l]))
+        y = out
+    beta0 = y[:, 0]
+
+    # gamma_t = alpha_t beta_t / n_t.  The pairwise normaliser is
+    # Z_t = sum_ij alpha_{t-1}(i) A_ij u_t(j) = c_t n_t (the unnormalised alpha_t is
+    # c_t alpha_t), so xi needs one matrix product per term and no extra pass.
+    g0 = a0 * beta0
+    g0.div_(g0.sum(-1, keepdim=True).clamp_min(tiny))
+    g = bw.mul_(fw)  # bw is not needed any more
+    norm = g.sum(-1, keepdim=True).clamp_min_(tiny)
+    if L:
+        wt = (scale.unsqueeze(-1) * norm).clamp_min_(tiny).reciprocal_()
+        if valid is not None:
+            wt.mul_(valid.permute(2, 0, 1).unsqueeze(-1))
+        u.mul_(wt)
+        # alpha_{t-1}: each block's start vector for its first step, else fw[l - 1]
+        xi = x_start.reshape(-1, K).T @ u[0].reshape(-1, K)
+        xi = xi + fw[:-1].reshape(-1, K).T @ u[1:].reshape(-1, K)
+        xi = trans * xi
+    else:
+        xi = trans.new_zeros(K, K)
+    if valid is not None:
+        norm.div_(valid.permute(2, 0, 1).unsqueeze(-1))  # 1/0 = inf: padded frames get 0
+    gamma = log_emit.new_empty(B, 1 + nb * L, K)
+    gamma[:, 0] = g0
+    # normalise while copying back to the frame-major layout (one pass)
+    torch.div(g.permute(1, 2, 0, 3), norm.permute(1, 2, 0, 3),
+              out=gamma[:, 1:].view(B, nb, L, K))
+    return log_ev, gamma[:, :T], xi
+
+
+def viterbi(log_start, log_trans, log_emit, lengths, final=None, block_length=None):
+    r"""
+    Max-product (Viterbi) decoding of a batch of chains:
+    :math:`\hat z = \arg\max_z \log p(x, z)` with
+    :math:`\delta_t(j) = \max_i [\delta_{t-1}(i) + \log A_{ij}] + \log b_t(j)`, restricted
+    to final states ``F`` when given.
+
+    Same layout as :func:`forward_backward` (blocks in max-plus algebra; the backtrace
+    through the blocks is composed per block, stitched, then filled in).
+
+    :returns: ``(best (B,), path (B, T))``: the float64 :math:`\max_z \log p(x, z)` and the
+        most probable state path (``-1`` on padded frames).
+    """
+    B, T, K = log_emit.shape
+    device = log_emit.device
+    frame_mask = torch.arange(T, device=device) < lengths.unsqueeze(-1)
+    log_final = None
+    if final is not None:
+        log_final = torch.where(final, 0.0, -math.inf).to(log_emit.dtype)
+
+    def shift(w):
+        top = w.amax(-1, keepdim=True)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        return w - top, top.squeeze(-1)
+
+    d0, o0 = shift(log_start + log_emit[:, 0])
+    best = o0.double()
+    if T == 1:
+        end = d0 if log_final is None else d0 + log_final
+        top, state = end.max(-1)
+        return best + top.double(), state.unsqueeze(1)
+
+    les, masks, nb, L = _layout(log_emit[:, 1:], lengths, block_length, 0.0)
+    ident = torch.arange(K, device=device)
+
+    # 1. max-plus transfer matrices of the blocks
+    if nb > 1:
+        P = torch.full((K, K), -math.inf, dtype=log_emit.dtype, device=device)
+        P = P.diagonal_scatter(torch.zeros(K, dtype=log_emit.dtype, device=device))
+        P = P.expand(B, nb, K, K)
+        R = log_emit.new_zeros(B, nb, K)
+        for l in range(L):
+            Pn = (P.unsqueeze(-1) + log_trans).amax(-2) + les[:, :, l].unsqueeze(-2)
+            Pn, top = shift(Pn)
+            v = masks[l]
+            P = _where(v, Pn, P)
+            R = _where(v, R + top, R)
+
+    # 2. stitch the boundary scores
+    x = [d0]
+    for b in range(1, nb):
+        w = (x[-1] + R[:, b - 1]).unsqueeze(-1) + P[:, b - 1]
+        x.append(shift(w.amax(-2))[0])
+    x = torch.stack(x, 1)
+
+    # 3. Viterbi inside all blocks at once, with back-pointers
+    psi, offs = [], []
+    for l in range(L):
+        top, arg = (x.unsqueeze(-1) + log_trans).max(-2)
+        xn, o = shift(top + les[:, :, l])
+        v = masks[l]
+        x = _where(v, xn, x)
+        psi.append(_where(v, arg, ident.expand_as(arg)))
+        offs.append(_where(v, o.double(), o.new_zeros((), dtype=torch.float64)))
+    best = best + torch.stack(offs, -1).sum((-1, -2))
+    end = x[:, -1] if log_final is None else x[:, -1] + log_final
+    top, state = end.max(-1)
+    best = best + top.double()
+
+    # backtrace: compose each block's back-pointers, stitch, then fill the frames in
+    def back(cur, upto):
+        for l in range(L - 1, -1, -1):
+            upto(l, cur)
+            cur = psi[l].gather(-1, cur)
+        return cur
+
+    if nb > 1:
+        start_of = back(ident.expand(B, nb, K).contiguous(), lambda l, c: None)
+        ends = [state]
+        for b in range(nb - 1, 0, -1):
+            ends.insert(0, start_of[:, b].gather(-1, ends[0].unsqueeze(-1)).squeeze(-1))
+        ends = torch.stack(ends, 1)
+    else:
+        ends = state.unsqueeze(1)
+    path = [None] * L
+
+    def record(l, cur):
+        path[l] = cur.squeeze(-1)
+
+    first = back(ends.unsqueeze(-1), record)[:, 0]
+    path = torch.stack(path, 2).reshape(B, nb * L)[:, : T - 1]
+    path = torch.cat([first, path], 1)
+    return best, torch.where(frame_mask, path, -1)

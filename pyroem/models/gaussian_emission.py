@@ -1,0 +1,201 @@
+r"""
+Gaussian emission parameters shared by :class:`~pyroem.models.GaussianHMM` (one Gaussian
+per state, components of shape ``(K,)``) and :class:`~pyroem.models.GMMHMM` (a mixture per
+state, components of shape ``(K, M)``): storage, the scikit-learn/hmmlearn covariance
+shapes, fast log-densities and the closed-form M-step from weighted moments.
+
+``tied`` covariances are shared along the last component axis: by all states of a
+``GaussianHMM`` (``(D, D)``), by the mixture components of each state of a ``GMMHMM``
+(``(K, D, D)``), as in hmmlearn.
+"""
+
+import math
+import weakref
+
+import torch
+from pyro.nn import PyroParam
+from torch.distributions import constraints
+
+from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_features
+
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+
+
+def covariance_shape(covariance_type, comps, dim):
+    """Shape of ``covariances`` for components of shape ``comps``."""
+    return {"full": comps + (dim, dim), "diag": comps + (dim,), "spherical": comps,
+            "tied": comps[:-1] + (dim, dim)}[covariance_type]
+
+
+def init_params(module, covariance_type, comps, dim):
+    """Register ``means`` and the covariance factor (``scale_tril`` or ``scales``) on
+    ``module`` (identity covariances, zero means)."""
+    module.means = PyroParam(torch.zeros(comps + (dim,)))
+    if covariance_type in ("full", "tied"):
+        shape = covariance_shape(covariance_type, comps, dim)
+        module.scale_tril = PyroParam(torch.eye(dim).expand(shape).clone(),
+                                      constraint=constraints.lower_cholesky)
+    else:
+        module.scales = PyroParam(torch.ones(covariance_shape(covariance_type, comps, dim)),
+                                  constraint=constraints.positive)
+
+
+def get_covariances(module):
+    if module.covariance_type in ("full", "tied"):
+        tril = module.scale_tril.detach()
+        return tril @ tril.mT
+    return module.scales.detach().pow(2)
+
+
+def set_covariances(module, value, comps):
+    value = torch.as_tensor(value, dtype=module.dtype)
+    shape = covariance_shape(module.covariance_type, comps, module.dim)
+    if tuple(value.shape) != shape:
+        raise ValueError(f"covariances must have shape {shape} for covariance_type="
+                         f"{module.covariance_type!r}, got {tuple(value.shape)}")
+    if not torch.isfinite(value).all():
+        raise ValueError("covariances contain NaN or inf")
+    if module.covariance_type in ("full", "tied"):
+        tril, info = torch.linalg.cholesky_ex(value)
+        if info.any():
+            raise ValueError("covariances must be symmetric positive definite")
+        module.scale_tril = tril
+    else:
+        if not (value > 0).all():
+            raise ValueError("covariances must be positive")
+        module.scales = value.sqrt()
+
+
+def distribution(module, index):
+    """The emission distribution of component ``index`` (a tuple of index tensors that
+    picks from the component axes; broadcasting under enumeration)."""
+    means = module.means[index]
+    cov = module.covariance_type
+    if cov == "full":
+        return MultivariateNormal(means, scale_tril=module.scale_tril[index])
+    if cov == "tied":
+        return MultivariateNormal(means, scale_tril=module.scale_tril[index[:-1]])
+    scales = module.scales[index]
+    if cov == "spherical":
+        scales = scales.unsqueeze(-1).expand(means.shape)
+    return DiagNormal(means, scales)
+
+
+# id(x) -> (weakref to x, x viewed with singleton component axes).  The distributions cache
+# data features per tensor object; keeping one view per data tensor keeps that cache warm
+# across EM iterations.
+_VIEWS = {}
+
+
+def _component_view(x, num_axes):
+    key = (id(x), num_axes)
+    hit = _VIEWS.get(key)
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    view = x.reshape(x.shape[:-1] + (1,) * num_axes + x.shape[-1:])
+    _VIEWS[key] = (weakref.ref(x, lambda _, k=key: _VIEWS.pop(k, None)), view)
+    return view
+
+
+def component_log_prob(module, x):
+    r"""``log N(x_{bt} | mu_c, Sigma_c)`` for every frame and component: shape
+    ``(B, T) + comps``; a matrix product on cached data features (the data is viewed as
+    ``(B, T, 1, ..., D)`` so that the result comes out frame-major and contiguous)."""
+    comps = module.means.shape[:-1]
+    flat = len(comps)
+    index = tuple(torch.arange(n).reshape((-1,) + (1,) * (flat - 1 - i))
+                  for i, n in enumerate(comps))
+    with torch.no_grad():
+        return distribution(module, index).log_prob(_component_view(x, flat))
+
+
+def weighted_moments(weights, x, covariance_type):
+    r"""
+    Additive statistics of ``x (B, T, D)`` weighted by ``weights (B, T) + comps``:
+    ``n`` :math:`=\sum w`, ``sx`` :math:`=\sum w x_c`, ``sxx`` :math:`=\sum w x_c x_c^\top`
+    (flattened ``D*D``; or :math:`x_c^2` for diagonal types), about ``shift``.
+    """
+    kind = "full" if covariance_type in ("full", "tied") else "diag"
+    shift, quad, lin = gaussian_features(x, kind)
+    comps = weights.shape[2:]
+    D = lin.shape[-1]
+    w = weights.reshape(-1, math.prod(comps))  # (B*T, C)
+    # one product for both moments: (features^T @ w) is the fast orientation
+    feats = torch.cat([lin.reshape(-1, D), quad.reshape(-1, quad.shape[-1])], -1)
+    m = (feats.T @ w).T  # (C, D + Q)
+    n = w.sum(0)
+    return {"n": n.reshape(comps), "sx": m[:, :D].reshape(comps + (D,)),
+            "sxx": m[:, D:].reshape(comps + (quad.shape[-1],)), "shift": shift}
+
+
+def maximize(module, stats, update_means=True, update_covariances=True):
+    r"""
+    Closed-form M-step of the Gaussian emissions,
+
+    .. math::
+
+        \mu_c = \frac{s_c}{n_c}, \qquad
+        \Sigma_c = \frac{S_c}{n_c} - \bar x_c \mu_c^\top - \mu_c \bar x_c^\top
+        + \mu_c \mu_c^\top + \epsilon I, \quad \bar x_c = s_c / n_c,
+
+    (the weighted covariance about the new mean, or about the frozen mean when means are
+    not trained), pooled along the last component axis for ``tied`` and averaged over
+    dimensions for ``spherical``; :math:`\epsilon` = ``reg_covar``.
+    """
+    D = module.dim
+    n = stats["n"]
+    nk = n + 10 * torch.finfo(n.dtype).eps  # an empty component keeps a finite mean
+    xbar = stats["sx"] / nk.unsqueeze(-1)
+    shift = stats["shift"]
+    mu = xbar if update_means else module.means.detach() - shift
+    if update_covariances:
+        cov_type = module.covariance_type
+        if cov_type in ("full", "tied"):
+            sxx = stats["sxx"].reshape(n.shape + (D, D))
+            cross = xbar.unsqueeze(-1) * mu.unsqueeze(-2)
+            cov = sxx / nk[..., None, None] - cross - cross.mT + mu.unsqueeze(-1) * mu.unsqueeze(-2)
+            if cov_type == "tied":
+                cov = (cov * nk[..., None, None]).sum(-3) / nk.sum(-1)[..., None, None]
+            eye = torch.eye(D, dtype=cov.dtype, device=cov.device)
+            cov = 0.5 * (cov + cov.mT) + module.reg_covar * eye
+            tril, info = torch.linalg.cholesky_ex(cov)
+            if info.any():
+                raise ValueError(
+                    "the M-step produced a covariance that is not positive definite (a "
+                    "state collapsed onto too few frames); increase reg_covar or decrease "
+                    "the number of states")
+            module.scale_tril = tril
+        else:
+            var = stats["sxx"] / nk.unsqueeze(-1) - 2 * xbar * mu + mu**2
+            if cov_type == "spherical":
+                var = var.mean(-1)
+            var = var + module.reg_covar
+            if not (var > 0).all():
+                raise ValueError(
+                    "the M-step produced a non-positive variance (a state collapsed onto "
+                    "one frame); increase reg_covar or decrease the number of states")
+            module.scales = var.sqrt()
+    if update_means:
+        module.means = mu + shift
+
+
+def num_parameters(covariance_type, comps, dim):
+    """Free parameters of the means and covariances."""
+    c = math.prod(comps)
+    cov = {"full": c * dim * (dim + 1) // 2, "diag": c * dim, "spherical": c,
+           "tied": math.prod(comps[:-1]) * dim * (dim + 1) // 2}[covariance_type]
+    return cov + c * dim
+
+
+def sample(module, index, generator):
+    """Draw one vector per entry of the component ``index`` tensors."""
+    means = module.means[index]
+    eps = torch.randn(means.shape, generator=generator, dtype=means.dtype)
+    cov = module.covariance_type
+    if cov in ("full", "tied"):
+        tril = module.scale_tril[index] if cov == "full" else module.scale_tril[index[:-1]]
+        return means + (tril @ eps.unsqueeze(-1)).squeeze(-1)
+    scales = module.scales[index]
+    if cov == "spherical":
+        scales = scales.unsqueeze(-1)
+    return means + scales * eps

@@ -1,0 +1,123 @@
+"""The vectorised recursions against brute force over all state paths."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from pyroem.infer.forward_backward import forward_backward, viterbi
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The recursions run many small ops; on a shared 2-core machine intra-op threads
+    # mostly wait for each other. One thread keeps the tests quick (and is restored).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _problem(K=3, T=6, B=3, seed=0, zero=True):
+    g = torch.Generator().manual_seed(seed)
+    pi = torch.rand(K, generator=g, dtype=torch.float64)
+    A = torch.rand(K, K, generator=g, dtype=torch.float64)
+    if zero:
+        A[0, K - 1] = 0.0  # a structural zero
+    pi, A = pi / pi.sum(), A / A.sum(-1, keepdim=True)
+    le = 2 * torch.randn(B, T, K, generator=g, dtype=torch.float64)
+    return pi, A, le
+
+
+def _brute(pi, A, le, n, final):
+    """All paths of one chain of length n: (log p(x), gamma, xi, best, argmax path)."""
+    K = pi.shape[0]
+    paths, scores = [], []
+    for z in itertools.product(range(K), repeat=n):
+        if final is not None and not final[z[-1]]:
+            continue
+        s = pi[z[0]].log() + le[0, z[0]]
+        for t in range(1, n):
+            s = s + A[z[t - 1], z[t]].log() + le[t, z[t]]
+        paths.append(z)
+        scores.append(s)
+    scores = torch.stack(scores)
+    logz = scores.logsumexp(0)
+    w = (scores - logz).exp()
+    gamma = torch.zeros(n, K, dtype=torch.float64)
+    xi = torch.zeros(K, K, dtype=torch.float64)
+    for wi, z in zip(w, paths):
+        for t in range(n):
+            gamma[t, z[t]] += wi
+        for t in range(1, n):
+            xi[z[t - 1], z[t]] += wi
+    i = int(scores.argmax())
+    return logz, gamma, xi, scores[i], list(paths[i])
+
+
+@pytest.mark.parametrize("final", [None, [False, True, True]])
+@pytest.mark.parametrize("block_length", [None, 1, 2, 4])
+def test_forward_backward_and_viterbi_equal_brute_force(final, block_length):
+    pi, A, le = _problem()
+    lengths = torch.tensor([6, 4, 1])
+    fin = None if final is None else torch.tensor(final)
+    ll, gamma, xi = forward_backward(pi.log(), A, le, lengths, fin, block_length)
+    best, path = viterbi(pi.log(), A.log(), le, lengths, fin, block_length)
+    xi_ref = torch.zeros_like(xi)
+    for b, n in enumerate(lengths.tolist()):
+        logz, g, x, top, z = _brute(pi, A, le[b], n, fin)
+        xi_ref += x
+        assert ll[b].item() == pytest.approx(logz.item(), abs=1e-10)
+        assert torch.allclose(gamma[b, :n], g, atol=1e-12)
+        assert (gamma[b, n:] == 0).all()
+        assert best[b].item() == pytest.approx(top.item(), abs=1e-10)
+        assert path[b, :n].tolist() == z and (path[b, n:] == -1).all()
+        if fin is not None:
+            assert fin[path[b, n - 1]]
+    assert torch.allclose(xi, xi_ref, atol=1e-12)
+    assert xi[0, 2] == 0  # the structural zero gets no expected transitions
+
+
+def test_blocked_long_chain_equals_unblocked():
+    pi, A, le = _problem(K=4, T=3000, B=2, seed=1)
+    lengths = torch.tensor([3000, 1777])
+    ref = forward_backward(pi.log(), A, le, lengths, None, 3000)
+    got = forward_backward(pi.log(), A, le, lengths, None, 37)
+    assert torch.allclose(ref[0], got[0], rtol=1e-12)
+    assert torch.allclose(ref[1], got[1], atol=1e-10)
+    assert torch.allclose(ref[2], got[2], rtol=1e-9)
+    v_ref = viterbi(pi.log(), A.log(), le, lengths, None, 3000)
+    v_got = viterbi(pi.log(), A.log(), le, lengths, None, 37)
+    assert torch.allclose(v_ref[0], v_got[0], rtol=1e-12)
+    assert torch.equal(v_ref[1], v_got[1])
+
+
+def test_float32_long_sequence_close_to_float64():
+    # a sticky 8-state chain observed through informative emissions: 1e5 frames (1e6 in bench/hmm.py)
+    g = torch.Generator().manual_seed(0)
+    K, T = 8, 100_000
+    A = torch.full((K, K), 0.02 / (K - 1), dtype=torch.float64) + 0.98 * torch.eye(K, dtype=torch.float64)
+    A = A / A.sum(-1, keepdim=True)
+    pi = torch.full((K,), 1.0 / K, dtype=torch.float64)
+    le = -0.5 * (torch.randn(1, T, K, generator=g, dtype=torch.float64) * 3) ** 2 - 40.0
+    lengths = torch.tensor([T])
+    ll64, g64, xi64 = forward_backward(pi.log(), A, le, lengths)
+    ll32, g32, xi32 = forward_backward(pi.log().float(), A.float(), le.float(), lengths)
+    assert torch.isfinite(ll32).all() and not g32.isnan().any()
+    assert abs(ll32.item() - ll64.item()) <= 1e-5 * abs(ll64.item())
+    assert (g32.double() - g64).abs().max() < 1e-3
+    assert torch.allclose(xi32.double(), xi64, rtol=1e-3, atol=1e-2)
+    best64, path64 = viterbi(pi.log(), A.log(), le, lengths)
+    best32, path32 = viterbi(pi.log().float(), A.log().float(), le.float(), lengths)
+    assert abs(best32.item() - best64.item()) <= 1e-5 * abs(best64.item())
+    assert (path32 == path64).double().mean() > 0.999
+
+
+def test_impossible_data_gives_minus_inf_not_nan():
+    pi = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    A = torch.eye(2, dtype=torch.float64)
+    le = torch.tensor([[[0.0, 0.0], [-math.inf, 0.0]]], dtype=torch.float64)
+    ll, gamma, xi = forward_backward(pi.log(), A, le, torch.tensor([2]))
+    assert ll.item() == -math.inf
+    assert not xi.isnan().any()
