@@ -21,13 +21,13 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.nn import PyroParam, pyro_method
+from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.infer.estep import Posterior
 from pyroem.infer.forward_backward import forward_backward, viterbi
 from pyroem.models import gaussian_emission as ge
-from pyroem.models.base import EMModel
+from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import check_option, check_positive_int
 from pyroem.models.kmeans import kmeans
 from pyroem.models.sequences import pack_sequences, unpack, unpack_scalar
@@ -173,7 +173,7 @@ class HiddenMarkovModel(EMModel):
             self._internal = False
 
     # ------------------------------------------------------------------ the Pyro model
-    @pyro_method
+    @model_method
     def model(self, x, lengths):
         r"""
         The chain as a Pyro program: a plate over the ``B`` sequences, ``pyro.markov``
@@ -202,16 +202,10 @@ class HiddenMarkovModel(EMModel):
                     with poutine.mask(mask=lengths == t + 1):
                         pyro.factor(f"final_{t}", log_final[z])
 
-    @pyro_method
+    @model_method
     def guide(self, x, lengths):
         """Empty: every latent state is enumerated exactly in the model (``TraceEnum_ELBO``
         then computes :math:`\\log p(X)` itself, so SVI ascends the exact likelihood)."""
-
-    def _run_svi(self, args, max_iter, tol, progress, lr):
-        # A private parameter store: SVI sees this model's parameters, not those of
-        # another model that used the same names in the global store.
-        with pyro.get_param_store().scope():
-            return super()._run_svi(args, max_iter, tol, progress, lr)
 
     # ------------------------------------------------------------------ E-step
     def _log_emission(self, x):
