@@ -1,6 +1,6 @@
 """One Baum-Welch iteration of a diagonal-covariance Gaussian HMM: pyroem against hmmlearn.
 
-Run by hand:  python bench/hmm.py [--k 16 --dim 8 --repeats 5 --threads 1 --long 1000000]
+Run by hand:  python bench/hmm.py [--k 16 --dim 8 --repeats 5 --threads 1 --clock wall --long 1000000]
 
 Prints the best-of-N wall-clock seconds (runs interleaved) of one E-step plus M-step of hmmlearn's ``GaussianHMM``
 (``implementation="scaling"`` and ``"log"``, its ``_do_estep`` + ``_do_mstep``) and of
@@ -98,11 +98,14 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall-clock time, or this process's CPU time (steadier on a loaded machine)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1, as hmmlearn; 0 keeps torch's "
+                        "default). The recursions are many small ops: on a shared machine a "
+                        "second thread mostly waits for the first")
     p.add_argument("--long", type=int, default=1_000_000,
                    help="frames of the float32 accuracy check (0 to skip)")
     args = p.parse_args()
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     k, d = args.k, args.dim
     cases = [("1 x T=100000", 100_000, None), ("1000 x T=100", 100_000, [100] * 1000)]

@@ -108,6 +108,20 @@ class HiddenMarkovModel(EMModel):
     Data: one sequence, a list of sequences of different lengths, or a padded batch with
     its ``lengths`` (``fit(x)``, ``fit([x1, x2])``, ``fit(x_padded, lengths)``). Results
     per frame (``posterior``, ``decode``) come back in the same form.
+
+    Notes:
+
+    - ``fit`` uses the vectorised :meth:`e_step`; the ``pyro.markov`` :meth:`model` gives the
+      same posteriors under :func:`~pyroem.infer.exact_posterior`. There, each padded
+      (masked) latent step sums to ``num_states`` under enumeration, so its
+      ``log_evidence`` exceeds :math:`\log p(X)` by ``log(num_states)`` per padded frame
+      (``log(num_states * num_mix)`` for :class:`GMMHMM`); equal lengths have no padding.
+    - ``method="viterbi"`` and ``decode(algorithm="viterbi")`` maximise over state paths
+      with the emission densities as they are (a :class:`GMMHMM` sums its mixture, as
+      hmmlearn); ``log_prob`` of a path is then :math:`\max_z \log p(x, z)`.
+    - The log-likelihood that ``fit`` records is :math:`\log p(X)`; with Dirichlet
+      concentrations other than 1 EM is monotone in :math:`\log p(X) + \log p(\pi, A)`.
+    - ``sample`` does not impose ``final_states``.
     """
 
     emission_letters = ""
