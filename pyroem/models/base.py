@@ -199,7 +199,8 @@ class EMModel(PyroModule):
                           hist=hist, clock=clock)
 
     def _run_svi(self, args, max_iter, tol, progress, lr, record_decomposition=False):
-        svi = pyro.infer.SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}), self._svi_elbo())
+        svi = pyro.infer.SVI(self._svi_model(), self.guide, pyro.optim.Adam({"lr": lr}),
+                             self._svi_elbo())
         em = EM(self.model, max_plate_nesting=self.max_plate_nesting)
         # The guide's q must exist (and be sized for the data) before SVI collects params.
         self.guide(*args)
@@ -230,6 +231,11 @@ class EMModel(PyroModule):
 
         return self._loop(step, em.evaluate_loss, args, "svi", max_iter, tol, progress,
                           hist=hist, clock=clock)
+
+    def _svi_model(self):
+        """The model that ``fit(method="svi")`` trains (``self.model``; a model may give an
+        equivalent one that is faster to differentiate)."""
+        return self.model
 
     def _svi_elbo(self):
         """The ELBO that ``fit(method="svi")`` optimises (discrete latents enumerated;

@@ -97,15 +97,16 @@ def _component_view(x, num_axes):
     return view
 
 
-def component_log_prob(module, x):
+def component_log_prob(module, x, grad=False):
     r"""``log N(x_{bt} | mu_c, Sigma_c)`` for every frame and component: shape
     ``(B, T) + comps``; a matrix product on cached data features (the data is viewed as
-    ``(B, T, 1, ..., D)`` so that the result comes out frame-major and contiguous)."""
+    ``(B, T, 1, ..., D)`` so that the result comes out frame-major and contiguous).
+    With ``grad=True`` it is differentiable in the parameters (for SVI)."""
     comps = module.means.shape[:-1]
     flat = len(comps)
     index = tuple(torch.arange(n).reshape((-1,) + (1,) * (flat - 1 - i))
                   for i, n in enumerate(comps))
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
         return distribution(module, index).log_prob(_component_view(x, flat))
 
 

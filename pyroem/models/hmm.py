@@ -66,6 +66,12 @@ def _check_probs(value, shape, name, dtype):
     return value / value.sum(-1, keepdim=True)
 
 
+def _safe_log(p):
+    # log p with log 0 = -inf and a zero (not NaN) gradient at structural zeros
+    positive = p > 0
+    return torch.where(positive, p.clamp_min(torch.finfo(p.dtype).tiny).log(), -math.inf)
+
+
 class _Given:
     """A posterior holding given marginals (initialisation from responsibilities)."""
 
@@ -221,8 +227,34 @@ class HiddenMarkovModel(EMModel):
         """Empty: every latent state is enumerated exactly in the model (``TraceEnum_ELBO``
         then computes :math:`\\log p(X)` itself, so SVI ascends the exact likelihood)."""
 
+    @model_method
+    def marginal_model(self, x, lengths):
+        r"""
+        The chain with the states summed out: :math:`\log p(X)` (the forward recursion in
+        log space, masked beyond each sequence's length, differentiable in every
+        parameter) as one ``pyro.factor``. ``fit(method="svi")`` runs SVI on it with the
+        empty :meth:`guide`: the same objective as :meth:`model` under ``TraceEnum_ELBO``
+        (the exact evidence), without tracing a Pyro site per frame.
+        """
+        log_emit = self._log_emission(x, grad=True)
+        log_trans = _safe_log(self.trans_probs)
+        alpha = _safe_log(self.start_probs) + log_emit[:, 0]
+        for t in range(1, x.shape[1]):
+            step = (alpha.unsqueeze(-1) + log_trans).logsumexp(-2) + log_emit[:, t]
+            alpha = torch.where((lengths > t).unsqueeze(-1), step, alpha)
+        if self.final_states is not None:
+            alpha = alpha.masked_fill(~self.final_states, -math.inf)
+        pyro.factor("log_evidence", alpha.logsumexp(-1).sum())
+
+    def _svi_model(self):
+        return self.marginal_model
+
+    def _svi_elbo(self):
+        # no latent sample sites are left in marginal_model: the ELBO is log p(X) itself
+        return pyro.infer.Trace_ELBO()
+
     # ------------------------------------------------------------------ E-step
-    def _log_emission(self, x):
+    def _log_emission(self, x, grad=False):
         raise NotImplementedError
 
     def e_step(self, x, lengths, hard=False):
@@ -422,8 +454,8 @@ class GaussianHMM(HiddenMarkovModel):
     def _observe(self, t, z, x_t):
         pyro.sample(f"x_{t}", ge.distribution(self, (z,)), obs=x_t)
 
-    def _log_emission(self, x):
-        return ge.component_log_prob(self, x)
+    def _log_emission(self, x, grad=False):
+        return ge.component_log_prob(self, x, grad)
 
     def _emission_statistics(self, gamma, x):
         return ge.weighted_moments(gamma, x, self.covariance_type)
@@ -496,8 +528,9 @@ class CategoricalHMM(HiddenMarkovModel):
     def _observe(self, t, z, x_t):
         pyro.sample(f"x_{t}", dist.Categorical(self.emission_probs[z]), obs=x_t)
 
-    def _log_emission(self, x):
-        return self.emission_probs.detach().log().T[x]
+    def _log_emission(self, x, grad=False):
+        probs = self.emission_probs if grad else self.emission_probs.detach()
+        return _safe_log(probs).T[x]
 
     def _emission_statistics(self, gamma, x):
         K, M = self.num_states, self.num_symbols
@@ -591,12 +624,13 @@ class GMMHMM(HiddenMarkovModel):
                         infer={"enumerate": "parallel"})
         pyro.sample(f"x_{t}", ge.distribution(self, (z, m)), obs=x_t)
 
-    def _joint_component(self, x):
+    def _joint_component(self, x, grad=False):
         # log w_km + log N(x_t | mu_km, Sigma_km): (B, T, K, M)
-        return ge.component_log_prob(self, x) + self.weights.detach().log()
+        weights = self.weights if grad else self.weights.detach()
+        return ge.component_log_prob(self, x, grad) + _safe_log(weights)
 
-    def _log_emission(self, x):
-        return self._joint_component(x).logsumexp(-1)
+    def _log_emission(self, x, grad=False):
+        return self._joint_component(x, grad).logsumexp(-1)
 
     def _emission_statistics(self, gamma, x):
         resp = self._joint_component(x).softmax(-1)
