@@ -80,7 +80,7 @@ def main():
     g_min, g_med = best_time(em_generic.step, x, args.repeats)
     print(f"\nOne EM iteration, N={args.n}, D={args.d}, K={args.k}, full covariance, float64, "
           f"{torch.get_num_threads()} threads, best (median) of {args.repeats}")
-    print(f"| route | seconds | ratio to built-in |\n|---|---|---|")
+    print("| route | seconds | ratio to built-in |\n|---|---|---|")
     print(f"| built-in GaussianMixture (strategy 1) | {b_min:.4f} ({b_med:.4f}) | 1.00 |")
     print(f"| generic model + automatic closed form (strategy 2) | {g_min:.4f} ({g_med:.4f}) "
           f"| {g_min / b_min:.2f} |")

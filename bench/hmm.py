@@ -11,7 +11,6 @@ float32-vs-float64 log-likelihood of one sequence of ``--long`` frames (DESIGN.m
 """
 
 import argparse
-import statistics
 import time
 
 import numpy as np

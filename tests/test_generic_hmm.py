@@ -8,7 +8,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from generic_brute import brute_force, init_params, marginal, one_hot, param
+from generic_brute import brute_force, marginal, one_hot, param
 from torch.distributions import constraints
 
 from pyroem.infer import EM, exact_posterior, fit_em

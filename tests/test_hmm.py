@@ -3,7 +3,6 @@ pyro.markov model, EM identities, decoding, priors, frozen parameters, bad input
 
 import itertools
 import math
-import warnings
 
 import numpy as np
 import pyro

@@ -3,7 +3,6 @@
 import math
 import weakref
 
-import torch
 
 # (id(owner), view geometry, kind) -> (weakref to owner, version, (center, quad, lin)).  Observed data is
 # constant across EM iterations, so its quadratic features are computed once.

@@ -1,7 +1,8 @@
 r"""
-Gaussian emission parameters shared by :class:`~pyroem.models.GaussianHMM` (one Gaussian
-per state, components of shape ``(K,)``) and :class:`~pyroem.models.GMMHMM` (a mixture per
-state, components of shape ``(K, M)``): storage, the scikit-learn/hmmlearn covariance
+Gaussian emission parameters shared by :class:`~pyroem.models.GaussianMixture` and
+:class:`~pyroem.models.GaussianHMM` (one Gaussian per component or state, components of
+shape ``(K,)``) and :class:`~pyroem.models.GMMHMM` (a mixture per state, components of
+shape ``(K, M)``): storage, the scikit-learn/hmmlearn covariance
 shapes, fast log-densities and the closed-form M-step from weighted moments.
 
 ``tied`` covariances are shared along the last component axis: by all states of a
@@ -163,8 +164,8 @@ def maximize(module, stats, update_means=True, update_covariances=True):
             if info.any():
                 raise ValueError(
                     "the M-step produced a covariance that is not positive definite (a "
-                    "state collapsed onto too few frames); increase reg_covar or decrease "
-                    "the number of states")
+                    "component or state collapsed onto too few points); increase reg_covar "
+                    "or decrease the number of components or states")
             module.scale_tril = tril
         else:
             var = stats["sxx"] / nk.unsqueeze(-1) - 2 * xbar * mu + mu**2
@@ -173,8 +174,9 @@ def maximize(module, stats, update_means=True, update_covariances=True):
             var = var + module.reg_covar
             if not (var > 0).all():
                 raise ValueError(
-                    "the M-step produced a non-positive variance (a state collapsed onto "
-                    "one frame); increase reg_covar or decrease the number of states")
+                    "the M-step produced a non-positive variance (a component or state "
+                    "collapsed onto one point); increase reg_covar or decrease the number "
+                    "of components or states")
             module.scales = var.sqrt()
     if update_means:
         module.means = mu + shift

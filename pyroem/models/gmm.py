@@ -6,12 +6,13 @@ import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_features
+from pyroem.distributions import gaussian_features
+from pyroem.models import gaussian_emission as ge
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import check_matrix, check_option, check_positive_int
 from pyroem.models.kmeans import kmeans
 
-COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+COVARIANCE_TYPES = ge.COVARIANCE_TYPES
 
 
 def _tiny_floor(p):
@@ -65,55 +66,21 @@ class GaussianMixture(EMModel):
         self.reg_covar = float(reg_covar)
         K, D = self.num_components, self.dim
         self.weights = PyroParam(torch.full((K,), 1.0 / K), constraint=constraints.simplex)
-        self.means = PyroParam(torch.zeros(K, D))
-        if covariance_type == "full":
-            self.scale_tril = PyroParam(torch.eye(D).expand(K, D, D).clone(),
-                                        constraint=constraints.lower_cholesky)
-        elif covariance_type == "tied":
-            self.scale_tril = PyroParam(torch.eye(D), constraint=constraints.lower_cholesky)
-        elif covariance_type == "diag":
-            self.scales = PyroParam(torch.ones(K, D), constraint=constraints.positive)
-        else:
-            self.scales = PyroParam(torch.ones(K), constraint=constraints.positive)
+        ge.init_params(self, covariance_type, (K,), D)
         # The guide's q_probs (N, K) is created on first use, sized for the data.
 
     # ------------------------------------------------------------------ parameters
     @property
     def covariances(self):
         """Covariances in scikit-learn's shape for ``covariance_type``."""
-        if self.covariance_type in ("full", "tied"):
-            tril = self.scale_tril.detach()
-            return tril @ tril.mT
-        return self.scales.detach().pow(2)
+        return ge.get_covariances(self)
 
     @covariances.setter
     def covariances(self, value):
-        value = torch.as_tensor(value, dtype=self.dtype)
-        K, D = self.num_components, self.dim
-        shape = {"full": (K, D, D), "tied": (D, D), "diag": (K, D), "spherical": (K,)}[self.covariance_type]
-        if tuple(value.shape) != shape:
-            raise ValueError(f"covariances must have shape {shape} for covariance_type="
-                             f"{self.covariance_type!r}, got {tuple(value.shape)}")
-        if self.covariance_type in ("full", "tied"):
-            tril, info = torch.linalg.cholesky_ex(value)
-            if info.any():
-                raise ValueError("covariances must be symmetric positive definite")
-            self.scale_tril = tril
-        else:
-            if not (value > 0).all():
-                raise ValueError("covariances must be positive")
-            self.scales = value.sqrt()
+        ge.set_covariances(self, value, (self.num_components,))
 
     def _emission(self, z):
-        means = self.means[z]
-        if self.covariance_type == "full":
-            return MultivariateNormal(means, scale_tril=self.scale_tril[z])
-        if self.covariance_type == "tied":
-            return MultivariateNormal(means, scale_tril=self.scale_tril)
-        scales = self.scales[z]
-        if self.covariance_type == "spherical":
-            scales = scales.unsqueeze(-1).expand(means.shape)
-        return DiagNormal(means, scales)
+        return ge.distribution(self, (z,))
 
     # ------------------------------------------------------------------ model and guide
     @model_method
@@ -163,42 +130,10 @@ class GaussianMixture(EMModel):
 
     def maximize(self, stats):
         """M-step: the closed-form maximiser of Q (see the class docstring)."""
-        K, D = self.num_components, self.dim
         # As scikit-learn: 10 eps keeps an empty component's mean finite (0/eps).
         nk = stats["n"] + 10 * torch.finfo(stats["n"].dtype).eps
-        means_c = stats["sx"] / nk.unsqueeze(-1)
-        reg = self.reg_covar
-        if self.covariance_type in ("full", "tied"):
-            sxx = stats["sxx"].reshape(K, D, D)
-            outer = means_c.unsqueeze(-1) * means_c.unsqueeze(-2)
-            if self.covariance_type == "full":
-                cov = sxx / nk[:, None, None] - outer
-            else:
-                cov = (sxx.sum(0) - (nk[:, None, None] * outer).sum(0)) / nk.sum()
-            cov = 0.5 * (cov + cov.mT) + reg * torch.eye(D, dtype=cov.dtype, device=cov.device)
-            tril, info = torch.linalg.cholesky_ex(cov)
-            if info.any():
-                raise ValueError(
-                    "the M-step produced a covariance that is not positive definite (a "
-                    "component collapsed onto too few points); increase reg_covar or "
-                    "decrease num_components")
-            new_cov = tril
-        else:
-            var = stats["sxx"] / nk.unsqueeze(-1) - means_c**2
-            if self.covariance_type == "spherical":
-                var = var.mean(-1)
-            var = var + reg
-            if not (var > 0).all():
-                raise ValueError(
-                    "the M-step produced a non-positive variance (a component collapsed "
-                    "onto one point); increase reg_covar or decrease num_components")
-            new_cov = var.sqrt()
+        ge.maximize(self, stats)
         self.weights = _tiny_floor(nk / nk.sum())
-        self.means = means_c + stats["shift"]
-        if self.covariance_type in ("full", "tied"):
-            self.scale_tril = new_cov
-        else:
-            self.scales = new_cov
 
     # ------------------------------------------------------------------ fitting hooks
     def _prepare(self, x, dtype=None):
@@ -236,10 +171,8 @@ class GaussianMixture(EMModel):
     @property
     def num_parameters(self):
         """Free parameters (as scikit-learn's ``_n_parameters``)."""
-        K, D = self.num_components, self.dim
-        cov = {"full": K * D * (D + 1) // 2, "diag": K * D, "tied": D * (D + 1) // 2,
-               "spherical": K}[self.covariance_type]
-        return cov + K * D + K - 1
+        K = self.num_components
+        return ge.num_parameters(self.covariance_type, (K,), self.dim) + K - 1
 
     # ------------------------------------------------------------------ scoring
     def _log_joint(self, x):
