@@ -198,7 +198,18 @@ class GaussianHMM(EMEstimator):
     cross-validation splitter (use e.g. :class:`~sklearn.model_selection.GroupKFold` with
     the same ids as groups so that folds hold whole sequences), a ``lengths`` list could
     not be. ``score`` and friends take ``lengths`` or ``sequence_ids`` too; without them
-    ``X`` is one sequence.
+    ``X`` is one sequence, so by default a grid search scores each test fold as one
+    sequence. With scikit-learn's metadata routing the test folds are scored sequence by
+    sequence::
+
+        with sklearn.config_context(enable_metadata_routing=True):
+            est = GaussianHMM().set_fit_request(sequence_ids=True) \
+                               .set_score_request(sequence_ids=True)
+            GridSearchCV(est, {"n_components": [1, 2, 3]}, cv=GroupKFold(3)).fit(
+                X, groups=ids, sequence_ids=ids)
+
+    Pass ``lengths`` and ``sequence_ids`` by keyword (``score(X, lengths=...)``): the
+    second positional argument is scikit-learn's ``y``, ignored.
 
     :param int n_components: number of hidden states ``K``.
     :param str covariance_type: ``"diag"`` (default, as hmmlearn), ``"full"``, ``"tied"``

@@ -259,6 +259,24 @@ def test_hmm_grid_search_in_pipeline_with_sequence_ids(durations):
                                atol=1e-10)
 
 
+def test_hmm_grid_search_routes_sequence_ids_to_score(durations):
+    # with metadata routing the test folds are scored sequence by sequence too
+    import sklearn
+
+    ids = np.repeat(np.arange(4), [68, 68, 68, 68])
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = GaussianHMM(random_state=0, n_iter=20).set_fit_request(sequence_ids=True) \
+            .set_score_request(sequence_ids=True)
+        search = GridSearchCV(est, {"n_components": [1, 2]}, cv=GroupKFold(2))
+        search.fit(durations, groups=ids, sequence_ids=ids)
+    train, test = next(GroupKFold(2).split(durations, groups=ids))
+    by_hand = GaussianHMM(2, random_state=0, n_iter=20).fit(durations[train],
+                                                             sequence_ids=ids[train])
+    assert search.cv_results_["split0_test_score"][1] == pytest.approx(
+        by_hand.score(durations[test], sequence_ids=ids[test]), rel=1e-12)
+    assert search.best_params_ == {"n_components": 2}
+
+
 def test_hmm_sample_seeded_and_leaves_global_rng_alone(durations):
     est = GaussianHMM(2, random_state=3).fit(durations)
     state = torch.get_rng_state()
