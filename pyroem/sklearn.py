@@ -240,7 +240,8 @@ class GaussianHMM(EMEstimator):
     Fitted attributes (hmmlearn's names): ``startprob_ (K,)``, ``transmat_ (K, K)``,
     ``means_ (K, D)``, ``covars_ (K, D, D)`` (full matrices whatever the
     ``covariance_type``, as hmmlearn's ``covars_``), ``converged_``, ``n_iter_``,
-    ``lower_bound_`` (final total log-likelihood), ``n_features_in_`` and ``model_``
+    ``lower_bound_`` (the final total objective: :math:`\log p(X)`, or
+    :math:`\max_Z \log p(X, Z)` for Viterbi training), ``n_features_in_`` and ``model_``
     (whose ``history`` holds the per-iteration log-likelihood, hmmlearn's
     ``monitor_.history``).
     """

@@ -15,7 +15,7 @@ import torch
 
 from pyroem.cli import main
 from pyroem.datasets import load_old_faithful
-from pyroem.models import GaussianMixture
+from pyroem.models import GaussianHMM, GaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -258,8 +258,6 @@ def test_plda_needs_a_label_column(capsys, tmp_path):
 
 
 # ---------------------------------------------------------------------------- hmm
-from pyroem.models import GaussianHMM  # noqa: E402
-
 DURATION_LENGTHS = [100, 90, 82]
 
 

@@ -5,9 +5,9 @@ initialisation, Pipeline and GridSearchCV."""
 import numpy as np
 import pytest
 import torch
+from hmmlearn import hmm as hl
 from sklearn import mixture
 from sklearn.base import clone
-from hmmlearn import hmm as hl
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -188,7 +188,8 @@ def test_hmm_matches_hmmlearn_from_same_start(faithful, covariance_type, lengths
     assert ours.covars_.shape == (3, 2, 2)
     if covariance_type != "spherical":
         np.testing.assert_allclose(ours.covars_, ref.covars_, rtol=1e-7)
-    assert ours.score(faithful, lengths=lengths) == pytest.approx(ref.score(faithful, lengths), abs=1e-8)
+    assert ours.score(faithful, lengths=lengths) == pytest.approx(ref.score(faithful, lengths),
+                                                                  abs=1e-8)
     ll, post = ours.score_samples(faithful, lengths)
     ref_ll, ref_post = ref.score_samples(faithful, lengths)
     assert ll == pytest.approx(ref_ll, abs=1e-8)
