@@ -15,7 +15,7 @@ import torch
 
 from pyroem.cli import main
 from pyroem.datasets import load_old_faithful
-from pyroem.models import GaussianMixture
+from pyroem.models import GaussianHMM, GaussianMixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,3 +255,145 @@ def test_plda_needs_a_label_column(capsys, tmp_path):
     path.write_text("1\n2\n3\n")
     code, _, err = run(capsys, "fit", "plda", path)
     assert_one_line_error(code, err, "label column")
+
+
+# ---------------------------------------------------------------------------- hmm
+DURATION_LENGTHS = [100, 90, 82]
+
+
+@pytest.fixture
+def durations_csv(tmp_path):
+    """Old Faithful eruption durations in time order, one per row, with a header."""
+    path = tmp_path / "durations.csv"
+    np.savetxt(path, load_old_faithful().numpy()[:, 0], header="eruptions", comments="")
+    return path
+
+
+def _hmm_from_saved(saved):
+    cov = saved["covariance_type"]
+    model = GaussianHMM(len(saved["means"]), np.shape(saved["means"])[1], str(cov)).double()
+    model.start_probs = torch.as_tensor(np.asarray(saved["start_probs"], dtype=float))
+    model.trans_probs = torch.as_tensor(np.asarray(saved["trans_probs"], dtype=float))
+    model.means = torch.as_tensor(np.asarray(saved["means"], dtype=float))
+    model.covariances = torch.as_tensor(np.asarray(saved["covariances"], dtype=float))
+    return model
+
+
+def test_hmm_fit_matches_the_api_and_score_is_per_sequence(capsys, tmp_path, durations_csv):
+    params = tmp_path / "hmm.npz"
+    code, out, _ = run(capsys, "fit", "hmm", durations_csv, "--states", 2, "--max-iter", 4,
+                       "--seed", 2, "-q", "-o", params)
+    assert code == 0 and "hmm fitted by em: 4 iterations" in out and "trans_probs[1]" in out
+    x = load_old_faithful()[:, :1]
+    hmm = GaussianHMM(2, 1, "full")
+    hmm.fit(x, max_iter=4, tol=1e-6, seed=2)
+    with np.load(params) as saved:
+        assert str(saved["family"]) == "hmm"
+        for name in ("start_probs", "trans_probs", "means"):
+            np.testing.assert_allclose(saved[name], getattr(hmm, name).detach().numpy(),
+                                       atol=1e-12)
+        np.testing.assert_allclose(saved["covariances"], hmm.covariances.numpy(), atol=1e-10)
+    # one sequence: one score, log p(x_1:T)
+    code, out, _ = run(capsys, "score", "hmm", params, durations_csv)
+    assert code == 0
+    np.testing.assert_allclose(np.loadtxt(out.splitlines()), hmm.log_prob(x).item(), rtol=1e-9)
+    # three sequences (--lengths): three scores, those of the pieces
+    lengths = tmp_path / "lengths.csv"
+    np.savetxt(lengths, DURATION_LENGTHS, fmt="%d")
+    code, out, _ = run(capsys, "score", "hmm", params, durations_csv, "--lengths", lengths)
+    assert code == 0
+    pieces = list(torch.split(x, DURATION_LENGTHS))
+    np.testing.assert_allclose(np.loadtxt(out.splitlines()), hmm.log_prob(pieces).numpy(),
+                               rtol=1e-9)
+
+
+def test_hmm_ids_column_equals_lengths_file_json_and_plot(capsys, tmp_path, durations_csv):
+    x = load_old_faithful().numpy()[:, 0]
+    ids = np.repeat([5, 1, 5], DURATION_LENGTHS)  # runs of equal ids; an id may recur
+    with_ids = tmp_path / "ids.npy"
+    np.save(with_ids, np.column_stack([ids, x]))
+    lengths = tmp_path / "lengths.npy"
+    np.save(lengths, np.array(DURATION_LENGTHS))
+    p1, p2, png = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "fit.png"
+    code, out, _ = run(capsys, "fit", "hmm", with_ids, "--ids", "-k", 3, "--covariance-type",
+                       "diag", "--method", "viterbi", "--max-iter", 5, "-q", "-o", p1,
+                       "--plot", png)
+    assert code == 0, out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, _ = run(capsys, "fit", "hmm", durations_csv, "--lengths", lengths, "-k", 3,
+                     "--covariance-type", "diag", "--method", "viterbi", "--max-iter", 5, "-q",
+                     "-o", p2)
+    assert code == 0
+    a, b = json.loads(p1.read_text()), json.loads(p2.read_text())
+    assert a == b and a["covariance_type"] == "diag" and np.shape(a["covariances"]) == (3, 1)
+    # Viterbi training: the transitions are counts of the decoded path, rows sum to one
+    np.testing.assert_allclose(np.sum(a["trans_probs"], 1), 1.0)
+    model = _hmm_from_saved(a)
+    code, out, _ = run(capsys, "score", "hmm", p1, with_ids, "--ids")
+    pieces = list(torch.split(torch.as_tensor(x).unsqueeze(-1), DURATION_LENGTHS))
+    np.testing.assert_allclose(np.loadtxt(out.splitlines()), model.log_prob(pieces).numpy(),
+                               rtol=1e-9)
+
+
+def test_hmm_sample_is_seeded_and_follows_the_chain(capsys, tmp_path):
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({
+        "family": "hmm", "covariance_type": "spherical",
+        "start_probs": [1.0, 0.0], "trans_probs": [[0.0, 1.0], [1.0, 0.0]],
+        "means": [[-10.0, 0.0], [10.0, 0.0]], "covariances": [1.0, 1.0]}))
+    code, out, _ = run(capsys, "sample", "hmm", params, 50, "--seed", 3)
+    assert code == 0
+    x = np.loadtxt(out.splitlines(), delimiter=",")
+    assert x.shape == (50, 2)
+    assert run(capsys, "sample", "hmm", params, 50, "--seed", 3)[1] == out
+    # the chain starts in state 0 and alternates: the first column alternates in sign
+    np.testing.assert_array_equal(np.sign(x[:, 0]), np.tile([-1.0, 1.0], 25))
+
+
+def test_hmm_svi_runs(capsys, durations_csv):
+    code, out, _ = run(capsys, "fit", "hmm", durations_csv, "--method", "svi", "--max-iter", 2,
+                       "-q")
+    assert code == 0 and "fitted by svi: 2 iterations" in out
+
+
+@pytest.mark.parametrize("data, lengths, extra, words", [
+    ("1\n2\n3\n", "1\n1\n", [], ["lengths sum to 2", "has 3 rows"]),
+    ("1\n2\n3\n", "1.5\n1.5\n", [], ["integers >= 1"]),
+    ("1\n2\n3\n", "3\n0\n", [], ["integers >= 1"]),
+    ("1\n2\n3\n", None, ["--ids"], ["id column"]),
+    ("1\n2\n", None, ["-k", 3], ["at least num_states=3 frames"]),
+    ("1\nnan\n3\n", None, [], ["NaN or inf", "row 2"]),
+    ("1,2\n3\n", None, [], ["line 2", "expected 2 values, got 1"]),
+])
+def test_hmm_malformed_inputs(capsys, tmp_path, data, lengths, extra, words):
+    path = tmp_path / "x.csv"
+    path.write_text(data)
+    argv = ["fit", "hmm", path, "-q", *extra]
+    if lengths is not None:
+        (tmp_path / "len.csv").write_text(lengths)
+        argv += ["--lengths", tmp_path / "len.csv"]
+    code, _, err = run(capsys, *argv)
+    assert_one_line_error(code, err, *words)
+
+
+def test_hmm_bad_params_and_options(capsys, tmp_path, durations_csv):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"family": "hmm", "start_probs": [0.5, 0.5],
+                               "trans_probs": [[0.5, 0.6], [0.5, 0.5]], "means": [[0.0], [1.0]],
+                               "covariances": [[[1.0]], [[1.0]]]}))
+    assert_one_line_error(*run(capsys, "score", "hmm", bad, durations_csv)[::2],
+                          "trans_probs", "sum to 1")
+    bad.write_text(json.dumps({"family": "hmm", "start_probs": [1.0]}))
+    assert_one_line_error(*run(capsys, "score", "hmm", bad, durations_csv)[::2], "no 'trans_probs'")
+    gmm = tmp_path / "gmm.json"
+    gmm.write_text(json.dumps({"family": "gmm"}))
+    assert_one_line_error(*run(capsys, "score", "hmm", gmm, durations_csv)[::2],
+                          "holds gmm parameters")
+    assert_one_line_error(*run(capsys, "fit", "hmm", durations_csv, "--states", 0, "-q")[::2],
+                          "num_states")
+    assert_one_line_error(*run(capsys, "fit", "hmm", durations_csv, "--covariance-type", "x")[::2],
+                          "--covariance-type")
+    lengths = tmp_path / "l.csv"
+    lengths.write_text("272\n")
+    assert_one_line_error(*run(capsys, "fit", "hmm", durations_csv, "--ids", "--lengths",
+                               lengths)[::2], "not allowed")
