@@ -10,6 +10,6 @@ matrix product.  The data features are constant across EM iterations and are cac
 """
 
 from pyroem.distributions.gaussian import DiagNormal, MultivariateNormal
-from pyroem.distributions.features import gaussian_features
+from pyroem.distributions.features import gaussian_design, gaussian_features
 
-__all__ = ["DiagNormal", "MultivariateNormal", "gaussian_features"]
+__all__ = ["DiagNormal", "MultivariateNormal", "gaussian_design", "gaussian_features"]

@@ -3,19 +3,26 @@
 import math
 import weakref
 
+import torch
 
-# (id(owner), view geometry, kind) -> (weakref to owner, version, (center, quad, lin)).  Observed data is
-# constant across EM iterations, so its quadratic features are computed once.
+# (id(owner), view geometry, kind) -> (weakref to owner, version, (center, design)).
+# Observed data is constant across EM iterations, so its features are computed once.
 _CACHE = {}
 #: Features larger than this (bytes) are recomputed on each call instead of cached.
 CACHE_LIMIT_BYTES = 4 * 2**30
 
 
 def _compute(x, kind, center):
+    # one contiguous [quad, lin, 1] matrix: quad and lin are views of it, and a single
+    # matrix product with [vec(Lambda), -2 Lambda mu, const] gives the whole quadratic form
     xc = x - center
-    if kind == "full":
-        return (xc.unsqueeze(-1) * xc.unsqueeze(-2)).flatten(-2), xc
-    return xc * xc, xc
+    quad = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).flatten(-2) if kind == "full" else xc * xc
+    return torch.cat([quad, xc, torch.ones_like(xc[..., :1])], dim=-1)
+
+
+def _views(center, design, dim):
+    q = design.shape[-1] - dim - 1
+    return center, design[..., :q], design[..., q:q + dim]
 
 
 def gaussian_features(x, kind="full"):
@@ -33,12 +40,25 @@ def gaussian_features(x, kind="full"):
     result is cached while ``x`` is alive and unmodified (checked by its version
     counter); tensors that require grad are never cached.
 
+    ``quad`` and ``lin`` are column blocks of :func:`gaussian_design`'s matrix.
+
     :param torch.Tensor x: data of shape ``batch_shape + (D,)``.
     :param str kind: ``"full"`` or ``"diag"``.
     """
+    return _views(*gaussian_design(x, kind), x.shape[-1])
+
+
+def gaussian_design(x, kind="full"):
+    r"""
+    ``(center, design)`` with ``design = [quad, lin, 1]`` of shape ``batch_shape + (F,)``
+    (see :func:`gaussian_features`; ``F = D*D + D + 1`` for ``"full"``, ``2D + 1`` for
+    ``"diag"``), cached per data tensor: the Gaussian log-density of every data point under
+    every parameter setting is one matrix product with it, and the weighted moments
+    :math:`(\sum w x_c x_c^\top, \sum w x_c, \sum w)` are another.
+    """
     if x.requires_grad:
         center = x.detach().reshape(-1, x.shape[-1]).mean(0)
-        return (center,) + _compute(x, kind, center)
+        return center, _compute(x, kind, center)
     # A view (e.g. ``x.reshape(-1, D)`` inside a model) is a new object on every call:
     # key on the tensor that owns the memory plus the view's geometry.
     base = x if x._base is None else x._base
@@ -49,8 +69,8 @@ def gaussian_features(x, kind="full"):
         if ref() is base and version == x._version:
             return feats
     center = x.reshape(-1, x.shape[-1]).mean(0) if x.numel() else x.new_zeros(x.shape[-1])
-    feats = (center,) + _compute(x, kind, center)
-    nbytes = sum(f.numel() * f.element_size() for f in feats)
+    feats = (center, _compute(x, kind, center))
+    nbytes = feats[1].numel() * feats[1].element_size()
     if math.prod(x.shape[:-1]) > 1 and nbytes <= CACHE_LIMIT_BYTES:
         _CACHE[key] = (weakref.ref(base, lambda _, k=key: _CACHE.pop(k, None)), x._version, feats)
     return feats

@@ -7,7 +7,7 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 
-from pyroem.distributions.features import gaussian_features
+from pyroem.distributions.features import gaussian_design
 
 
 def _dot(a, b):
@@ -48,7 +48,7 @@ class MultivariateNormal(dist.MultivariateNormal):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        center, quad, lin = gaussian_features(value, "full")
+        center, design = gaussian_design(value, "full")
         tril = self._unbroadcasted_scale_tril
         dim = tril.shape[-1]
         eye = torch.eye(dim, dtype=tril.dtype, device=tril.device)
@@ -56,10 +56,14 @@ class MultivariateNormal(dist.MultivariateNormal):
         prec = inv_tril.mT @ inv_tril
         loc = _unexpand(self.loc) - center
         prec_loc = (prec @ loc.unsqueeze(-1)).squeeze(-1)
-        maha = _dot(quad, prec.flatten(-2)) - 2 * _dot(lin, prec_loc)
-        const = (loc * prec_loc).sum(-1) + dim * math.log(2 * math.pi)
         half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        return -0.5 * (maha + const) - half_log_det
+        # weights of [vec(x_c x_c^T), x_c, 1]: the whole log-density is one product
+        const = (loc * prec_loc).sum(-1) + dim * math.log(2 * math.pi) + 2 * half_log_det
+        batch = torch.broadcast_shapes(prec.shape[:-2], prec_loc.shape[:-1])
+        weights = torch.cat([prec.flatten(-2).expand(batch + (dim * dim,)),
+                             -2 * prec_loc.expand(batch + (dim,)),
+                             const.expand(batch).unsqueeze(-1)], dim=-1)
+        return -0.5 * _dot(design, weights)
 
 
 class DiagNormal(TorchDistribution):
@@ -116,11 +120,14 @@ class DiagNormal(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        center, sq, lin = gaussian_features(value, "diag")
+        center, design = gaussian_design(value, "diag")
         scale = _unexpand(self.scale)
         prec = scale.pow(-2)
         loc = _unexpand(self.loc) - center
         prec_loc = prec * loc
-        maha = _dot(sq, prec) - 2 * _dot(lin, prec_loc)
-        const = (loc * prec_loc).sum(-1) + self.event_shape[0] * math.log(2 * math.pi)
-        return -0.5 * (maha + const) - scale.log().sum(-1)
+        dim = self.event_shape[0]
+        const = (loc * prec_loc).sum(-1) + dim * math.log(2 * math.pi) + 2 * scale.log().sum(-1)
+        batch = torch.broadcast_shapes(prec.shape[:-1], prec_loc.shape[:-1])
+        weights = torch.cat([prec.expand(batch + (dim,)), -2 * prec_loc.expand(batch + (dim,)),
+                             const.expand(batch).unsqueeze(-1)], dim=-1)
+        return -0.5 * _dot(design, weights)

@@ -17,7 +17,7 @@ import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_features
+from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_design
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
@@ -118,16 +118,15 @@ def weighted_moments(weights, x, covariance_type):
     (flattened ``D*D``; or :math:`x_c^2` for diagonal types), about ``shift``.
     """
     kind = "full" if covariance_type in ("full", "tied") else "diag"
-    shift, quad, lin = gaussian_features(x, kind)
+    shift, design = gaussian_design(x, kind)  # [quad, lin, 1], cached per data tensor
     comps = weights.shape[2:]
-    D = lin.shape[-1]
+    D = x.shape[-1]
+    Q = design.shape[-1] - D - 1
     w = weights.reshape(-1, math.prod(comps))  # (B*T, C)
-    # one product for both moments: (features^T @ w) is the fast orientation
-    feats = torch.cat([lin.reshape(-1, D), quad.reshape(-1, quad.shape[-1])], -1)
-    m = (feats.T @ w).T  # (C, D + Q)
-    n = w.sum(0)
-    return {"n": n.reshape(comps), "sx": m[:, :D].reshape(comps + (D,)),
-            "sxx": m[:, D:].reshape(comps + (quad.shape[-1],)), "shift": shift}
+    # one product for all moments: (features^T @ w) is the fast orientation
+    m = (design.reshape(-1, design.shape[-1]).T @ w).T  # (C, Q + D + 1)
+    return {"n": m[:, -1].reshape(comps), "sx": m[:, Q:Q + D].reshape(comps + (D,)),
+            "sxx": m[:, :Q].reshape(comps + (Q,)), "shift": shift}
 
 
 def maximize(module, stats, update_means=True, update_covariances=True):
