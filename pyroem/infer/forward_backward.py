@@ -41,8 +41,11 @@ def _block_length(num_steps, batch, num_states):
     # Blocking costs K times the flops of the plain recursion (K x K matrices instead of
     # vectors) but saves Python steps; it pays when each step is too small to fill the
     # machine (few chains) and the chain is long.
+    # The boundary stitch runs in NumPy, much cheaper per step than a torch step inside
+    # the blocks, so blocks shorter than sqrt(T) pay: sqrt(T / 8) was the fastest
+    # measured (bench/hmm.py, T = 1e5, K = 16).
     if num_steps >= 1024 and batch * num_states * num_states <= 2**16:
-        return max(1, math.ceil(math.sqrt(num_steps)))
+        return max(1, math.ceil(math.sqrt(num_steps / 8)))
     return max(1, num_steps)
 
 
