@@ -52,7 +52,7 @@ import torch.distributions as td
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import Independent, constraints, transform_to
 
-from pyroem.distributions import DiagNormal, gaussian_features
+from pyroem.distributions import DiagNormal, gaussian_design, gaussian_features
 from pyroem.infer.estep import guess_max_plate_nesting
 from pyroem.infer.numerical_mstep import NumericalMStep
 from pyroem.infer.provenance import Selection, compact, params_reached, tracked_trace
@@ -333,11 +333,11 @@ class AutoMStep:
                 loc_sel = None
         if loc_sel is None and cov_sel is None:
             return
-        center, quad, lin = gaussian_features(value, "full")
-        w0 = weighted_sum([wb], shape_r)
-        x1 = weighted_sum([wb.unsqueeze(-1), lin], shape_r + (dim,))
-        x2 = weighted_sum([wb.unsqueeze(-1), quad], shape_r + (dim * dim,))
-        x2 = x2.reshape(shape_r + (dim, dim))
+        center, design = gaussian_design(value, "full")  # [quad, lin, 1]: one product
+        moments = weighted_sum([wb.unsqueeze(-1), design], shape_r + (design.shape[-1],))
+        w0 = moments[..., -1]
+        x1 = moments[..., dim * dim:dim * dim + dim]
+        x2 = moments[..., :dim * dim].reshape(shape_r + (dim, dim))
         family = "MultivariateNormal"
         if loc_sel is not None:
             num = weighted_sum([x1 + center * w0.unsqueeze(-1)], loc_sel.shape)

@@ -6,7 +6,7 @@ import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-from pyroem.distributions import gaussian_features
+from pyroem.distributions import gaussian_design
 from pyroem.models import gaussian_emission as ge
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import check_matrix, check_option, check_positive_int
@@ -125,8 +125,11 @@ class GaussianMixture(EMModel):
         """
         resp = posterior["x"]  # (K, N): q(z_n = k), or one-hot for hard EM
         kind = "full" if self.covariance_type in ("full", "tied") else "diag"
-        shift, quad, lin = gaussian_features(x.reshape(-1, self.dim), kind)
-        return {"n": resp.sum(-1), "sx": resp @ lin, "sxx": resp @ quad, "shift": shift}
+        shift, design = gaussian_design(x.reshape(-1, self.dim), kind)  # [quad, lin, 1]
+        m = resp @ design  # every moment in one product
+        D = self.dim
+        Q = design.shape[-1] - D - 1
+        return {"n": m[:, -1], "sx": m[:, Q:Q + D], "sxx": m[:, :Q], "shift": shift}
 
     def maximize(self, stats):
         """M-step: the closed-form maximiser of Q (see the class docstring)."""
