@@ -257,7 +257,7 @@ class EMModel(PyroModule):
             hist.num_iters += 1
             if math.isnan(ll):
                 raise FloatingPointError(f"log-likelihood became NaN at iteration {hist.num_iters}")
-            bar.set_postfix(ll_per_item=ll / n)
+            bar.set_postfix(ll_per_item=ll / n, refresh=False)
             if prev is not None and abs(ll - prev) < tol * n:
                 hist.converged = True
                 break
