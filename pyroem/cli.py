@@ -150,6 +150,25 @@ def load_params(path):
         raise CLIError(f"{path}: not a readable parameter file ({e})") from None
 
 
+def _param_arrays(params, *names):
+    """The named float64 arrays of a loaded parameter file (one-line errors if missing or
+    malformed)."""
+    try:
+        return [np.asarray(params[name], dtype=np.float64) for name in names]
+    except KeyError as e:
+        raise CLIError(f"parameter file has no {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"parameter file has a malformed value ({e})") from None
+
+
+def _param_options(params, **defaults):
+    """Scalar options of a parameter file, converted to the type of their defaults."""
+    try:
+        return [type(d)(params.get(k, d)) for k, d in defaults.items()]
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"parameter file has a malformed value ({e})") from None
+
+
 # ---------------------------------------------------------------------------- families
 class Family:
     """
@@ -239,16 +258,9 @@ class GMMFamily(Family):
                 "covariances": model.covariances.numpy()}
 
     def from_params(self, params):
-        try:
-            weights = np.asarray(params["weights"], dtype=np.float64)
-            means = np.asarray(params["means"], dtype=np.float64)
-            covariances = np.asarray(params["covariances"], dtype=np.float64)
-            covariance_type = str(params.get("covariance_type", "full"))
-            reg_covar = float(params.get("reg_covar", 1e-6))
-        except KeyError as e:
-            raise CLIError(f"parameter file has no {e.args[0]!r}") from None
-        except (TypeError, ValueError) as e:
-            raise CLIError(f"parameter file has a malformed value ({e})") from None
+        weights, means, covariances = _param_arrays(params, "weights", "means", "covariances")
+        covariance_type, reg_covar = _param_options(params, covariance_type="full",
+                                                    reg_covar=1e-6)
         if means.ndim != 2 or weights.shape != (means.shape[0],):
             raise CLIError(f"parameter file: weights {weights.shape} and means {means.shape} "
                            "do not fit (K,) and (K, D)")
@@ -343,15 +355,8 @@ class PLDAFamily(Family):
                 "within_cov": model.within_cov.numpy()}
 
     def from_params(self, params):
-        try:
-            mean = np.asarray(params["mean"], dtype=np.float64)
-            between = np.asarray(params["between_cov"], dtype=np.float64)
-            within = np.asarray(params["within_cov"], dtype=np.float64)
-            reg_covar = float(params.get("reg_covar", 1e-6))
-        except KeyError as e:
-            raise CLIError(f"parameter file has no {e.args[0]!r}") from None
-        except (TypeError, ValueError) as e:
-            raise CLIError(f"parameter file has a malformed value ({e})") from None
+        mean, between, within = _param_arrays(params, "mean", "between_cov", "within_cov")
+        (reg_covar,) = _param_options(params, reg_covar=1e-6)
         if mean.ndim != 1:
             raise CLIError(f"parameter file: mean must be (D,), got {mean.shape}")
         model = PLDA(mean.shape[0], reg_covar=reg_covar).to(torch.float64)
@@ -442,17 +447,10 @@ class HMMFamily(Family):
                 "covariances": model.covariances.numpy()}
 
     def from_params(self, params):
-        try:
-            start = np.asarray(params["start_probs"], dtype=np.float64)
-            trans = np.asarray(params["trans_probs"], dtype=np.float64)
-            means = np.asarray(params["means"], dtype=np.float64)
-            covariances = np.asarray(params["covariances"], dtype=np.float64)
-            covariance_type = str(params.get("covariance_type", "full"))
-            reg_covar = float(params.get("reg_covar", 1e-6))
-        except KeyError as e:
-            raise CLIError(f"parameter file has no {e.args[0]!r}") from None
-        except (TypeError, ValueError) as e:
-            raise CLIError(f"parameter file has a malformed value ({e})") from None
+        start, trans, means, covariances = _param_arrays(
+            params, "start_probs", "trans_probs", "means", "covariances")
+        covariance_type, reg_covar = _param_options(params, covariance_type="full",
+                                                    reg_covar=1e-6)
         if means.ndim != 2 or start.shape != (means.shape[0],):
             raise CLIError(f"parameter file: start_probs {start.shape} and means {means.shape} "
                            "do not fit (K,) and (K, D)")
