@@ -222,6 +222,16 @@ class Family:
         """Fail early (before fitting) if the data cannot be plotted."""
 
 
+def _add_gaussian_options(parser, of=""):
+    """The options of Gaussian components (mixtures and HMM emissions)."""
+    parser.add_argument("--covariance-type", default="full", choices=COVARIANCE_TYPES,
+                        help=f"covariance structure{of} (default full)")
+    parser.add_argument("--reg-covar", type=float, default=1e-6,
+                        help="added to covariance diagonals (default 1e-6)")
+    parser.add_argument("--init", default="kmeans++", choices=("kmeans++", "random"),
+                        help=f"initialisation{of} (default kmeans++)")
+
+
 class GMMFamily(Family):
     name = "gmm"
     help = "Gaussian mixture: DATA is (N, D), one point per row"
@@ -229,12 +239,7 @@ class GMMFamily(Family):
     def add_fit_arguments(self, parser):
         parser.add_argument("--components", "-k", type=int, default=2, metavar="K",
                             help="number of mixture components (default 2)")
-        parser.add_argument("--covariance-type", default="full", choices=COVARIANCE_TYPES,
-                            help="covariance structure (default full)")
-        parser.add_argument("--reg-covar", type=float, default=1e-6,
-                            help="added to covariance diagonals (default 1e-6)")
-        parser.add_argument("--init", default="kmeans++", choices=("kmeans++", "random"),
-                            help="initialisation (default kmeans++)")
+        _add_gaussian_options(parser)
 
     def read_data(self, path, args):
         x = read_array(path)
@@ -383,12 +388,7 @@ class HMMFamily(Family):
     def add_fit_arguments(self, parser):
         parser.add_argument("--states", "-k", type=int, default=2, metavar="K",
                             help="number of hidden states (default 2)")
-        parser.add_argument("--covariance-type", default="full", choices=COVARIANCE_TYPES,
-                            help="covariance structure of the emissions (default full)")
-        parser.add_argument("--reg-covar", type=float, default=1e-6,
-                            help="added to covariance diagonals (default 1e-6)")
-        parser.add_argument("--init", default="kmeans++", choices=("kmeans++", "random"),
-                            help="initialisation of the emissions (default kmeans++)")
+        _add_gaussian_options(parser, " of the emissions")
 
     def add_data_arguments(self, parser):
         group = parser.add_mutually_exclusive_group()

@@ -50,7 +50,7 @@ def test_feature_cache_sees_in_place_changes_and_views(params):
     *_, x = params
     x = x.clone()
     c1, q1, l1 = gaussian_features(x.reshape(-1, 3))
-    c2, q2, _ = gaussian_features(x.reshape(-1, 3))  # a new view of the same data: cache hit
+    _c2, q2, _ = gaussian_features(x.reshape(-1, 3))  # a new view of the same data: cache hit
     assert q1.data_ptr() == q2.data_ptr()
     assert gaussian_design(x.reshape(-1, 3))[1] is gaussian_design(x.reshape(-1, 3))[1]
     x.mul_(2.0)  # in-place change bumps the version counter: recomputed

@@ -186,7 +186,7 @@ def test_decode_equals_brute_force_with_final_states():
     lp, path = m.decode(x)
     assert lp.item() == pytest.approx(best, abs=1e-10) and path.tolist() == best_z
     assert m.log_prob(x).item() == pytest.approx(torch.stack(scores).logsumexp(0).item(), abs=1e-10)
-    lp_map, states = m.decode(x, algorithm="map")
+    _lp_map, states = m.decode(x, algorithm="map")
     assert torch.equal(states, m.posterior(x).argmax(-1))
 
 

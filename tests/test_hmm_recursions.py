@@ -118,6 +118,6 @@ def test_impossible_data_gives_minus_inf_not_nan():
     pi = torch.tensor([1.0, 0.0], dtype=torch.float64)
     A = torch.eye(2, dtype=torch.float64)
     le = torch.tensor([[[0.0, 0.0], [-math.inf, 0.0]]], dtype=torch.float64)
-    ll, gamma, xi = forward_backward(pi.log(), A, le, torch.tensor([2]))
+    ll, _gamma, xi = forward_backward(pi.log(), A, le, torch.tensor([2]))
     assert ll.item() == -math.inf
     assert not xi.isnan().any()
