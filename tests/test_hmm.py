@@ -55,6 +55,34 @@ def _rel(a, b):
     return np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300))
 
 
+@pytest.mark.parametrize("cov", ["full", "diag", "spherical", "tied"])
+@pytest.mark.parametrize("num_seq", [1, 40])
+def test_state_major_emissions_equal_the_distribution(cov, num_seq):
+    # GaussianHMM computes emissions and moments state-major, (T, K, B), as batched products
+    # (40 sequences) or one flat product (1): both against the per-component distribution
+    # and the flat weighted moments shared with GaussianMixture
+    from pyroem.models import gaussian_emission as ge
+
+    g = torch.Generator().manual_seed(0)
+    m = GaussianHMM(K, D, cov).double()
+    m.means = torch.randn(K, D, generator=g, dtype=torch.float64)
+    m.covariances = {"full": torch.eye(D, dtype=torch.float64) * torch.tensor([1.0, 2.0, 3.0],
+                     dtype=torch.float64)[:, None, None] + 0.3,
+                     "diag": torch.rand(K, D, generator=g, dtype=torch.float64) + 0.5,
+                     "spherical": torch.rand(K, generator=g, dtype=torch.float64) + 0.5,
+                     "tied": torch.eye(D, dtype=torch.float64) + 0.3}[cov]
+    x = 2 * torch.randn(num_seq, 7, D, generator=g, dtype=torch.float64)
+    got = m._log_emission(x)
+    ref = ge.component_log_prob(m, x)
+    assert got.shape == (num_seq, 7, K)
+    assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
+    w = torch.softmax(torch.randn(7, K, num_seq, generator=g, dtype=torch.float64), 1)
+    got = m._emission_statistics(w.permute(2, 0, 1), x)
+    ref = ge.weighted_moments(w.permute(2, 0, 1).contiguous(), x, cov)
+    for name in ("n", "sx", "sxx", "shift"):
+        assert torch.allclose(got[name], ref[name], rtol=1e-12, atol=1e-12), name
+
+
 @pytest.mark.parametrize("cov", ["full", "diag"])
 @pytest.mark.parametrize("multi", [False, True])
 @pytest.mark.parametrize("implementation", ["scaling", "log"])

@@ -121,3 +121,20 @@ def test_impossible_data_gives_minus_inf_not_nan():
     ll, _gamma, xi = forward_backward(pi.log(), A, le, torch.tensor([2]))
     assert ll.item() == -math.inf
     assert not xi.isnan().any()
+
+
+def test_backward_ratios_beyond_the_float_range_give_no_nan():
+    # An absorbing chain that must stay in state 0 while every frame prefers state 1 by one
+    # nat: the scaled backward ratio p(future | z = 1) / p(future | past) = e^99 exceeds
+    # float32's range (a state the forward pass gives zero probability). Exactly:
+    # log p = -100, gamma = [1, 0], xi = [[99, 0], [0, 0]].
+    T = 100
+    le = torch.tensor([[-1.0, 0.0]]).expand(1, T, 2)
+    for dtype in (torch.float64, torch.float32):
+        pi = torch.tensor([1.0, 0.0], dtype=dtype)
+        ll, gamma, xi = forward_backward(pi.log(), torch.eye(2, dtype=dtype), le.to(dtype),
+                                         torch.tensor([T]))
+        assert ll.item() == pytest.approx(-100.0, rel=1e-6)
+        assert torch.allclose(gamma[0], torch.tensor([1.0, 0.0], dtype=dtype).expand(T, 2))
+        assert torch.allclose(xi, torch.tensor([[99.0, 0.0], [0.0, 0.0]], dtype=dtype),
+                              rtol=1e-5)

@@ -49,6 +49,18 @@ class MultivariateNormal(dist.MultivariateNormal):
         if self._validate_args:
             self._validate_sample(value)
         center, design = gaussian_design(value, "full")
+        return _dot(design, self.design_weights(center))
+
+    def design_weights(self, center):
+        r"""
+        Weights ``w`` of shape ``batch_shape + (D*D + D + 1,)`` such that
+        :math:`\log N(x | \mu, \Sigma) = \langle [\mathrm{vec}(x_c x_c^\top), x_c, 1], w
+        \rangle` with :math:`x_c = x - \text{center}`:
+        :math:`w = -\tfrac12 [\mathrm{vec}(\Lambda), -2\Lambda\mu_c,
+        \mu_c^\top\Lambda\mu_c + \log|2\pi\Sigma|]` (batch dims that Pyro's plates
+        only expanded are dropped). Multiplying :func:`~pyroem.distributions.gaussian_design`'s
+        matrix by ``w`` gives the log-density table in whichever orientation suits.
+        """
         tril = self._unbroadcasted_scale_tril
         dim = tril.shape[-1]
         eye = torch.eye(dim, dtype=tril.dtype, device=tril.device)
@@ -63,7 +75,7 @@ class MultivariateNormal(dist.MultivariateNormal):
         weights = torch.cat([prec.flatten(-2).expand(batch + (dim * dim,)),
                              -2 * prec_loc.expand(batch + (dim,)),
                              const.expand(batch).unsqueeze(-1)], dim=-1)
-        return -0.5 * _dot(design, weights)
+        return weights.mul_(-0.5)  # on the (small) weights, not on the log-density table
 
 
 class DiagNormal(TorchDistribution):
@@ -121,6 +133,16 @@ class DiagNormal(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         center, design = gaussian_design(value, "diag")
+        return _dot(design, self.design_weights(center))
+
+    def design_weights(self, center):
+        r"""
+        Weights ``w`` of shape ``batch_shape + (2D + 1,)`` such that
+        :math:`\log p(x) = \langle [x_c \odot x_c, x_c, 1], w \rangle` with
+        :math:`x_c = x - \text{center}`: :math:`w = -\tfrac12 [\lambda, -2\lambda\odot\mu_c,
+        \sum_d \lambda_d\mu_{c,d}^2 + \log(2\pi\sigma_d^2)]` (see
+        :meth:`MultivariateNormal.design_weights`).
+        """
         scale = _unexpand(self.scale)
         prec = scale.pow(-2)
         loc = _unexpand(self.loc) - center
@@ -130,4 +152,4 @@ class DiagNormal(TorchDistribution):
         batch = torch.broadcast_shapes(prec.shape[:-1], prec_loc.shape[:-1])
         weights = torch.cat([prec.expand(batch + (dim,)), -2 * prec_loc.expand(batch + (dim,)),
                              const.expand(batch).unsqueeze(-1)], dim=-1)
-        return -0.5 * _dot(design, weights)
+        return weights.mul_(-0.5)

@@ -169,6 +169,92 @@ def _stitch(v0, P, R, forward):
     return torch.from_numpy(out).to(v0.device)
 
 
+def _step_masks(lengths, T):
+    """``valid (T, B)`` (frame ``t`` of chain ``b`` is data) and the per-frame masks:
+    ``None`` where every chain has frame ``t``."""
+    valid = torch.arange(T, device=lengths.device).unsqueeze(-1) < lengths
+    partial = (~valid).any(-1).tolist()
+    return valid, [valid[t] if partial[t] else None for t in range(T)], any(partial)
+
+
+def _rabiner_forward_backward(log_start, trans, lt, lengths, final_w):
+    r"""
+    The unblocked recursion on state-major emissions ``lt (T, K, B)`` with Rabiner's
+    scaling: the backward vectors are divided by the forward normalisers,
+    :math:`\hat\beta_{t-1} = A (e_t \odot \hat\beta_t) / c_t`, so that
+    :math:`\gamma_t = \hat\alpha_t \odot \hat\beta_t` and
+    :math:`\sum_t \xi_t = A \odot \sum_t \hat\alpha_{t-1}^\top (e_t \odot
+    \hat\beta_t) / c_t` need no normalising pass. :math:`\hat\beta_t(k)` is the ratio
+    :math:`p(x_{t+1:T} | z_t = k) / p(x_{t+1:T} | x_{1:t})` and may overflow where a state
+    unlikely in the past explains the future much better (float32, sparse transitions).
+    Such ratios are capped at the largest float: they only ever multiply (numerically)
+    zero forward probabilities. The caller still checks that ``xi`` and ``gamma_0`` are
+    finite and otherwise falls back to the separately normalised recursion.
+
+    Everything is state-major, ``(T, K, B)``: a step is then one wide product
+    ``(K, K) @ (K, B)`` (about twice as fast as ``(B, K) @ (K, K)``), sums over states run
+    down contiguous rows, and Gaussian emissions and their moments are batched products
+    in that layout too (:func:`~pyroem.models.gaussian_emission.state_major_log_prob`).
+
+    :returns: ``(log_evidence (B,), gamma (T, K, B), xi (K, K))``.
+    """
+    T, K, B = lt.shape
+    tiny = torch.finfo(lt.dtype).tiny
+    valid, masks, padded = _step_masks(lengths, T)
+    offset = lt.amax(1)
+    offset = torch.where(torch.isfinite(offset), offset, torch.zeros_like(offset))
+    log_ev = (offset.double() * valid).sum(0)
+    # one pass, from whatever layout the caller's emissions have
+    e = torch.sub(lt, offset.unsqueeze(1), out=lt.new_empty(T, K, B)).exp_()
+
+    # forward: alpha_t = (A^T alpha_{t-1}) e_t / c_t; padded frames repeat the last alpha
+    fw = torch.empty_like(e)
+    scale = e.new_empty(T, B)
+    torch.mul(log_start.exp().unsqueeze(-1), e[0], out=fw[0])
+    trans_t = trans.T.contiguous()
+    for t in range(T):
+        a = fw[t]
+        if t:
+            torch.mm(trans_t, fw[t - 1], out=a).mul_(e[t])
+        c = torch.sum(a, 0, out=scale[t])
+        a.div_(c.clamp_min(tiny))
+        if masks[t] is not None:
+            a.copy_(torch.where(masks[t], a, fw[t - 1]))
+            scale[t].masked_fill_(~masks[t], 1.0)
+    log_ev += scale.double().log().sum(0)
+    # 1 / c_t, and 0 where c_t = 0 (impossible data: alpha, beta and gamma stay zero)
+    inv = torch.where(scale > 0, scale.clamp_min(tiny).reciprocal(), 0.0)
+
+    # backward from beta_T = 1_F / sum_F alpha_T (so that gamma_T sums to one)
+    bw = torch.empty_like(e)
+    if final_w is None:
+        bw[T - 1] = 1.0
+    else:
+        end = final_w @ fw[T - 1]  # fw[T - 1] is each chain's last alpha
+        log_ev += end.double().log()
+        torch.mul(final_w.unsqueeze(-1), torch.where(end > 0, end.clamp_min(tiny).reciprocal(), 0.0),
+                  out=bw[T - 1])
+    u = e[1:]  # u_t = e_t beta_t / c_t, written over e_t (not needed after this step)
+    trans = trans.contiguous()
+    big = torch.finfo(e.dtype).max
+    for t in range(T - 1, 0, -1):
+        # Ratios beyond the float range belong to states the forward pass gives
+        # (numerically) zero probability; capping them keeps 0 * inf = NaN out of the
+        # structural zeros of A and of gamma, and leaves every other value as it was.
+        ut = u[t - 1].mul_(bw[t]).mul_(inv[t]).clamp_max_(big)
+        torch.mm(trans, ut, out=bw[t - 1]).clamp_max_(big)
+        if masks[t] is not None:
+            ut.masked_fill_(~masks[t], 0.0)
+            bw[t - 1].copy_(torch.where(masks[t], bw[t - 1], bw[t]))
+
+    pairs = torch.bmm(fw[:-1], u.transpose(1, 2)).sum(0)
+    xi = torch.where(trans > 0, trans * pairs, 0.0)  # pairs may be inf where A is zero
+    gamma = fw.mul_(bw)
+    if padded:
+        gamma.mul_(valid.unsqueeze(1))
+    return log_ev, gamma, xi
+
+
 def forward_backward(log_start, trans, log_emit, lengths, final=None, block_length=None):
     r"""
     Sum-product forward-backward on a batch of chains.
@@ -193,9 +279,27 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     """
     B, T, K = log_emit.shape
     dtype, device = log_emit.dtype, log_emit.device
+    final_w = None if final is None else final.to(dtype)
+    S = T - 1
+    L = block_length if block_length is not None else _block_length(S, B, K)
+    if S == 0 or L >= S:
+        # one block: the state-major Rabiner-scaled recursion, unless its backward ratios
+        # overflowed; gamma is a (B, T, K) view of its (T, K, B) result
+        res = _rabiner_forward_backward(log_start, trans, log_emit.permute(1, 2, 0), lengths,
+                                        final_w)
+        if bool(torch.isfinite(res[2]).all() and torch.isfinite(res[1][0]).all()):
+            return res[0], res[1].permute(2, 0, 1), res[2]
+    return _normalized_forward_backward(log_start, trans, log_emit, lengths, final_w,
+                                        block_length)
+
+
+def _normalized_forward_backward(log_start, trans, log_emit, lengths, final_w, block_length):
+    """:func:`forward_backward` in blocks, backward vectors normalised on their own."""
+    log_emit = log_emit.contiguous()
+    B, T, K = log_emit.shape
+    dtype, device = log_emit.dtype, log_emit.device
     tiny = torch.finfo(dtype).tiny
     frame_mask = torch.arange(T, device=device) < lengths.unsqueeze(-1)
-    final_w = None if final is None else final.to(dtype)
     S = T - 1
     nb, L, masks, valid = _blocks(S, B, K, lengths, block_length, device)
 

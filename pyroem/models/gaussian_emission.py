@@ -117,16 +117,65 @@ def weighted_moments(weights, x, covariance_type):
     ``n`` :math:`=\sum w`, ``sx`` :math:`=\sum w x_c`, ``sxx`` :math:`=\sum w x_c x_c^\top`
     (flattened ``D*D``; or :math:`x_c^2` for diagonal types), about ``shift``.
     """
-    kind = "full" if covariance_type in ("full", "tied") else "diag"
-    shift, design = gaussian_design(x, kind)  # [quad, lin, 1], cached per data tensor
+    shift, design = gaussian_design(x, _kind(covariance_type))  # cached per data tensor
     comps = weights.shape[2:]
-    D = x.shape[-1]
-    Q = design.shape[-1] - D - 1
     w = weights.reshape(-1, math.prod(comps))  # (B*T, C)
     # one product for all moments: (features^T @ w) is the fast orientation
     m = (design.reshape(-1, design.shape[-1]).T @ w).T  # (C, Q + D + 1)
+    return _moments(m, comps, x.shape[-1], shift)
+
+
+def _kind(covariance_type):
+    return "full" if covariance_type in ("full", "tied") else "diag"
+
+
+def _moments(m, comps, D, shift):
+    """Split the product ``m (C, Q + D + 1)`` of weights and design into the moments."""
+    Q = m.shape[-1] - D - 1
     return {"n": m[:, -1].reshape(comps), "sx": m[:, Q:Q + D].reshape(comps + (D,)),
             "sxx": m[:, :Q].reshape(comps + (Q,)), "shift": shift}
+
+
+# Below this many sequences per frame the batched products of the state-major layout are
+# too thin (bench/hmm.py: B = 1 is 4x slower, B = 32 already faster than one flat product).
+_MIN_BATCHED = 32
+
+
+def state_major_log_prob(module, x):
+    r"""
+    ``log N(x_{bt} | mu_k, Sigma_k)`` of sequences ``x (B, T, D)`` under components of
+    shape ``(K,)``, laid out **state-major per frame**: shape ``(T, K, B)``, the layout
+    of :func:`~pyroem.infer.forward_backward.forward_backward`'s recursion (pass it
+    ``.permute(2, 0, 1)``). One batched product
+    :math:`W\,\phi(x_t)^\top` per frame, with ``W`` the components'
+    :meth:`~pyroem.distributions.DiagNormal.design_weights` and :math:`\phi` the cached
+    design matrix of the time-major view ``x.transpose(0, 1)``. Differentiable in the
+    parameters.
+    """
+    K = module.means.shape[0]
+    center, design = gaussian_design(x.transpose(0, 1), _kind(module.covariance_type))
+    weights = distribution(module, (torch.arange(K),)).design_weights(center)
+    T, B, F = design.shape
+    if B < _MIN_BATCHED:
+        # few sequences: one flat product; the (T, K, B) result is a view, and for one
+        # sequence it is exactly the state-major layout
+        return (design.reshape(-1, F) @ weights.T).reshape(T, B, K).transpose(1, 2)
+    return torch.bmm(weights.expand(T, K, F), design.mT)
+
+
+def state_major_moments(weights, x, covariance_type):
+    """:func:`weighted_moments` of ``x (B, T, D)`` with state-major weights ``(T, K, B)``
+    (as :func:`state_major_log_prob`; the posteriors of
+    :func:`~pyroem.infer.forward_backward.forward_backward` are such a tensor, viewed as
+    ``(B, T, K)``): one batched product with the time-major design, summed over frames."""
+    shift, design = gaussian_design(x.transpose(0, 1), _kind(covariance_type))
+    T, K, B = weights.shape
+    if B < _MIN_BATCHED:
+        flat = weights.transpose(1, 2).reshape(-1, K)  # a view for one sequence
+        m = (design.reshape(-1, design.shape[-1]).T @ flat).T
+    else:
+        m = torch.bmm(weights, design).sum(0)  # (K, Q + D + 1)
+    return _moments(m, (K,), x.shape[-1], shift)
 
 
 def maximize(module, stats, update_means=True, update_covariances=True):

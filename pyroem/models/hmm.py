@@ -455,10 +455,13 @@ class GaussianHMM(HiddenMarkovModel):
         pyro.sample(f"x_{t}", ge.distribution(self, (z,)), obs=x_t)
 
     def _log_emission(self, x, grad=False):
-        return ge.component_log_prob(self, x, grad)
+        # computed state-major, (T, K, B), the layout of the forward-backward recursion
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            return ge.state_major_log_prob(self, x).permute(2, 0, 1)
 
     def _emission_statistics(self, gamma, x):
-        return ge.weighted_moments(gamma, x, self.covariance_type)
+        # gamma from forward_backward is a (B, T, K) view of a state-major tensor
+        return ge.state_major_moments(gamma.permute(1, 2, 0), x, self.covariance_type)
 
     def _maximize_emission(self, stats):
         if "m" in self.params or "c" in self.params:
