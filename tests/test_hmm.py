@@ -332,6 +332,28 @@ def test_sample_then_fit_recovers_the_chain(model):
     assert fitted.log_prob(x, torch.full((8,), 150)).sum() >= true.log_prob(x, torch.full((8,), 150)).sum() - 1e-6
 
 
+def test_sample_with_final_states_draws_the_conditioned_chain():
+    # a 3-state chain that must end in state 2 after 3 frames: the empirical path
+    # frequencies match p(z | z_3 in F) summed by brute force over all 27 paths
+    m = CategoricalHMM(3, 2).double()
+    m.start_probs = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
+    m.trans_probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]],
+                                 dtype=torch.float64)
+    m.final_states = torch.tensor([False, False, True])
+    pi, A = m.start_probs.detach(), m.trans_probs.detach()
+    paths = list(itertools.product(range(3), repeat=3))
+    p = torch.stack([pi[a] * A[a, b] * A[b, c] * (c == 2) for a, b, c in paths])
+    p = p / p.sum()
+    _, z = m.sample(3, num_sequences=40_000, seed=0)
+    assert (z[:, -1] == 2).all()
+    freq = torch.stack([(z == torch.tensor(path)).all(-1).double().mean() for path in paths])
+    assert (freq - p).abs().max() < 0.01
+    m.trans_probs = torch.eye(3, dtype=torch.float64)
+    m.start_probs = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match="final state"):
+        m.sample(3, seed=0)
+
+
 def test_svi_increases_the_likelihood():
     true = GaussianHMM(2, 1, "diag").double()
     true.means = torch.tensor([[-2.0], [2.0]], dtype=torch.float64)

@@ -374,10 +374,15 @@ class HiddenMarkovModel(EMModel):
 
     def sample(self, num_steps, num_sequences=None, seed=None):
         r"""
-        Draw sequences from the chain (``final_states`` are not imposed).
+        Draw sequences of ``num_steps`` frames from the chain. With ``final_states`` the
+        states are drawn from :math:`p(z_{1:T} | z_T \in F)`: with
+        :math:`h_T = \mathbb 1_F` and :math:`h_{t-1} = A h_t`
+        (:math:`h_t(k) = p(z_T \in F | z_t = k)`), :math:`z_1 \propto \pi \odot h_1` and
+        :math:`z_t \propto A_{z_{t-1}} \odot h_t`.
 
         :returns: ``(x, z)``: ``x (T, ...)`` and states ``(T,)``, or ``(B, T, ...)`` and
             ``(B, T)`` when ``num_sequences`` is given.
+        :raises ValueError: if no path of ``num_steps`` frames ends in a final state.
         """
         T = check_positive_int("num_steps", num_steps)
         B = 1 if num_sequences is None else check_positive_int("num_sequences", num_sequences)
@@ -388,11 +393,17 @@ class HiddenMarkovModel(EMModel):
             g.manual_seed(int(seed))
         with torch.no_grad():
             start, trans = self.start_probs.detach(), self.trans_probs.detach()
-            z = [torch.multinomial(start.expand(B, -1), 1, generator=g).squeeze(-1)]
-            # cumulative rows + uniforms: one searchsorted per step
+            h = self._final_messages(trans, T)
+            first = start if h is None else start * h[0]
+            if not first.sum() > 0:
+                raise ValueError(f"no path of num_steps={T} frames ends in a final state")
+            z = [torch.multinomial(first.expand(B, -1), 1, generator=g).squeeze(-1)]
+            u = torch.rand(B, T, generator=g, dtype=trans.dtype)
             cum = trans.cumsum(-1)
-            u = torch.rand(B, T, generator=g, dtype=cum.dtype)
             for t in range(1, T):
+                # cumulative rows + uniforms: one searchsorted per step
+                if h is not None:
+                    cum = (trans * h[t]).cumsum(-1)
                 row = cum[z[-1]]
                 nxt = torch.searchsorted(row, u[:, t:t + 1] * row[:, -1:], right=True)
                 z.append(nxt.squeeze(-1).clamp_max(self.num_states - 1))
@@ -401,6 +412,17 @@ class HiddenMarkovModel(EMModel):
         if num_sequences is None:
             return x[0], z[0]
         return x, z
+
+    def _final_messages(self, trans, T):
+        """``h (T, K)``, :math:`h_t(k) \propto p(z_T \in F | z_t = k)` (each step rescaled
+        to a maximum of one), or ``None`` without final states (then :math:`h = 1`)."""
+        if self.final_states is None:
+            return None
+        h = [self.final_states.to(trans.dtype)]
+        for _ in range(T - 1):
+            nxt = trans @ h[0]
+            h.insert(0, nxt / nxt.max().clamp_min(torch.finfo(trans.dtype).tiny))
+        return torch.stack(h)
 
 
 class GaussianHMM(HiddenMarkovModel):
