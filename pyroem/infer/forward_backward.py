@@ -29,6 +29,11 @@ stays accurate on very long chains. Padded steps (beyond each chain's length) ar
 identity steps, so chains of different lengths share one padded layout.
 
 The max-product recursion uses the same layout in log space (max-plus products).
+
+When one block covers the chains (many chains, or short ones), the sum-product recursion
+runs unblocked, state-major ``(T, K, B)``, with Rabiner's scaling: the backward vectors
+share the forward normalisers :math:`c_t`, so :math:`\gamma_t = \hat\alpha_t \odot
+\hat\beta_t` with no normalising pass (see :func:`_rabiner_forward_backward`).
 """
 
 import math
@@ -275,7 +280,9 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     :param int block_length: steps per block (``None``: automatic).
     :returns: ``(log_evidence (B,), gamma (B, T, K), xi (K, K))`` with ``gamma`` zero on
         padded frames and ``xi`` the expected transition counts summed over chains and
-        time; ``log_evidence`` is float64.
+        time; ``log_evidence`` is float64. Without blocks ``gamma`` is a view of a
+        state-major ``(T, K, B)`` tensor (``gamma.permute(1, 2, 0)`` is contiguous), and
+        ``log_emit`` is read fastest in that layout too.
     """
     B, T, K = log_emit.shape
     dtype, device = log_emit.dtype, log_emit.device
