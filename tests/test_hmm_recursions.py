@@ -58,24 +58,29 @@ def _brute(pi, A, le, n, final):
 
 @pytest.mark.parametrize("final", [None, [False, True, True]])
 @pytest.mark.parametrize("block_length", [None, 1, 2, 4])
-def test_forward_backward_and_viterbi_equal_brute_force(final, block_length):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_backward_and_viterbi_equal_brute_force(final, block_length, dtype):
     pi, A, le = _problem()
     lengths = torch.tensor([6, 4, 1])
     fin = None if final is None else torch.tensor(final)
-    ll, gamma, xi = forward_backward(pi.log(), A, le, lengths, fin, block_length)
-    best, path = viterbi(pi.log(), A.log(), le, lengths, fin, block_length)
-    xi_ref = torch.zeros_like(xi)
+    tol, ptol = (1e-10, 1e-12) if dtype == torch.float64 else (1e-5, 1e-5)
+    ll, gamma, xi = forward_backward(pi.log().to(dtype), A.to(dtype), le.to(dtype), lengths,
+                                     fin, block_length)
+    best, path = viterbi(pi.log().to(dtype), A.log().to(dtype), le.to(dtype), lengths, fin,
+                         block_length)
+    assert gamma.dtype == xi.dtype == dtype
+    xi_ref = torch.zeros_like(xi, dtype=torch.float64)
     for b, n in enumerate(lengths.tolist()):
         logz, g, x, top, z = _brute(pi, A, le[b], n, fin)
         xi_ref += x
-        assert ll[b].item() == pytest.approx(logz.item(), abs=1e-10)
-        assert torch.allclose(gamma[b, :n], g, atol=1e-12)
+        assert ll[b].item() == pytest.approx(logz.item(), abs=tol)
+        assert torch.allclose(gamma[b, :n].double(), g, atol=ptol)
         assert (gamma[b, n:] == 0).all()
-        assert best[b].item() == pytest.approx(top.item(), abs=1e-10)
+        assert best[b].item() == pytest.approx(top.item(), abs=tol)
         assert path[b, :n].tolist() == z and (path[b, n:] == -1).all()
         if fin is not None:
             assert fin[path[b, n - 1]]
-    assert torch.allclose(xi, xi_ref, atol=1e-12)
+    assert torch.allclose(xi.double(), xi_ref, atol=ptol)
     assert xi[0, 2] == 0  # the structural zero gets no expected transitions
 
 
@@ -123,18 +128,19 @@ def test_impossible_data_gives_minus_inf_not_nan():
     assert not xi.isnan().any()
 
 
-def test_backward_ratios_beyond_the_float_range_give_no_nan():
+@pytest.mark.parametrize("T, block_length", [(100, None), (100, 7), (3000, None)])
+def test_backward_ratios_beyond_the_float_range_give_no_nan(T, block_length):
     # An absorbing chain that must stay in state 0 while every frame prefers state 1 by one
-    # nat: the scaled backward ratio p(future | z = 1) / p(future | past) = e^99 exceeds
-    # float32's range (a state the forward pass gives zero probability). Exactly:
-    # log p = -100, gamma = [1, 0], xi = [[99, 0], [0, 0]].
-    T = 100
+    # nat: the scaled backward ratio p(future | z = 1) / p(future | past) = e^(T - 1)
+    # exceeds float32's range at T = 100 and float64's at T = 3000 (a state the forward
+    # pass gives zero probability), unblocked, in blocks, and in the automatic blocks of a
+    # long chain. Exactly: log p = -T, gamma = [1, 0], xi = [[T - 1, 0], [0, 0]].
     le = torch.tensor([[-1.0, 0.0]]).expand(1, T, 2)
     for dtype in (torch.float64, torch.float32):
         pi = torch.tensor([1.0, 0.0], dtype=dtype)
         ll, gamma, xi = forward_backward(pi.log(), torch.eye(2, dtype=dtype), le.to(dtype),
-                                         torch.tensor([T]))
-        assert ll.item() == pytest.approx(-100.0, rel=1e-6)
+                                         torch.tensor([T]), None, block_length)
+        assert ll.item() == pytest.approx(-T, rel=1e-6)
         assert torch.allclose(gamma[0], torch.tensor([1.0, 0.0], dtype=dtype).expand(T, 2))
-        assert torch.allclose(xi, torch.tensor([[99.0, 0.0], [0.0, 0.0]], dtype=dtype),
+        assert torch.allclose(xi, torch.tensor([[T - 1.0, 0.0], [0.0, 0.0]], dtype=dtype),
                               rtol=1e-5)

@@ -12,8 +12,8 @@ instead of :math:`T`:
    :math:`M_b = \prod_{t \in b} A\,\mathrm{diag}(e_t)` (each row rescaled separately,
    its log-scale kept, so a block never underflows);
 2. **stitch**: the exact filtered vector at each block boundary,
-   :math:`\hat\alpha_{b+1} \propto \hat\alpha_b M_b`, and the backward vector,
-   :math:`\hat\beta_{b-1} \propto M_b \hat\beta_b` (``nb`` small steps);
+   :math:`\hat\alpha_{b+1} \propto \hat\alpha_b M_b`, and the scaled backward vector,
+   :math:`\hat\beta_{b-1} = M_b \hat\beta_b / \prod_{t \in b} c_t` (``nb`` small steps);
 3. **inside**: the ordinary scaled recursion inside all blocks at once, each block
    started from its exact boundary vector.
 
@@ -28,12 +28,20 @@ emissions before exponentiating. Both sums are accumulated in float64, so float3
 stays accurate on very long chains. Padded steps (beyond each chain's length) are
 identity steps, so chains of different lengths share one padded layout.
 
-The max-product recursion uses the same layout in log space (max-plus products).
+The backward recursion uses Rabiner's scaling: it divides by the same :math:`c_t`,
+:math:`\hat\beta_{t-1} = A (e_t \odot \hat\beta_t) / c_t`, so that
+:math:`\gamma_t = \hat\alpha_t \odot \hat\beta_t` and
+:math:`\sum_t \xi_t = A \odot \sum_t \hat\alpha_{t-1}^\top (e_t \odot \hat\beta_t) / c_t`
+need no normalising pass. :math:`\hat\beta_t(k) = p(x_{t+1:T} | z_t = k) / p(x_{t+1:T} |
+x_{1:t})` can exceed the float range for a state that the past rules out and the future
+favours; such ratios are capped at the largest float (they only multiply zero forward
+probabilities), so the recursion never produces NaN. Below float64 the posteriors are
+renormalised per frame, against the drift of the rounded :math:`c_t` over long chains.
 
-When one block covers the chains (many chains, or short ones), the sum-product recursion
-runs unblocked, state-major ``(T, K, B)``, with Rabiner's scaling: the backward vectors
-share the forward normalisers :math:`c_t`, so :math:`\gamma_t = \hat\alpha_t \odot
-\hat\beta_t` with no normalising pass (see :func:`_rabiner_forward_backward`).
+When one block covers the chains (many chains, or short ones), the recursion runs
+unblocked and state-major, ``(T, K, B)`` (see :func:`_rabiner_forward_backward`).
+
+The max-product recursion uses the blocked layout in log space (max-plus products).
 """
 
 import math
@@ -143,13 +151,11 @@ def _transfer(trans, es, masks, B, nb, L, K):
     return Q.permute(1, 2, 3, 0).contiguous(), R
 
 
-def _stitch(v0, P, R, forward):
+def _stitch(v0, P, R):
     r"""
-    The boundary vectors of all blocks, one block after the other:
-    forward :math:`\hat\alpha_{b+1} \propto (\hat\alpha_b \odot e^{R_b}) P_b` from
-    ``v0`` = the first block's start, backward
-    :math:`\hat\beta_{b-1} \propto e^{R_b} \odot (P_b \hat\beta_b)` from ``v0`` = the
-    last block's end; the row scales :math:`R_b` are combined in log space.
+    The filtered vectors at the block boundaries, one block after the other:
+    :math:`\hat\alpha_{b+1} \propto (\hat\alpha_b \odot e^{R_b}) P_b` from ``v0``, the
+    first block's start; the row scales :math:`R_b` are combined in log space.
 
     These ``nb`` steps act on ``(B, K)`` vectors: NumPy's per-call cost is a fraction of
     torch's at that size, so they run in NumPy (on a CPU copy for other devices).
@@ -158,20 +164,37 @@ def _stitch(v0, P, R, forward):
     p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
     out = np.empty((B, nb, K), dtype=p.dtype)
     low, tiny = np.finfo(p.dtype).min, np.finfo(p.dtype).tiny
-    order = range(1, nb) if forward else range(nb - 2, -1, -1)
-    out[:, 0 if forward else nb - 1] = v0.detach().cpu().numpy()
+    out[:, 0] = v0.detach().cpu().numpy()
     with np.errstate(divide="ignore", under="ignore"):
-        for b in order:
-            if forward:
-                w = np.log(out[:, b - 1]) + r[:, b - 1]
-            else:
-                w = np.log(np.matmul(p[:, b + 1], out[:, b + 1, :, None])[..., 0]) + r[:, b + 1]
+        for b in range(1, nb):
+            w = np.log(out[:, b - 1]) + r[:, b - 1]
             w -= np.maximum(w.max(-1, keepdims=True), low)  # all -inf (impossible) stays 0
             np.exp(w, out=w)
-            if forward:
-                w = np.matmul(w[:, None, :], p[:, b - 1])[:, 0]
+            w = np.matmul(w[:, None, :], p[:, b - 1])[:, 0]
             out[:, b] = w / np.maximum(w.sum(-1, keepdims=True), tiny)
     return torch.from_numpy(out).to(v0.device)
+
+
+def _stitch_backward(last, P, R, C):
+    r"""
+    The Rabiner-scaled backward vectors at the block ends, from ``last`` (the last
+    block's end) back: :math:`\hat\beta_{b-1} = e^{R_b - C_b} \odot (P_b \hat\beta_b)`,
+    with :math:`C_b = \sum_{t \in b} \log c_t` the forward normalisers of block ``b``
+    (so :math:`\hat\alpha \odot \hat\beta` is the posterior), capped at the largest
+    float as in :func:`_rabiner_forward_backward`. In NumPy, as :func:`_stitch`.
+    """
+    B, nb, K = R.shape
+    p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
+    c = C.detach().cpu().numpy()
+    out = np.empty((B, nb, K), dtype=p.dtype)
+    big = np.finfo(p.dtype).max
+    out[:, nb - 1] = last.detach().cpu().numpy()
+    with np.errstate(divide="ignore", under="ignore", over="ignore"):
+        for b in range(nb - 2, -1, -1):
+            w = np.matmul(p[:, b + 1], out[:, b + 1, :, None])[..., 0]
+            w = np.log(w) + (r[:, b + 1] - c[:, b + 1, None])
+            np.minimum(np.exp(w), big, out=out[:, b])
+    return torch.from_numpy(out).to(last.device)
 
 
 def _step_masks(lengths, T):
@@ -193,8 +216,7 @@ def _rabiner_forward_backward(log_start, trans, lt, lengths, final_w):
     :math:`p(x_{t+1:T} | z_t = k) / p(x_{t+1:T} | x_{1:t})` and may overflow where a state
     unlikely in the past explains the future much better (float32, sparse transitions).
     Such ratios are capped at the largest float: they only ever multiply (numerically)
-    zero forward probabilities. The caller still checks that ``xi`` and ``gamma_0`` are
-    finite and otherwise falls back to the separately normalised recursion.
+    zero forward probabilities.
 
     Everything is state-major, ``(T, K, B)``: a step is then one wide product
     ``(K, K) @ (K, B)`` (about twice as fast as ``(B, K) @ (K, K)``), sums over states run
@@ -252,9 +274,13 @@ def _rabiner_forward_backward(log_start, trans, lt, lengths, final_w):
             ut.masked_fill_(~masks[t], 0.0)
             bw[t - 1].copy_(torch.where(masks[t], bw[t - 1], bw[t]))
 
+    gamma = bw.mul_(fw)
+    if _drifts(e.dtype):
+        n = _safe_reciprocal(gamma.sum(1, keepdim=True))
+        gamma.mul_(n)
+        u.mul_(n[1:])
     pairs = torch.bmm(fw[:-1], u.transpose(1, 2)).sum(0)
     xi = torch.where(trans > 0, trans * pairs, 0.0)  # pairs may be inf where A is zero
-    gamma = fw.mul_(bw)
     if padded:
         gamma.mul_(valid.unsqueeze(1))
     return log_ev, gamma, xi
@@ -290,18 +316,28 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     S = T - 1
     L = block_length if block_length is not None else _block_length(S, B, K)
     if S == 0 or L >= S:
-        # one block: the state-major Rabiner-scaled recursion, unless its backward ratios
-        # overflowed; gamma is a (B, T, K) view of its (T, K, B) result
-        res = _rabiner_forward_backward(log_start, trans, log_emit.permute(1, 2, 0), lengths,
-                                        final_w)
-        if bool(torch.isfinite(res[2]).all() and torch.isfinite(res[1][0]).all()):
-            return res[0], res[1].permute(2, 0, 1), res[2]
-    return _normalized_forward_backward(log_start, trans, log_emit, lengths, final_w,
-                                        block_length)
+        # one block: the state-major recursion; gamma is a (B, T, K) view of its result
+        log_ev, gamma, xi = _rabiner_forward_backward(log_start, trans,
+                                                      log_emit.permute(1, 2, 0), lengths, final_w)
+        return log_ev, gamma.permute(2, 0, 1), xi
+    return _blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, block_length)
 
 
-def _normalized_forward_backward(log_start, trans, log_emit, lengths, final_w, block_length):
-    """:func:`forward_backward` in blocks, backward vectors normalised on their own."""
+def _drifts(dtype):
+    # Rabiner's backward divides by every c_t: the rounding of the c_t multiplies along the
+    # chain, a common factor per frame (about 1e-3 after 1e5 float32 steps, 1e-11 in
+    # float64). Below float64 the posteriors are renormalised per frame (n_t = sum gamma_t,
+    # which is also the pairwise normaliser of xi_t).
+    return dtype != torch.float64
+
+
+def _safe_reciprocal(c):
+    """``1 / c``, and ``0`` where ``c = 0`` (impossible data keeps zero probabilities)."""
+    return torch.where(c > 0, c.clamp_min(torch.finfo(c.dtype).tiny).reciprocal(), 0.0)
+
+
+def _blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, block_length):
+    """:func:`forward_backward` in blocks (the module docstring), Rabiner-scaled."""
     log_emit = log_emit.contiguous()
     B, T, K = log_emit.shape
     dtype, device = log_emit.dtype, log_emit.device
@@ -337,7 +373,7 @@ def _normalized_forward_backward(log_start, trans, log_emit, lengths, final_w, b
         P, R = _transfer(trans, es, masks, B, nb, L, K)
 
     # 2a. stitch the filtered vectors at the block boundaries
-    x = x_start = _stitch(a0, P, R, forward=True) if nb > 1 else a0.unsqueeze(1)
+    x = x_start = _stitch(a0, P, R) if nb > 1 else a0.unsqueeze(1)
 
     # 3a. scaled forward inside all blocks at once
     fw = log_emit.new_empty(L, B, nb, K)
@@ -353,56 +389,63 @@ def _normalized_forward_backward(log_start, trans, log_emit, lengths, final_w, b
             fw[l] = _where(v, a, x)
             scale[l] = torch.where(v, c, 1.0)
         x = fw[l]
-    log_ev = log_ev + scale.double().log().sum((0, 2))
+    log_scale = scale.double().log()
+    log_ev = log_ev + log_scale.sum((0, 2))
+    last = torch.ones_like(a0)
     if final_w is not None:
         # x is the filtered vector at each chain's last frame (padded steps are identity)
-        log_ev = log_ev + (x[:, -1] * final_w).sum(-1).double().log()
+        end = (x[:, -1] * final_w).sum(-1)
+        log_ev = log_ev + end.double().log()
+        last = final_w * _safe_reciprocal(end).unsqueeze(-1)
+    inv = _safe_reciprocal(scale)
+    big = torch.finfo(dtype).max
 
-    # 2b. stitch the backward vectors at the block boundaries
-    last = torch.ones_like(a0) if final_w is None else final_w.expand_as(a0).clone()
-    y = _stitch(last, P, R, forward=False) if nb > 1 else last.unsqueeze(1)
+    # 2b. Rabiner-scaled backward vectors at the block ends (beta_hat = beta / prod c)
+    if nb > 1:
+        C = log_scale.sum(0)
+        C = torch.where(torch.isfinite(C), C, 0.0).to(dtype)  # impossible chains stay zero
+        y = _stitch_backward(last, P, R, C)
+    else:
+        y = last.unsqueeze(1)
 
-    # 3b. scaled backward inside all blocks at once; u_t = e_t beta_t is kept
+    # 3b. backward inside all blocks at once: beta_{t-1} = A u_t with u_t = e_t beta_t / c_t
+    # written over e_t; ratios beyond the float range are capped (see
+    # _rabiner_forward_backward)
     bw = log_emit.new_empty(L, B, nb, K)
-    u = log_emit.new_empty(L, B, nb, K)
     trans_t = trans.T
     if L:
         bw[L - 1] = y
     for l in range(L - 1, -1, -1):
         # beta of the frame before step l, computed in place where it is stored
         out = bw[l - 1] if l else torch.empty_like(y)
-        torch.matmul(torch.mul(es[l], bw[l], out=u[l]), trans_t, out=out)
-        out.div_(out.sum(-1, keepdim=True).clamp_min(tiny))
+        u = es[l].mul_(bw[l]).mul_(inv[l].unsqueeze(-1)).clamp_max_(big)
+        torch.matmul(u, trans_t, out=out).clamp_max_(big)
         if masks[l] is not None:
+            u.masked_fill_(~masks[l].unsqueeze(-1), 0.0)
             out.copy_(_where(masks[l], out, bw[l]))
         y = out
-    beta0 = y[:, 0]
 
-    # gamma_t = alpha_t beta_t / n_t.  The pairwise normaliser is
-    # Z_t = sum_ij alpha_{t-1}(i) A_ij u_t(j) = c_t n_t (the unnormalised alpha_t is
-    # c_t alpha_t), so xi needs one matrix product per term and no extra pass.
-    g0 = a0 * beta0
-    g0.div_(g0.sum(-1, keepdim=True).clamp_min(tiny))
-    g = bw.mul_(fw)  # bw is not needed any more
-    norm = g.sum(-1, keepdim=True).clamp_min_(tiny)
+    # gamma_t = alpha_t beta_t; xi = A * sum_t alpha_{t-1}^T u_t
+    g = bw.mul_(fw)
+    g0 = a0 * y[:, 0]
+    if _drifts(dtype):
+        n = _safe_reciprocal(g.sum(-1, keepdim=True))
+        g.mul_(n)
+        es.mul_(n)
+        g0.mul_(_safe_reciprocal(g0.sum(-1, keepdim=True)))
     if L:
-        wt = (scale.unsqueeze(-1) * norm).clamp_min_(tiny).reciprocal_()
-        if valid is not None:
-            wt.mul_(valid.permute(2, 0, 1).unsqueeze(-1))
-        u.mul_(wt)
         # alpha_{t-1}: each block's start vector for its first step, else fw[l - 1]
-        xi = x_start.reshape(-1, K).T @ u[0].reshape(-1, K)
-        xi = xi + fw[:-1].reshape(-1, K).T @ u[1:].reshape(-1, K)
-        xi = trans * xi
+        pairs = x_start.reshape(-1, K).T @ es[0].reshape(-1, K)
+        pairs = pairs + fw[:-1].reshape(-1, K).T @ es[1:].reshape(-1, K)
+        xi = torch.where(trans > 0, trans * pairs, 0.0)
     else:
         xi = trans.new_zeros(K, K)
-    if valid is not None:
-        norm.div_(valid.permute(2, 0, 1).unsqueeze(-1))  # 1/0 = inf: padded frames get 0
     gamma = log_emit.new_empty(B, 1 + nb * L, K)
     gamma[:, 0] = g0
-    # normalise while copying back to the frame-major layout (one pass)
-    torch.div(g.permute(1, 2, 0, 3), norm.permute(1, 2, 0, 3),
-              out=gamma[:, 1:].view(B, nb, L, K))
+    inner = gamma[:, 1:].view(B, nb, L, K)
+    inner.copy_(g.permute(1, 2, 0, 3))
+    if valid is not None:
+        inner.mul_(valid.unsqueeze(-1))
     return log_ev, gamma[:, :T], xi
 
 
