@@ -251,6 +251,20 @@ def test_compare_starts_all_methods_from_the_same_parameters():
         compare(gmm, x, methods=("em", "gibbs"))
 
 
+def test_compare_records_the_viterbi_evidence_without_the_decomposition():
+    # record_decomposition=False: Viterbi still gets the exact log p(X) of each iteration's
+    # start (one soft E-step), equal to the full recording and above log p(X, Z_hat)
+    x = two_blobs()
+    light = compare(started_gmm(), x, methods=("viterbi",), max_iter=4, init="given",
+                    record_decomposition=False)["viterbi"]
+    full = compare(started_gmm(), x, methods=("viterbi",), max_iter=4, init="given")["viterbi"]
+    assert "e_step" not in light.records and "e_step" in full.records
+    assert light.records["log_evidence"] == pytest.approx(full.records["log_evidence"], abs=1e-9)
+    assert all(e > j for e, j in zip(light.records["log_evidence"], light.log_likelihood))
+    with pytest.raises(ValueError, match="record_decomposition"):
+        started_gmm().fit(x, record_decomposition="yes")
+
+
 def test_q_probs_readable_after_fit():
     x = two_blobs()
     gmm = GaussianMixture(2, dim=2)

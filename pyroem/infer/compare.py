@@ -55,7 +55,8 @@ def compare(model, *data, methods=METHODS, max_iter=100, tol=0.0, init=None, see
         copy.deepcopy(start).fit(*data, method=method, init="given", max_iter=1, lr=lr)
         work = copy.deepcopy(start)
         hist = work.fit(*data, method=method, init="given", max_iter=max_iter, tol=tol, lr=lr,
-                        record_decomposition=True if method == "viterbi" else record_decomposition,
+                        record_decomposition=record_decomposition or (
+                            "log_evidence" if method == "viterbi" else False),
                         progress=progress)
         if "log_evidence" not in hist.records:  # EM's objective is log p(X) itself
             hist.records["log_evidence"] = list(hist.log_likelihood)

@@ -120,11 +120,16 @@ class EMModel(PyroModule):
             :math:`\log p(X)` each iteration started from (for Viterbi the true
             evidence, not :math:`\log p(X, \hat Z)`). It costs about two extra E-steps
             per iteration, which ``history.seconds`` does not count. Off by default.
+            ``"log_evidence"`` records only ``"log_evidence"`` (for Viterbi one extra
+            exact E-step per iteration; EM's and SVI's objective is that value already).
         :returns: the :class:`~pyroem.infer.History` of the kept run; also sets
             ``history``, ``converged`` and ``num_iters``.
         :raises ValueError: on bad data or options; the parameters are then unchanged.
         """
         check_option("method", method, METHODS)
+        if record_decomposition not in (True, False, "log_evidence"):
+            raise ValueError("record_decomposition must be True, False or 'log_evidence', "
+                             f"got {record_decomposition!r}")
         init = self.default_init if init is None else init
         check_option("init", init, self.inits)
         max_iter = check_positive_int("max_iter", max_iter)
@@ -166,13 +171,30 @@ class EMModel(PyroModule):
     def _run_em(self, args, method, max_iter, tol, progress, record_decomposition=False):
         em = EM(self.model, self.guide, hard=(method == "viterbi"),
                 max_plate_nesting=self.max_plate_nesting)
-        if not record_decomposition:
-            hist = self._loop(em.step, em.evaluate_loss, args, method, max_iter, tol, progress)
-        else:
+        if record_decomposition is True:
             hist = self._loop_recording(em, args, method, max_iter, tol, progress)
+        elif record_decomposition and em.hard:
+            hist = self._loop_evidence(em, args, method, max_iter, tol, progress)
+        else:
+            hist = self._loop(em.step, em.evaluate_loss, args, method, max_iter, tol, progress)
         # Which M-step strategy each parameter used, per iteration (constant here).
         hist.records["strategies"] = [getattr(em.m_step, "strategies", {})] * hist.num_iters
         return hist
+
+    def _loop_evidence(self, em, args, method, max_iter, tol, progress):
+        """The Viterbi loop with the exact log p(X) each iteration starts from recorded
+        (one soft E-step, not counted in ``seconds``)."""
+        hist, clock = History(method=method), _Clock()
+        exact = EM(self.model, self.guide, max_plate_nesting=self.max_plate_nesting,
+                   m_step=em.m_step)
+
+        def step(*a):
+            with clock.paused():
+                hist.record("log_evidence", -exact.evaluate_loss(*a))
+            return em.step(*a)
+
+        return self._loop(step, em.evaluate_loss, args, method, max_iter, tol, progress,
+                          hist=hist, clock=clock)
 
     def _loop_recording(self, em, args, method, max_iter, tol, progress):
         """The EM loop with the exact decomposition recorded after each E- and M-step."""
@@ -212,7 +234,7 @@ class EMModel(PyroModule):
             with torch.no_grad():
                 write(em.e_step(*args), *args)
         hist, clock = History(method="svi"), _Clock()
-        if record_decomposition:
+        if record_decomposition is True:
             from pyroem.infer.decompose import decompose  # infer does not import models
 
         def step(*a):
@@ -223,7 +245,7 @@ class EMModel(PyroModule):
                 if record_decomposition:
                     hist.record("log_evidence", -loss)
             hist.record("loss", svi.step(*a))  # -ELBO before the step (exact: q enumerated)
-            if record_decomposition:
+            if record_decomposition is True:
                 with clock.paused():
                     hist.record("step", decompose(self.model, self.guide, *a,
                                                   max_plate_nesting=self.max_plate_nesting))
