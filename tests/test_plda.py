@@ -190,6 +190,23 @@ def test_svi_trains_the_same_model_and_guide():
     assert svi.q_loc.shape == (20, 2) and all(map(math.isfinite, hist.log_likelihood))
 
 
+def test_svi_with_a_seed_is_reproducible_and_leaves_the_global_rng_alone():
+    # SVI samples the speaker latents (Trace_ELBO): the seed fixes those draws too
+    x, labels, _ = _model(dim=2, seed=8).sample(20, 3, seed=6)
+    fits = []
+    for global_seed in (123, 456):  # whatever the caller's global RNG state
+        torch.manual_seed(global_seed)
+        m = PLDA(2)
+        m.fit(x, labels, method="svi", max_iter=5, seed=1)
+        fits.append((m.history.log_likelihood, m.between_cov.detach(), torch.rand(1)))
+    assert fits[0][0] == fits[1][0] and torch.equal(fits[0][1], fits[1][1])
+    torch.manual_seed(123)
+    assert torch.equal(fits[0][2], torch.rand(1))  # the caller's stream is where it was
+    other = PLDA(2)
+    other.fit(x, labels, method="svi", max_iter=5, seed=2)
+    assert not torch.equal(other.between_cov.detach(), fits[0][1])
+
+
 def test_bad_inputs_raise_value_error_and_leave_model_untouched():
     plda = _model(dim=2, seed=9)
     x, labels, _ = plda.sample(5, 2, seed=7)

@@ -107,7 +107,8 @@ class EMModel(PyroModule):
             parameters as set).
         :param int num_restarts: independent initialisations; the run with the highest
             final objective is kept.
-        :param int seed: seed of the initialisation (restart ``r`` uses ``seed + r``).
+        :param int seed: seed of the initialisation (restart ``r`` uses ``seed + r``) and,
+            for SVI, of its Monte Carlo draws (the global RNG is left as it was).
         :param bool progress: show a progress bar.
         :param float lr: Adam's learning rate for ``method="svi"`` (whose guide's q
             starts at the exact posterior under the starting parameters).
@@ -152,7 +153,12 @@ class EMModel(PyroModule):
                 generator.manual_seed(int(seed) + restart)
             work._initialize(args, init, generator)
             if method == "svi":
-                hist = work._run_svi(args, max_iter, tol, progress, lr, record_decomposition)
+                # SVI's Monte Carlo draws (continuous latents) use the global RNG: with a
+                # seed they are reproducible too, without disturbing the caller's stream
+                with torch.random.fork_rng(enabled=seed is not None):
+                    if seed is not None:
+                        torch.manual_seed(int(seed) + restart)
+                    hist = work._run_svi(args, max_iter, tol, progress, lr, record_decomposition)
             else:
                 hist = work._run_em(args, method, max_iter, tol, progress, record_decomposition)
             hist.restart = restart
