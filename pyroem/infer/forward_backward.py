@@ -50,23 +50,29 @@ import numpy as np
 import torch
 
 
-def _block_length(num_steps, batch, num_states):
-    # Blocking costs K times the flops of the plain recursion (K x K matrices instead of
-    # vectors) but saves Python steps; it pays when each step is too small to fill the
-    # machine (few chains) and the chain is long.
+# Blocks multiply the work of a step by K (K x K matrices instead of vectors) and save
+# Python steps; they pay while a step is too small to fill the machine. Measured
+# (1 thread, float64): the sum-product pays up to B K^3 = 2^16 (K=16, B=16, T=5000:
+# 345 -> 194 ms; K=16, B=256: 643 -> 1510 ms, so not there), the max-plus one, whose
+# (B, nb, K, K, K) products are elementwise, only up to 2^13 (K=16, B=2: 447 -> 90 ms;
+# K=8, B=64: 219 -> 390 ms). Chains of 32 frames already gain (K=2: T=272, 12 -> 2.3 ms).
+SUM_PRODUCT_WORK, MAX_PLUS_WORK = 2**16, 2**13
+
+
+def _block_length(num_steps, batch, num_states, max_work=SUM_PRODUCT_WORK):
     # The boundary stitch runs in NumPy, much cheaper per step than a torch step inside
     # the blocks, so blocks shorter than sqrt(T) pay: sqrt(T / 8) was the fastest
-    # measured (bench/hmm.py, T = 1e5, K = 16).
-    if num_steps >= 1024 and batch * num_states * num_states <= 2**16:
+    # measured (bench/hmm.py, T = 1e5, K = 16; also T = 272 to 10^4, K = 2 to 32).
+    if num_steps >= 32 and batch * num_states**3 <= max_work:
         return max(1, math.ceil(math.sqrt(num_steps / 8)))
     return max(1, num_steps)
 
 
-def _layout(steps, lengths, block_length, fill):
+def _layout(steps, lengths, block_length, fill, max_work):
     """The step tensors ``(B, S, K)`` padded with ``fill`` to ``(B, nb, L, K)``, with
     :func:`_blocks`' layout."""
     B, S, K = steps.shape
-    nb, L, masks, _ = _blocks(S, B, K, lengths, block_length, steps.device)
+    nb, L, masks, _ = _blocks(S, B, K, lengths, block_length, steps.device, max_work)
     pad = nb * L - S
     if pad:
         steps = torch.cat([steps, steps.new_full((B, pad, K), fill)], 1)
@@ -93,13 +99,13 @@ def _where(mask, new, old):
     return torch.where(mask, new, old)
 
 
-def _blocks(S, B, K, lengths, block_length, device):
+def _blocks(S, B, K, lengths, block_length, device, max_work=SUM_PRODUCT_WORK):
     """Block layout of the ``S = T - 1`` steps: ``(nb, L, masks)`` with ``masks[l]`` the
     ``(B, nb)`` validity of step ``l`` of every block (``None`` where all are valid; step
     ``s`` produces frame ``s``, valid if ``s < length``)."""
     if S == 0:
         return 1, 0, [], None
-    L = block_length if block_length is not None else _block_length(S, B, K)
+    L = block_length if block_length is not None else _block_length(S, B, K, max_work)
     L = max(1, min(int(L), S))
     nb = -(-S // L)
     frame = torch.arange(1, nb * L + 1, device=device)
@@ -481,7 +487,7 @@ def viterbi(log_start, log_trans, log_emit, lengths, final=None, block_length=No
         top, state = end.max(-1)
         return best + top.double(), state.unsqueeze(1)
 
-    les, masks, nb, L = _layout(log_emit[:, 1:], lengths, block_length, 0.0)
+    les, masks, nb, L = _layout(log_emit[:, 1:], lengths, block_length, 0.0, MAX_PLUS_WORK)
     ident = torch.arange(K, device=device)
 
     # 1. max-plus transfer matrices of the blocks
