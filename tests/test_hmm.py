@@ -109,6 +109,41 @@ def test_gaussian_hmm_matches_hmmlearn(gauss_data, cov, multi, implementation):
     assert np.allclose(m.log_prob(data).sum().item(), ref.score(gauss_data, lengths), rtol=1e-10)
 
 
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_gmm_hmm_matches_hmmlearn(cov):
+    # One Baum-Welch iteration from identical parameters on two sequences. hmmlearn's
+    # GMMHMM centres the covariance statistics on the *old* means (a generalised M-step);
+    # pyroem's exact M-step centres on the new ones, so hmmlearn's covariance is ours plus
+    # the outer product of the mean shift. Everything else agrees to rounding.
+    Km, M = 2, 2
+    rng = np.random.default_rng(0)
+    lengths = [60, 45]
+    x = np.concatenate([rng.normal(size=(n, D)) + rng.choice([-3, 3], size=(n, 1))
+                        for n in lengths])
+    start, trans = rng.dirichlet(np.ones(Km)), rng.dirichlet(np.ones(Km), size=Km)
+    w, means = rng.dirichlet(np.ones(M), size=Km), rng.normal(0, 3, size=(Km, M, D))
+    covs = np.ones((Km, M, D)) * 1.5 if cov == "diag" else np.tile(np.eye(D) * 1.5 + 0.2,
+                                                                    (Km, M, 1, 1))
+    ref = hl.GMMHMM(Km, M, covariance_type=cov, init_params="", n_iter=1, tol=0)
+    ref.startprob_, ref.transmat_, ref.weights_, ref.means_, ref.covars_ = (
+        start, trans, w, means, covs)
+    ll_ref = ref.score(x, lengths)
+    ref.fit(x, lengths)
+    m = GMMHMM(Km, M, D, cov, reg_covar=0.0).double()
+    m.start_probs, m.trans_probs = torch.tensor(start), torch.tensor(trans)
+    m.weights, m.means, m.covariances = torch.tensor(w), torch.tensor(means), torch.tensor(covs)
+    seqs = _split(x, lengths)
+    assert float(m.log_prob(seqs).sum()) == pytest.approx(ll_ref, rel=1e-12)
+    m.fit(seqs, init="given", max_iter=1, tol=0)
+    assert _rel(m.start_probs.detach(), ref.startprob_) < 1e-8
+    assert _rel(m.trans_probs.detach(), ref.transmat_) < 1e-8
+    assert _rel(m.weights.detach(), ref.weights_) < 1e-8
+    assert _rel(m.means.detach(), ref.means_) < 1e-8
+    shift = m.means.detach().numpy() - means
+    outer = shift**2 if cov == "diag" else shift[..., :, None] * shift[..., None, :]
+    assert _rel(m.covariances.detach().numpy() + outer, ref.covars_) < 1e-8
+
+
 @pytest.mark.parametrize("multi", [False, True])
 def test_categorical_hmm_matches_hmmlearn(multi):
     rng = np.random.default_rng(3)
