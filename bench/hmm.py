@@ -5,7 +5,8 @@ Run by hand:  python bench/hmm.py [--k 16 --dim 8 --repeats 5 --threads 1 --cloc
 Prints the best-of-N wall-clock seconds (runs interleaved) of one E-step plus M-step of hmmlearn's ``GaussianHMM``
 (``implementation="scaling"`` and ``"log"``, its ``_do_estep`` + ``_do_mstep``) and of
 ``pyroem.infer.EM.step`` on the same data and parameters (float64), for one sequence of
-T=100000 frames and for 1000 sequences of 100 frames, with the speed-ups. Then the
+T=100000 frames and for 1000 sequences of 100 frames, with the speed-ups (and, for scale, a
+small problem: one sequence of 300 frames, K=2, D=1). Then the
 float32-vs-float64 log-likelihood of one sequence of ``--long`` frames (DESIGN.md: within
 1e-5 relative, never NaN).
 """
@@ -107,13 +108,15 @@ def main():
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     k, d = args.k, args.dim
-    cases = [("1 x T=100000", 100_000, None), ("1000 x T=100", 100_000, [100] * 1000)]
+    cases = [("1 x T=100000", 100_000, None, k, d), ("1000 x T=100", 100_000, [100] * 1000, k, d),
+             # a small problem (Old Faithful's size) for scale: per-call overhead dominates
+             ("1 x T=300 *", 300, None, 2, 1)]
     print(f"Baum-Welch iteration, diag Gaussian HMM K={k} D={d}, float64, torch threads="
           f"{torch.get_num_threads()}, {args.clock} seconds, best of {args.repeats} (interleaved)")
     print(f"{'data':14} {'hmmlearn scaling s':>18} {'hmmlearn log s':>15} {'pyroem s':>9} "
           f"{'vs scaling':>10} {'vs log':>7}")
-    for name, total, lengths in cases:
-        x, init = make_data(k, d, total)
+    for name, total, lengths, ck, cd in cases:
+        x, init = make_data(ck, cd, total)
         step, _, _ = pyroem_iteration(x, lengths, init)
         t_scaling, t_log, t_ours = best_times(
             [hmmlearn_iteration(x, lengths, init, "scaling"),
@@ -121,6 +124,7 @@ def main():
             time.perf_counter if args.clock == "wall" else time.process_time)
         print(f"{name:14} {t_scaling:18.4f} {t_log:15.4f} {t_ours:9.4f} "
               f"{t_scaling / t_ours:9.2f}x {t_log / t_ours:6.2f}x")
+    print("* K=2 states, D=1")
 
     if args.long:
         x, init = make_data(k, d, args.long, seed=1)
