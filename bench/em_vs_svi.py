@@ -32,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyroem.datasets import load_old_faithful  # noqa: E402
-from pyroem.infer import EM  # noqa: E402
-from pyroem.models import GaussianMixture  # noqa: E402
+from pyroem.datasets import load_old_faithful
+from pyroem.infer import EM
+from pyroem.models import GaussianMixture
 
 LRS = (0.01, 0.03, 0.1, 0.3)
 
@@ -82,7 +82,7 @@ def em_stepper(gmm, x):
 
 def svi_stepper(gmm, x, lr, marginal):
     if marginal:
-        guide = lambda x: None  # noqa: E731
+        guide = lambda x: None
     else:
         guide = gmm.guide
         # q starts at the exact posterior under the starting parameters (as fit(method="svi")

@@ -17,9 +17,9 @@ from torch.distributions import constraints
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pyroem.distributions import MultivariateNormal  # noqa: E402
-from pyroem.infer import EM  # noqa: E402
-from pyroem.models import GaussianMixture  # noqa: E402
+from pyroem.distributions import MultivariateNormal
+from pyroem.infer import EM
+from pyroem.models import GaussianMixture
 
 
 def make_data(n, d, k, generator):

@@ -35,9 +35,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pyroem.infer import EM  # noqa: E402
-from pyroem.models import PLDA  # noqa: E402
-from pyroem.models.plda import data_summary  # noqa: E402
+from pyroem.infer import EM
+from pyroem.models import PLDA
+from pyroem.models.plda import data_summary
 
 
 def gemm_gflops(n=2048, repeats=5, dtype=torch.float64):
@@ -128,7 +128,6 @@ def main():
     # one-off data summary (what the first iteration pays on top)
     x_copy, codes_copy = x.clone(), codes.clone()  # not in the cache
     summary_s, _ = timed(lambda: data_summary(x_copy, codes_copy), 1)
-    del x_copy, codes_copy
     summary_flops = 2 * N * D * D
 
     plda = PLDA(D).to(dtype)

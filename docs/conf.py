@@ -1,6 +1,5 @@
 """Sphinx configuration of the pyroem documentation (build: ``.ci/docs``)."""
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))  # document the working tree, installed or not
 
-import pyroem  # noqa: E402
+import pyroem
 
 project = "pyroem"
 author = "the pyroem developers"

@@ -12,10 +12,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyroem import plot  # noqa: E402
-from pyroem.datasets import load_old_faithful  # noqa: E402
-from pyroem.infer import compare  # noqa: E402
-from pyroem.models import GaussianMixture  # noqa: E402
+from pyroem import plot
+from pyroem.datasets import load_old_faithful
+from pyroem.infer import compare
+from pyroem.models import GaussianMixture
 
 
 def main(out):

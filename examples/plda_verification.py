@@ -36,10 +36,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # run from a checkout
 
-from pyroem.datasets import load_japanese_vowels  # noqa: E402
-from pyroem.metrics import eer, min_dcf, plot_det  # noqa: E402
-from pyroem.models import PLDA  # noqa: E402
-from pyroem.preprocessing import LDA, Center, LengthNorm, Pipeline  # noqa: E402
+from pyroem.datasets import load_japanese_vowels
+from pyroem.metrics import eer, min_dcf, plot_det
+from pyroem.models import PLDA
+from pyroem.preprocessing import LDA, Center, LengthNorm, Pipeline
 
 
 def trials(x, labels, n_enroll, rng):

@@ -232,6 +232,17 @@ def _add_gaussian_options(parser, of=""):
                         help=f"initialisation{of} (default kmeans++)")
 
 
+def _mean_lines(model):
+    return [f"mean[{k}]: {np.array2string(mean, precision=4)}"
+            for k, mean in enumerate(model.means.detach().numpy())]
+
+
+def _gaussian_params(model):
+    """The Gaussian components' entries of a parameter file (GMM and Gaussian HMM)."""
+    return {"covariance_type": model.covariance_type, "reg_covar": model.reg_covar,
+            "means": model.means.detach().numpy(), "covariances": model.covariances.numpy()}
+
+
 class GMMFamily(Family):
     name = "gmm"
     help = "Gaussian mixture: DATA is (N, D), one point per row"
@@ -250,17 +261,12 @@ class GMMFamily(Family):
                                args.reg_covar)
 
     def summary(self, model):
-        lines = [f"weights: {np.array2string(model.weights.detach().numpy(), precision=4)}"]
-        for k, mean in enumerate(model.means.detach().numpy()):
-            lines.append(f"mean[{k}]: {np.array2string(mean, precision=4)}")
-        return lines
+        return [f"weights: {np.array2string(model.weights.detach().numpy(), precision=4)}",
+                *_mean_lines(model)]
 
     def params(self, model):
-        return {"family": self.name, "covariance_type": model.covariance_type,
-                "reg_covar": model.reg_covar,
-                "weights": model.weights.detach().numpy(),
-                "means": model.means.detach().numpy(),
-                "covariances": model.covariances.numpy()}
+        return {"family": self.name, "weights": model.weights.detach().numpy(),
+                **_gaussian_params(model)}
 
     def from_params(self, params):
         weights, means, covariances = _param_arrays(params, "weights", "means", "covariances")
@@ -434,17 +440,11 @@ class HMMFamily(Family):
         lines = [f"start_probs: {np.array2string(model.start_probs.detach().numpy(), precision=4)}"]
         for k, row in enumerate(model.trans_probs.detach().numpy()):
             lines.append(f"trans_probs[{k}]: {np.array2string(row, precision=4)}")
-        for k, mean in enumerate(model.means.detach().numpy()):
-            lines.append(f"mean[{k}]: {np.array2string(mean, precision=4)}")
-        return lines
+        return lines + _mean_lines(model)
 
     def params(self, model):
-        return {"family": self.name, "covariance_type": model.covariance_type,
-                "reg_covar": model.reg_covar,
-                "start_probs": model.start_probs.detach().numpy(),
-                "trans_probs": model.trans_probs.detach().numpy(),
-                "means": model.means.detach().numpy(),
-                "covariances": model.covariances.numpy()}
+        return {"family": self.name, "start_probs": model.start_probs.detach().numpy(),
+                "trans_probs": model.trans_probs.detach().numpy(), **_gaussian_params(model)}
 
     def from_params(self, params):
         start, trans, means, covariances = _param_arrays(
@@ -466,7 +466,7 @@ class HMMFamily(Family):
         return model
 
     def score(self, model, data):
-        """Per-sequence :math:`\log p(x_{1:T_b})` (one value per sequence)."""
+        r"""Per-sequence :math:`\log p(x_{1:T_b})` (one value per sequence)."""
         return model.log_prob(*data).numpy()
 
     def sample(self, model, num_samples):

@@ -17,11 +17,11 @@ import os
 import numpy as np
 import torch
 
+from pyroem import plot
 from pyroem.datasets import load_japanese_vowels, load_old_faithful
 from pyroem.infer import compare
 from pyroem.metrics import eer, min_dcf, plot_det
 from pyroem.models import PLDA, GaussianHMM, GaussianMixture
-from pyroem import plot
 from pyroem.preprocessing import LDA, Center, LengthNorm, Pipeline
 
 

@@ -101,8 +101,9 @@ def plot_det(target_scores, nontarget_scores, path=None, ax=None, label=None,
     :param limits: the range of both error probabilities shown.
     :returns: the ``Axes``.
     """
-    from matplotlib.figure import Figure
     from statistics import NormalDist
+
+    from matplotlib.figure import Figure
 
     probit = np.vectorize(NormalDist().inv_cdf)
     lo, hi = limits
@@ -114,7 +115,7 @@ def plot_det(target_scores, nontarget_scores, path=None, ax=None, label=None,
         fig = Figure(figsize=(5, 5))
         ax = fig.subplots()
     # 0 and 1 have no probit: clip them to just outside the plotted range
-    clip = lambda p: probit(np.clip(p, lo / 2, 1 - lo / 2))  # noqa: E731
+    clip = lambda p: probit(np.clip(p, lo / 2, 1 - lo / 2))
     text = f"EER {100 * rate:.2f}%" if label is None else f"{label} (EER {100 * rate:.2f}%)"
     ax.plot(clip(p_fa), clip(p_miss), label=text)
     ax.plot(clip(rate), clip(rate), "o", color=ax.lines[-1].get_color())

@@ -2,8 +2,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyroem.distributions import (DiagNormal, MultivariateNormal, gaussian_design,
-                                  gaussian_features)
+from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_design, gaussian_features
 
 
 @pytest.fixture

@@ -17,15 +17,6 @@ K, D = 3, 2
 LENGTHS = [90, 70, 40]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # many small ops: intra-op threads only wait for each other on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def gauss_data():
     gen = hl.GaussianHMM(K, "diag", init_params="")

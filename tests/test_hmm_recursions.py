@@ -9,16 +9,6 @@ import torch
 from pyroem.infer.forward_backward import forward_backward, viterbi
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The recursions run many small ops; on a shared 2-core machine intra-op threads
-    # mostly wait for each other. One thread keeps the tests quick (and is restored).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _problem(K=3, T=6, B=3, seed=0, zero=True):
     g = torch.Generator().manual_seed(seed)
     pi = torch.rand(K, generator=g, dtype=torch.float64)

@@ -104,7 +104,7 @@ def test_decomposition_series_adds_up(faithful):
 
 def test_convergence_series_is_aligned(faithful):
     hists = compare(started_gmm(), faithful, methods=("em", "viterbi"), max_iter=3, init="given")
-    for method, hist in hists.items():
+    for hist in hists.values():
         iters, secs, ll = plot.convergence_series(hist)
         assert len(iters) == len(secs) == len(ll) == 4
         assert float(secs[0]) == 0.0 and (secs[1:] >= secs[:-1]).all()

@@ -9,7 +9,7 @@ features ``phi(x) = [vec(x x^T), x]`` and parameter weights
 matrix product.  The data features are constant across EM iterations and are cached.
 """
 
-from pyroem.distributions.gaussian import DiagNormal, MultivariateNormal
 from pyroem.distributions.features import gaussian_design, gaussian_features
+from pyroem.distributions.gaussian import DiagNormal, MultivariateNormal
 
 __all__ = ["DiagNormal", "MultivariateNormal", "gaussian_design", "gaussian_features"]

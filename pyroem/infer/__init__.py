@@ -2,8 +2,13 @@
 
 from pyroem.infer.auto_mstep import AutoMStep
 from pyroem.infer.compare import compare
-from pyroem.infer.decompose import (Decomposition, ZeroVarianceELBO, decompose, guide_entropy,
-                                     posterior_elbo_samples)
+from pyroem.infer.decompose import (
+    Decomposition,
+    ZeroVarianceELBO,
+    decompose,
+    guide_entropy,
+    posterior_elbo_samples,
+)
 from pyroem.infer.em import EM
 from pyroem.infer.estep import Posterior, exact_posterior
 from pyroem.infer.fit import fit_em

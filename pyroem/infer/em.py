@@ -2,8 +2,8 @@
 
 import torch
 
-from pyroem.infer.estep import exact_posterior, guess_max_plate_nesting
 from pyroem.infer.auto_mstep import AutoMStep
+from pyroem.infer.estep import exact_posterior, guess_max_plate_nesting
 from pyroem.infer.mstep import ClosedFormMStep, find_closed_form  # noqa: F401
 
 

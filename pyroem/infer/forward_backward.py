@@ -49,7 +49,6 @@ import math
 import numpy as np
 import torch
 
-
 # Blocks multiply the work of a step by K (K x K matrices instead of vectors) and save
 # Python steps; they pay while a step is too small to fill the machine. Measured
 # (1 thread, float64): the sum-product pays up to B K^3 = 2^16 (K=16, B=16, T=5000:
@@ -256,7 +255,7 @@ def _rabiner_forward_backward(log_start, trans, lt, lengths, final_w):
             scale[t].masked_fill_(~masks[t], 1.0)
     log_ev += scale.double().log().sum(0)
     # 1 / c_t, and 0 where c_t = 0 (impossible data: alpha, beta and gamma stay zero)
-    inv = torch.where(scale > 0, scale.clamp_min(tiny).reciprocal(), 0.0)
+    inv = _safe_reciprocal(scale)
 
     # backward from beta_T = 1_F / sum_F alpha_T (so that gamma_T sums to one)
     bw = torch.empty_like(e)
@@ -265,8 +264,7 @@ def _rabiner_forward_backward(log_start, trans, lt, lengths, final_w):
     else:
         end = final_w @ fw[T - 1]  # fw[T - 1] is each chain's last alpha
         log_ev += end.double().log()
-        torch.mul(final_w.unsqueeze(-1), torch.where(end > 0, end.clamp_min(tiny).reciprocal(), 0.0),
-                  out=bw[T - 1])
+        torch.mul(final_w.unsqueeze(-1), _safe_reciprocal(end), out=bw[T - 1])
     u = e[1:]  # u_t = e_t beta_t / c_t, written over e_t (not needed after this step)
     trans = trans.contiguous()
     big = torch.finfo(e.dtype).max
@@ -317,8 +315,7 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
         ``log_emit`` is read fastest in that layout too.
     """
     B, T, K = log_emit.shape
-    dtype, device = log_emit.dtype, log_emit.device
-    final_w = None if final is None else final.to(dtype)
+    final_w = None if final is None else final.to(log_emit.dtype)
     S = T - 1
     L = block_length if block_length is not None else _block_length(S, B, K)
     if S == 0 or L >= S:
@@ -326,7 +323,7 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
         log_ev, gamma, xi = _rabiner_forward_backward(log_start, trans,
                                                       log_emit.permute(1, 2, 0), lengths, final_w)
         return log_ev, gamma.permute(2, 0, 1), xi
-    return _blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, block_length)
+    return _blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, L)
 
 
 def _drifts(dtype):

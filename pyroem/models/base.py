@@ -191,8 +191,7 @@ class EMModel(PyroModule):
         """The Viterbi loop with the exact log p(X) each iteration starts from recorded
         (one soft E-step, not counted in ``seconds``)."""
         hist, clock = History(method=method), _Clock()
-        exact = EM(self.model, self.guide, max_plate_nesting=self.max_plate_nesting,
-                   m_step=em.m_step)
+        exact = EM(self.model, max_plate_nesting=self.max_plate_nesting)  # as in _run_svi
 
         def step(*a):
             with clock.paused():

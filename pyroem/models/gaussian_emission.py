@@ -169,7 +169,7 @@ def state_major_moments(weights, x, covariance_type):
     :func:`~pyroem.infer.forward_backward.forward_backward` are such a tensor, viewed as
     ``(B, T, K)``): one batched product with the time-major design, summed over frames."""
     shift, design = gaussian_design(x.transpose(0, 1), _kind(covariance_type))
-    T, K, B = weights.shape
+    _, K, B = weights.shape
     if B < _MIN_BATCHED:
         flat = weights.transpose(1, 2).reshape(-1, K)  # a view for one sequence
         m = (design.reshape(-1, design.shape[-1]).T @ flat).T

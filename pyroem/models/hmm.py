@@ -399,12 +399,10 @@ class HiddenMarkovModel(EMModel):
                 raise ValueError(f"no path of num_steps={T} frames ends in a final state")
             z = [torch.multinomial(first.expand(B, -1), 1, generator=g).squeeze(-1)]
             u = torch.rand(B, T, generator=g, dtype=trans.dtype)
-            cum = trans.cumsum(-1)
+            cum = trans.cumsum(-1) if h is None else None
             for t in range(1, T):
                 # cumulative rows + uniforms: one searchsorted per step
-                if h is not None:
-                    cum = (trans * h[t]).cumsum(-1)
-                row = cum[z[-1]]
+                row = (cum if h is None else (trans * h[t]).cumsum(-1))[z[-1]]
                 nxt = torch.searchsorted(row, u[:, t:t + 1] * row[:, -1:], right=True)
                 z.append(nxt.squeeze(-1).clamp_max(self.num_states - 1))
             z = torch.stack(z, 1)
@@ -414,15 +412,15 @@ class HiddenMarkovModel(EMModel):
         return x, z
 
     def _final_messages(self, trans, T):
-        """``h (T, K)``, :math:`h_t(k) \propto p(z_T \in F | z_t = k)` (each step rescaled
+        r"""``h (T, K)``, :math:`h_t(k) \propto p(z_T \in F | z_t = k)` (each step rescaled
         to a maximum of one), or ``None`` without final states (then :math:`h = 1`)."""
         if self.final_states is None:
             return None
-        h = [self.final_states.to(trans.dtype)]
+        h = [self.final_states.to(trans.dtype)]  # from t = T backwards
         for _ in range(T - 1):
-            nxt = trans @ h[0]
-            h.insert(0, nxt / nxt.max().clamp_min(torch.finfo(trans.dtype).tiny))
-        return torch.stack(h)
+            nxt = trans @ h[-1]
+            h.append(nxt / nxt.max().clamp_min(torch.finfo(trans.dtype).tiny))
+        return torch.stack(h[::-1])
 
 
 class GaussianHMM(HiddenMarkovModel):
