@@ -208,8 +208,8 @@ def test_pyro_markov_model_under_generic_estep_equals_vectorised(kind):
         hard = exact_posterior(m.model, x, lengths, max_plate_nesting=1, hard=True)
     vec = m.e_step(x, lengths)
     gamma, xi = _generic_marginals(post, B, T, m.num_states)
-    assert torch.allclose(gamma, vec["gamma"], atol=1e-12)
-    assert torch.allclose(xi, vec["trans"], atol=1e-12)
+    assert torch.allclose(gamma, vec.gamma, atol=1e-12)
+    assert torch.allclose(xi, vec.trans, atol=1e-12)
     # a masked (padded) latent step sums to num_states under enumeration: a known constant
     masked = int(B * T - lengths.sum())
     per_step = m.num_states * getattr(m, "num_mix", 1)
@@ -218,7 +218,7 @@ def test_pyro_markov_model_under_generic_estep_equals_vectorised(kind):
     if kind != "gmm":  # GMMHMM's Viterbi is over states (mixtures summed), as hmmlearn's
         vhard = m.e_step(x, lengths, hard=True)
         assert hard.log_evidence.item() == pytest.approx(vhard.log_evidence.item(), abs=1e-10)
-        assert torch.equal(_generic_marginals(hard, B, T, m.num_states)[0], vhard["gamma"])
+        assert torch.equal(_generic_marginals(hard, B, T, m.num_states)[0], vhard.gamma)
 
 
 def test_decode_equals_brute_force_with_final_states():
@@ -273,9 +273,9 @@ def test_dirichlet_priors_give_the_map_update(gauss_data):
     m.means, m.covariances = torch.tensor(means), torch.tensor(covs)
     post = m.e_step(*m._prepare(x))
     m.fit(x, max_iter=1, tol=0, init="given")
-    expect = post["trans"] + conc.double() - 1
+    expect = post.trans + conc.double() - 1
     assert torch.allclose(m.trans_probs.detach(), expect / expect.sum(-1, keepdim=True), rtol=1e-12)
-    s = post["start"] + 1.0
+    s = post.start + 1.0
     assert torch.allclose(m.start_probs.detach(), s / s.sum(), rtol=1e-12)
 
 
@@ -291,7 +291,7 @@ def test_frozen_parameters_stay_as_set(gauss_data):
 
     # frozen means, trained covariances: the weighted variance about the frozen means
     m = make("tc")
-    gamma = m.e_step(*m._prepare(x))["gamma"][0]
+    gamma = m.e_step(*m._prepare(x)).gamma[0]
     m.fit(x, max_iter=1, tol=0, init="given")
     mu = torch.tensor(means)
     var = torch.einsum("tk,tkd->kd", gamma, (x[:, None, :] - mu) ** 2) / gamma.sum(0)[:, None]

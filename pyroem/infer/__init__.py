@@ -10,12 +10,15 @@ from pyroem.infer.decompose import (
     posterior_elbo_samples,
 )
 from pyroem.infer.em import EM
-from pyroem.infer.estep import Posterior, exact_posterior
+from pyroem.infer.estep import exact_posterior
 from pyroem.infer.fit import fit_em
 from pyroem.infer.history import History
-from pyroem.infer.mstep import ClosedFormMStep
+from pyroem.infer.mstep.closed_form import ClosedFormMStep
 from pyroem.infer.numerical_mstep import NumericalMStep, expected_log_joint
+from pyroem.infer.posteriors import ChainPosterior, DiscretePosterior, GaussianPosterior, Posterior
+from pyroem.infer.protocols import ClosedFormProvider, EStepProvider, Plan, PosteriorWriter
 
-__all__ = ["EM", "AutoMStep", "ClosedFormMStep", "Decomposition", "History", "NumericalMStep",
-           "Posterior", "ZeroVarianceELBO", "compare", "decompose", "exact_posterior",
+__all__ = ["EM", "AutoMStep", "ChainPosterior", "ClosedFormMStep", "ClosedFormProvider",
+           "Decomposition", "DiscretePosterior", "EStepProvider", "GaussianPosterior", "History",
+           "NumericalMStep", "Plan", "Posterior", "PosteriorWriter", "ZeroVarianceELBO", "compare", "decompose", "exact_posterior",
            "expected_log_joint", "fit_em", "guide_entropy", "posterior_elbo_samples"]

@@ -14,30 +14,7 @@ from pyro.ops.rings import LogRing, MapRing
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_site_shape
 
-
-class Posterior:
-    r"""
-    The result of an exact E-step.
-
-    :ivar torch.Tensor log_evidence: :math:`\log p(X|\eta)` (scalar; with ``hard=True``,
-        :math:`\max_Z \log p(X, Z|\eta)`).
-    :ivar dict marginals: for each sample site of the model, the posterior marginal
-        of that site's factor over its enumerated variables, in the shape of the site's
-        ``log_prob`` (enumeration dims on the left). For an observed ``x`` whose
-        distribution depends on ``z`` this is :math:`q(z)`; for an HMM transition site
-        ``z_t`` it is the pairwise :math:`\xi_t(z_{t-1}, z_t)`. With ``hard=True`` these
-        are indicators of the most probable joint assignment.
-    :ivar trace: the enumerated model trace the marginals refer to (values of the
-        enumerated sites give the index of each enumeration dim).
-    """
-
-    def __init__(self, log_evidence, marginals, trace):
-        self.log_evidence = log_evidence
-        self.marginals = marginals
-        self.trace = trace
-
-    def __getitem__(self, name):
-        return self.marginals[name]
+from pyroem.infer.posteriors import DiscretePosterior
 
 
 def guess_max_plate_nesting(model, args, kwargs):
@@ -140,7 +117,7 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
     :param int max_plate_nesting: as in ``TraceEnum_ELBO``; guessed from one trace
         when ``None``.
     :param bool hard: max-product instead of sum-product.
-    :returns: a :class:`Posterior`.
+    :returns: a :class:`~pyroem.infer.posteriors.DiscretePosterior`.
     :raises ValueError: when the model has a latent site that cannot be enumerated.
     """
     if max_plate_nesting is None:
@@ -212,4 +189,4 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
         (name, torch.zeros_like(leaf) if g is None else g)
         for (name, leaf), g in zip(leaves.items(), marginals)
     )
-    return Posterior(scale * log_evidence.detach(), marginals, trace)
+    return DiscretePosterior(scale * log_evidence.detach(), marginals, trace)

@@ -7,6 +7,7 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions import gaussian_design
+from pyroem.infer.posteriors import DiscretePosterior
 from pyroem.models import gaussian_emission as ge
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import check_matrix, check_option, check_positive_int
@@ -162,14 +163,7 @@ class GaussianMixture(EMModel):
         else:  # "random": random responsibilities, as scikit-learn
             resp = torch.rand(n, K, generator=generator, dtype=x.dtype)
             resp = resp / resp.sum(-1, keepdim=True)
-
-        class _Given:  # a posterior holding the initial responsibilities
-            marginals = {"x": resp.T}
-
-            def __getitem__(self, name):
-                return self.marginals[name]
-
-        self.maximize(self.expected_statistics(_Given(), x))
+        self.maximize(self.expected_statistics(DiscretePosterior.given(x=resp.T), x))
 
     @property
     def num_parameters(self):

@@ -24,7 +24,7 @@ import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-from pyroem.infer.estep import Posterior
+from pyroem.infer.posteriors import ChainPosterior
 from pyroem.infer.forward_backward import forward_backward, viterbi
 from pyroem.models import gaussian_emission as ge
 from pyroem.models.base import EMModel, model_method
@@ -70,16 +70,6 @@ def _safe_log(p):
     # log p with log 0 = -inf and a zero (not NaN) gradient at structural zeros
     positive = p > 0
     return torch.where(positive, p.clamp_min(torch.finfo(p.dtype).tiny).log(), -math.inf)
-
-
-class _Given:
-    """A posterior holding given marginals (initialisation from responsibilities)."""
-
-    def __init__(self, **marginals):
-        self.marginals = marginals
-
-    def __getitem__(self, name):
-        return self.marginals[name]
 
 
 class HiddenMarkovModel(EMModel):
@@ -261,10 +251,10 @@ class HiddenMarkovModel(EMModel):
         r"""
         Vectorised exact E-step (forward-backward, or Viterbi with ``hard=True``).
 
-        :returns: a :class:`~pyroem.infer.Posterior` with ``log_evidence`` (float64) and
-            marginals ``gamma (B, T, K)`` (zero on padding; one-hot for ``hard``),
-            ``start (K,)`` (expected initial states), ``trans (K, K)`` (expected
-            transitions, summed :math:`\xi`) and ``log_prob (B,)`` per sequence.
+        :returns: a :class:`~pyroem.infer.posteriors.ChainPosterior`: ``gamma (B, T, K)``
+            (zero on padding; one-hot for ``hard``), ``start (K,)`` (expected initial
+            states), ``trans (K, K)`` (expected transitions, summed :math:`\xi`),
+            ``log_prob (B,)`` per sequence and their sum ``log_evidence``.
         """
         with torch.no_grad():
             log_emit = self._log_emission(x)
@@ -284,14 +274,12 @@ class HiddenMarkovModel(EMModel):
             else:
                 log_prob, gamma, xi = forward_backward(log_start, trans, log_emit, lengths,
                                                        self.final_states, self.block_length)
-        marginals = {"gamma": gamma, "start": gamma[:, 0].sum(0), "trans": xi,
-                     "log_prob": log_prob}
-        return Posterior(log_prob.sum(), marginals, None)
+        return ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
 
     def expected_statistics(self, posterior, x, lengths):
         """Additive statistics: ``start``, ``trans`` and the emission statistics."""
-        stats = {"start": posterior["start"], "trans": posterior["trans"]}
-        stats.update(self._emission_statistics(posterior["gamma"], x))
+        stats = {"start": posterior.start, "trans": posterior.trans}
+        stats.update(self._emission_statistics(posterior.gamma, x))
         return stats
 
     def maximize(self, stats):
@@ -342,13 +330,13 @@ class HiddenMarkovModel(EMModel):
         r""":math:`\log p(x_{1:T})` of each sequence (``(B,)``; a 0-dim tensor for one
         sequence). With ``final_states``, paths must end in a final state."""
         padded, lengths, form = self._scoring(x, lengths)
-        return unpack_scalar(self.e_step(padded, lengths)["log_prob"], form)
+        return unpack_scalar(self.e_step(padded, lengths).log_prob, form)
 
     def posterior(self, x, lengths=None):
         r"""Per-frame posteriors :math:`\gamma_t(k) = p(z_t = k | x_{1:T})`: ``(T, K)`` for
         one sequence, a list, or ``(B, T, K)`` (zero on padding)."""
         padded, lengths, form = self._scoring(x, lengths)
-        return unpack(self.e_step(padded, lengths)["gamma"], lengths, form)
+        return unpack(self.e_step(padded, lengths).gamma, lengths, form)
 
     def decode(self, x, lengths=None, algorithm="viterbi"):
         r"""
@@ -365,8 +353,8 @@ class HiddenMarkovModel(EMModel):
         padded, lengths, form = self._scoring(x, lengths)
         post = self.e_step(padded, lengths, hard=(algorithm == "viterbi"))
         mask = torch.arange(padded.shape[1]) < lengths.unsqueeze(-1)
-        states = torch.where(mask, post["gamma"].argmax(-1), -1)
-        return unpack_scalar(post["log_prob"], form), unpack(states, lengths, form)
+        states = torch.where(mask, post.gamma.argmax(-1), -1)
+        return unpack_scalar(post.log_prob, form), unpack(states, lengths, form)
 
     def predict(self, x, lengths=None):
         """The Viterbi path (``decode(x)[1]``)."""

@@ -33,7 +33,7 @@ import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-from pyroem.infer.estep import Posterior
+from pyroem.infer.posteriors import GaussianPosterior
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import as_float_tensor, check_finite, check_matrix, check_positive_int
 
@@ -139,9 +139,11 @@ def data_summary(x, speaker):
 
 
 # ---------------------------------------------------------------------- posterior
-class SpeakerPosterior:
+class SpeakerPosterior(GaussianPosterior):
     r"""
-    The Gaussian posterior :math:`q(z_s) = \mathcal N(m_s, C_{n_s})` of every speaker.
+    The Gaussian posterior :math:`q(z_s) = \mathcal N(m_s, C_{n_s})` of every speaker
+    (a :class:`~pyroem.infer.posteriors.GaussianPosterior`), with the exact
+    ``log_evidence`` :math:`\log p(X)`.
 
     The covariance depends on the speaker only through its count :math:`n_s`; it is
     stored once per distinct count, in the simultaneously diagonalising basis:
@@ -155,10 +157,9 @@ class SpeakerPosterior:
     :ivar torch.Tensor variances: :math:`v_n` per distinct count, shape ``(G, D)``.
     """
 
-    def __init__(self, loc, counts, group, basis, variances):
-        self.loc = loc
+    def __init__(self, log_evidence, loc, counts, group, basis, variances):
+        super().__init__(log_evidence, loc, group=group)
         self.counts = counts
-        self.group = group
         self.basis = basis
         self.variances = variances
 
@@ -179,7 +180,7 @@ class SpeakerPosterior:
 
     def speaker_covariance(self):
         """Posterior covariance of each speaker, shape ``(S, D, D)`` (memory ``S D^2``)."""
-        return self.covariance[self.group]
+        return self.latent_covariance()
 
     def weighted_covariance_sum(self, weights):
         r""":math:`\sum_g w_g C_{n_g}` for weights ``(G,)``, in ``O(G D + D^3)``."""
@@ -367,8 +368,7 @@ class PLDA(EMModel):
         r"""
         The exact posterior of every :math:`z_s` and the exact :math:`\log p(X)`.
 
-        :returns: a :class:`~pyroem.infer.estep.Posterior` whose ``marginals["z"]`` is a
-            :class:`SpeakerPosterior`.
+        :returns: a :class:`SpeakerPosterior`.
         :raises ValueError: for ``hard=True`` (no Viterbi training for continuous latents).
         """
         if hard:
@@ -383,13 +383,12 @@ class PLDA(EMModel):
             loc = self.mean.detach() + (npsi / (1 + npsi) * ybar) @ basis.inverse.T
             distinct, group = torch.unique(summary.counts, return_inverse=True)
             variances = basis.psi / (1 + distinct.unsqueeze(-1) * basis.psi)
-            post = SpeakerPosterior(loc, distinct, group, basis.inverse, variances)
             log_evidence = lp.sum() - 0.5 * within_quad
-        return Posterior(log_evidence, {"z": post}, None)
+        return SpeakerPosterior(log_evidence, loc, distinct, group, basis.inverse, variances)
 
     def write_posterior(self, posterior, x, speaker):
         """E-step: the guide's ``q(z_s)`` := the exact posterior."""
-        post = posterior["z"]
+        post = posterior
         loc, tril = post.loc, post.scale_tril
         if self._q_shape("q_loc") != loc.shape or self._q_shape("q_scale_tril") != tril.shape:
             self.q_loc = PyroParam(loc, event_dim=1)
@@ -408,7 +407,7 @@ class PLDA(EMModel):
         ``shift`` (the data mean).
         """
         summary = data_summary(x, speaker)
-        post = posterior["z"]
+        post = posterior
         m = post.loc - summary.shift
         sizes = torch.bincount(post.group, minlength=post.counts.shape[0]).to(m.dtype)
         resid = summary.means - m
@@ -521,7 +520,7 @@ class PLDA(EMModel):
 
     def posterior(self, embeddings, labels):
         """The exact :class:`SpeakerPosterior` of every speaker (sorted labels)."""
-        return self.e_step(*self._data(embeddings, labels))["z"]
+        return self.e_step(*self._data(embeddings, labels))
 
     def sample(self, num_speakers, num_per_speaker, seed=None):
         """

@@ -1,9 +1,5 @@
-"""M-step strategies.
-
-An M-step is a callable ``m_step(posterior, *args, **kwargs)`` that maximises the
-auxiliary function :math:`Q(q, \\eta) = E_q[\\log p(X, Z|\\eta)]` with the E-step's
-posterior ``q`` held fixed, updating the parameters in place.
-"""
+"""Strategy 1 of the M-step: the model's own closed form (see
+:class:`~pyroem.infer.protocols.ClosedFormProvider`)."""
 
 
 class ClosedFormMStep:
@@ -23,7 +19,8 @@ class ClosedFormMStep:
 
     @property
     def strategies(self):
-        """``{param_name: "closed-form:<Owner>"}`` for the owner's parameters."""
+        """``{param_name: "closed-form:<Owner>"}`` for the owner's model parameters (the
+        guide's ``q_*`` parameters are set by the E-step, not the M-step)."""
         label = f"closed-form:{type(self.owner).__name__}"
         names = getattr(self.owner, "named_parameters", lambda: [])()
         return {n.replace("_unconstrained", ""): label for n, _ in names
@@ -34,12 +31,3 @@ class ClosedFormMStep:
         self.owner.maximize(stats)
         return stats
 
-
-def find_closed_form(model):
-    """The closed-form M-step of ``model``'s owner object, or ``None``."""
-    owner = getattr(model, "__self__", None)
-    if callable(getattr(owner, "expected_statistics", None)) and callable(
-        getattr(owner, "maximize", None)
-    ):
-        return ClosedFormMStep(owner)
-    return None
