@@ -59,25 +59,41 @@ class EMEstimator(DensityMixin, BaseEstimator):
     def _seed(self):
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
+    def _max_iter(self):
+        return self.max_iter
+
+    def _model_tol(self, n_samples):
+        """The model's ``tol`` (per data item) for scikit-learn's ``tol`` (per sample:
+        the change of the mean log-likelihood, as :class:`sklearn.mixture.GaussianMixture`)."""
+        return self.tol
+
+    def _lower_bound(self, history, n_samples):
+        """``lower_bound_``: the final mean log-likelihood per sample (scikit-learn's
+        meaning)."""
+        return float(history.final_log_likelihood) / n_samples
+
     def fit(self, X, y=None, **fit_params):
         """
         Fit by ``method`` (``"em"``, ``"viterbi"`` or ``"svi"``) with ``n_init``
-        initialisations, keeping the best.
+        initialisations, keeping the best; an unconverged fit warns with
+        :class:`~pyroem.infer.loop.ConvergenceWarning`.
 
         :param X: data, ``(n_samples, n_features)``.
         :param y: ignored (scikit-learn's API).
+        :param fit_params: the model's further data arguments (e.g. an HMM's ``lengths``).
         :returns: ``self``.
         """
         X = self._validate(X, reset=True)
+        tol = self._model_tol(X.shape[0])
+        data = self._model_args(X, **fit_params)
         model = self._make_model(X.shape[1])
-        history = model.fit(*self._model_args(X, **fit_params), method=self.method,
-                            max_iter=self.max_iter, tol=self.tol, init=self._init_option(),
-                            num_restarts=self.n_init, seed=self._seed())
+        history = model.fit(*data, method=self.method, max_iter=self._max_iter(), tol=tol,
+                            init=self._init_option(), num_restarts=self.n_init,
+                            seed=self._seed())
         self.model_ = model
         self.converged_ = bool(history.converged)
         self.n_iter_ = int(history.num_iters)
-        # mean log-likelihood per sample under the final parameters (scikit-learn's meaning)
-        self.lower_bound_ = float(history.final_log_likelihood) / X.shape[0]
+        self.lower_bound_ = self._lower_bound(history, X.shape[0])
         self._export(model)
         return self
 
@@ -305,6 +321,18 @@ class GaussianHMM(EMEstimator):
                              f"({n}), got a sum of {int(lengths.sum())}")
         return (list(torch.split(X, lengths.tolist())),)
 
+    def _max_iter(self):
+        return self.n_iter
+
+    def _model_tol(self, n_samples):
+        # hmmlearn's tol is on the total log-likelihood; the model's is per frame
+        if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
+            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
+        return float(self.tol) / n_samples
+
+    def _lower_bound(self, history, n_samples):
+        return float(history.final_log_likelihood)  # hmmlearn's: the total
+
     def fit(self, X, y=None, lengths=None, sequence_ids=None):
         """
         Fit by ``method`` with ``n_init`` initialisations, keeping the best.
@@ -316,21 +344,7 @@ class GaussianHMM(EMEstimator):
         :param sequence_ids: alternatively, one id per row (runs of equal ids are sequences).
         :returns: ``self``.
         """
-        X = self._validate(X, reset=True)
-        if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
-            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
-        data = self._model_args(X, lengths, sequence_ids)
-        model = self._make_model(X.shape[1])
-        # the model's tol is per frame; hmmlearn's (and ours here) is on the total
-        history = model.fit(*data, method=self.method, max_iter=self.n_iter,
-                            tol=float(self.tol) / X.shape[0], init=self._init_option(),
-                            num_restarts=self.n_init, seed=self._seed())
-        self.model_ = model
-        self.converged_ = bool(history.converged)
-        self.n_iter_ = int(history.num_iters)
-        self.lower_bound_ = float(history.final_log_likelihood)
-        self._export(model)
-        return self
+        return super().fit(X, y, lengths=lengths, sequence_ids=sequence_ids)
 
     def fit_predict(self, X, y=None, lengths=None, sequence_ids=None):
         """Fit, then :meth:`predict` ``X``."""

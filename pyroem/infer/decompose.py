@@ -19,6 +19,7 @@ from pyro.ops import packed
 from pyro.poutine.util import prune_subsample_sites
 
 from pyroem.infer.estep import exact_posterior, guess_max_plate_nesting
+from pyroem.infer.protocols import EStepProvider, owner_of
 
 Decomposition = namedtuple(
     "Decomposition", ["log_evidence", "elbo", "kl", "entropy", "expected_log_joint"]
@@ -99,9 +100,9 @@ def decompose(model, guide, *args, max_plate_nesting=None, log_evidence=None, **
         max_plate_nesting = guess_max_plate_nesting(model, args, kwargs)
     with torch.no_grad():
         if log_evidence is None:
-            owner_e_step = getattr(getattr(model, "__self__", None), "e_step", None)
-            if owner_e_step is not None:
-                log_evidence = owner_e_step(*args, hard=False, **kwargs).log_evidence
+            owner = owner_of(model)
+            if isinstance(owner, EStepProvider):
+                log_evidence = owner.e_step(*args, hard=False, **kwargs).log_evidence
             else:
                 log_evidence = exact_posterior(model, *args, max_plate_nesting=max_plate_nesting,
                                                **kwargs).log_evidence
@@ -142,7 +143,7 @@ def posterior_elbo_samples(model, guide, *args, num_samples=10, max_plate_nestin
     from pyroem.infer.em import EM
 
     em = EM(model, guide, max_plate_nesting=max_plate_nesting)
-    if em._write is None:
+    if em.plan.write == "none":
         raise ValueError("the guide has no write_posterior(); the E-step cannot set its q")
     with torch.no_grad():
         log_evidence = float(em.e_step(*args, **kwargs).log_evidence)

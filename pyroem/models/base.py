@@ -1,19 +1,28 @@
-"""The fit loop shared by the built-in models."""
+"""The base class of the built-in models: ``fit`` through the one loop of
+:mod:`pyroem.infer.loop`, ``initialize``, an explicit state (:mod:`pyroem.models.state`)."""
 
 import contextlib
 import copy
 import functools
 import math
-import time
 
 import pyro
 import torch
 from pyro.nn import PyroModule, pyro_method
-from tqdm import tqdm
 
 from pyroem.infer.em import EM
-from pyroem.infer.history import History
+from pyroem.infer.loop import (
+    Convergence,
+    EMStepper,
+    FitRun,
+    Objective,
+    Progress,
+    SVIStepper,
+    run_fit,
+)
+from pyroem.infer.recorders import EMDecomposition, ExactEvidence, SVIDecomposition
 from pyroem.models.checks import check_option, check_positive_int
+from pyroem.models.state import ModelState
 
 METHODS = ("em", "viterbi", "svi")
 
@@ -35,36 +44,19 @@ def model_method(fn):
     return wrapped
 
 
-class _Clock:
-    """Wall-clock seconds since creation, not counting time spent in :meth:`paused`
-    (diagnostics such as the exact log-likelihood of an SVI iterate are not part of the
-    method being timed)."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.excluded = 0.0
-
-    def __call__(self):
-        return time.perf_counter() - self.start - self.excluded
-
-    @contextlib.contextmanager
-    def paused(self):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.excluded += time.perf_counter() - t0
-
-
-class EMModel(PyroModule):
+class EMModel(ModelState, PyroModule):
     """
     Base class of the built-in models: a :class:`~pyro.nn.PyroModule` with ``model``,
-    ``guide`` and the closed-form EM protocol (``expected_statistics``, ``maximize``,
-    ``write_posterior``), plus :meth:`fit`.
+    ``guide`` and the EM contract of :mod:`pyroem.infer.protocols` (a closed-form
+    M-step, ``expected_statistics`` and ``maximize``; the guide's ``write_posterior``;
+    optionally its own ``e_step``), plus :meth:`fit`, :meth:`initialize` and an explicit
+    state (:class:`~pyroem.models.state.ModelState`: ``config``, ``state_dict``,
+    ``load_state_dict``).
 
     Subclasses implement ``_prepare(*data, dtype=None)`` (validate, return the model's
     arguments), ``_check_fit(args)``, ``_num_items(args)``,
-    ``_initialize(args, init, generator)`` and ``num_parameters``.
+    ``_initialize(args, init, generator)`` and ``num_parameters``, and store every
+    constructor argument under its own name.
 
     A subclass's ``model`` and ``guide`` are wrapped so that their parameters are
     ``pyro.param`` sites in a param-store scope of their own: ``pyro.infer.SVI(m.model,
@@ -92,6 +84,58 @@ class EMModel(PyroModule):
         """Validated model arguments in the model's dtype (for scoring)."""
         return self._prepare(*data, dtype=self.dtype)
 
+    def prepare(self, *data):
+        """The arguments of :meth:`model` and :meth:`guide` for ``data``, validated and in
+        the model's dtype, so that ``EM(m.model, m.guide).step(*m.prepare(x))``,
+        ``decompose`` and Pyro's ``SVI`` can be run by hand."""
+        return self._data(*data)
+
+    # ------------------------------------------------------------------ starting values
+    def _generator(self, seed):
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+        return generator
+
+    def _to_data_dtype(self, args):
+        # float data set the dtype (a model computes in its data's dtype); integer data
+        # (symbols) keep the model's
+        if args[0].is_floating_point() and args[0].dtype != self.dtype:
+            self.to(args[0].dtype)
+
+    def initialize(self, *data, init=None, seed=None):
+        """
+        Set the parameters to starting values computed from ``data``, as ``fit`` does
+        before its first iteration (the model takes the data's floating dtype).
+
+        :param str init: one of :attr:`inits` (``default_init`` when ``None``;
+            ``"given"`` keeps the parameters as set).
+        :param int seed: seed of the initialisation (a fresh one when ``None``).
+        :returns: ``self``.
+        :raises ValueError: on bad data or options; the parameters are then unchanged.
+        """
+        init = self.default_init if init is None else init
+        check_option("init", init, self.inits)
+        args = self._prepare(*data)
+        self._check_fit(args)
+        with self._transaction():
+            self._to_data_dtype(args)
+            self._initialize(args, init, self._generator(seed))
+        return self
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """Restore the whole state (parameters, dtype, guide) if the block raises."""
+        saved = copy.deepcopy(self.state_dict())
+        try:
+            yield saved
+        except BaseException:
+            self.load_state_dict(saved)
+            raise
+
+    # ------------------------------------------------------------------ fitting
     def fit(self, *data, method="em", max_iter=100, tol=1e-4, init=None, num_restarts=1,
             seed=None, progress=False, lr=0.05, record_decomposition=False):
         r"""
@@ -100,7 +144,8 @@ class EMModel(PyroModule):
         :param str method: ``"em"`` (exact EM), ``"viterbi"`` (hard-assignment EM) or
             ``"svi"`` (Pyro's SVI with ``TraceEnum_ELBO`` and Adam on the same model and
             guide).
-        :param int max_iter: iterations at most.
+        :param int max_iter: iterations at most; reaching it unconverged warns with a
+            :class:`~pyroem.infer.loop.ConvergenceWarning` (unless ``tol=0``).
         :param float tol: stop when the objective changes by less than ``tol`` per data
             item between iterations (``0`` runs all ``max_iter``).
         :param str init: how to start (``self.inits``; ``"given"`` starts from the
@@ -125,7 +170,8 @@ class EMModel(PyroModule):
             exact E-step per iteration; EM's and SVI's objective is that value already).
         :returns: the :class:`~pyroem.infer.History` of the kept run; also sets
             ``history``, ``converged`` and ``num_iters``.
-        :raises ValueError: on bad data or options; the parameters are then unchanged.
+        :raises ValueError: on bad data or options; the parameters are then unchanged
+            (as after any error during the fit).
         """
         check_option("method", method, METHODS)
         if record_decomposition not in (True, False, "log_evidence"):
@@ -134,130 +180,79 @@ class EMModel(PyroModule):
         init = self.default_init if init is None else init
         check_option("init", init, self.inits)
         max_iter = check_positive_int("max_iter", max_iter)
-        num_restarts = check_positive_int("num_restarts", num_restarts)
-        if not (isinstance(tol, (int, float)) and tol >= 0):
-            raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+        num_restarts = 1 if init == "given" else check_positive_int("num_restarts", num_restarts)
+        Convergence(tol)  # checks tol before anything changes
         args = self._prepare(*data)
         self._check_fit(args)
-        if init == "given":
-            num_restarts = 1
-        best, best_hist = None, None
-        for restart in range(num_restarts):
-            # Work on a copy: a failure leaves the user's model untouched.
-            # float data set the dtype; integer data (symbols) keep the model's
-            work = copy.deepcopy(self).to(args[0].dtype if args[0].is_floating_point() else self.dtype)
-            generator = torch.Generator()
-            if seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(int(seed) + restart)
-            work._initialize(args, init, generator)
-            if method == "svi":
-                # SVI's Monte Carlo draws (continuous latents) use the global RNG: with a
-                # seed they are reproducible too, without disturbing the caller's stream
-                with torch.random.fork_rng(enabled=seed is not None):
-                    if seed is not None:
-                        torch.manual_seed(int(seed) + restart)
-                    hist = work._run_svi(args, max_iter, tol, progress, lr, record_decomposition)
-            else:
-                hist = work._run_em(args, method, max_iter, tol, progress, record_decomposition)
-            hist.restart = restart
-            if best is None or hist.final_log_likelihood > best_hist.final_log_likelihood:
-                best, best_hist = work, hist
-        # Take over the fitted copy's whole state; drop attributes it no longer has (e.g. a
-        # plain ``q_probs = None`` that became a PyroParam would otherwise shadow it).
-        for key in set(self.__dict__) - set(best.__dict__):
-            del self.__dict__[key]
-        self.__dict__.update(best.__dict__)
-        self.history = best_hist
-        self.converged = best_hist.converged
-        self.num_iters = best_hist.num_iters
-        return best_hist
+        options = dict(method=method, max_iter=max_iter, tol=tol, progress=progress, lr=lr,
+                       record_decomposition=record_decomposition)
+        with self._transaction():
+            self._to_data_dtype(args)
+            start = copy.deepcopy(self.state_dict())
+            best_state, best = None, None
+            for restart in range(num_restarts):
+                self.load_state_dict(start)
+                self._initialize(args, init, self._generator(
+                    None if seed is None else int(seed) + restart))
+                hist = self._fit_once(args, seed=None if seed is None else int(seed) + restart,
+                                      **options)
+                hist.restart = restart
+                if best is None or hist.final_log_likelihood > best.final_log_likelihood:
+                    best = hist
+                    best_state = copy.deepcopy(self.state_dict()) if num_restarts > 1 else None
+            if best_state is not None:
+                self.load_state_dict(best_state)
+        self.history, self.converged, self.num_iters = best, best.converged, best.num_iters
+        return best
 
-    def _run_em(self, args, method, max_iter, tol, progress, record_decomposition=False):
+    def _fit_once(self, args, method, max_iter, tol, progress, lr, record_decomposition,
+                  seed):
+        """One run of ``method`` from the current parameters, through the one loop."""
+        run = FitRun(method, args, num_items=self._num_items(args))
+        recorders = [Objective(), Convergence(tol),
+                     Progress(max_iter, f"{type(self).__name__} {method}", progress)]
+        if method == "svi":
+            # SVI's Monte Carlo draws (continuous latents) use the global RNG: with a seed
+            # they are reproducible too, without disturbing the caller's stream
+            with torch.random.fork_rng(enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                return run_fit(self._svi_stepper(args, lr), run, max_iter,
+                               self._svi_recorders(record_decomposition) + recorders)
         em = EM(self.model, self.guide, hard=(method == "viterbi"),
                 max_plate_nesting=self.max_plate_nesting)
-        if record_decomposition is True:
-            hist = self._loop_recording(em, args, method, max_iter, tol, progress)
-        elif record_decomposition and em.hard:
-            hist = self._loop_evidence(em, args, method, max_iter, tol, progress)
-        else:
-            hist = self._loop(em.step, em.evaluate_loss, args, method, max_iter, tol, progress)
-        # Which M-step strategy each parameter used, per iteration (constant here).
-        hist.records["strategies"] = [getattr(em.m_step, "strategies", {})] * hist.num_iters
+        extra = self._em_recorders(em, record_decomposition)
+        hist = run_fit(EMStepper(em, extra), run, max_iter, extra + recorders)
+        # Which M-step route each parameter took, per iteration (constant here).
+        hist.records["strategies"] = [dict(em.plan.params)] * hist.num_iters
         return hist
 
-    def _loop_evidence(self, em, args, method, max_iter, tol, progress):
-        """The Viterbi loop with the exact log p(X) each iteration starts from recorded
-        (one soft E-step, not counted in ``seconds``)."""
-        hist, clock = History(method=method), _Clock()
-        exact = EM(self.model, max_plate_nesting=self.max_plate_nesting)  # as in _run_svi
+    def _em_recorders(self, em, record_decomposition):
+        if record_decomposition is True:
+            return [EMDecomposition(self.model, self.guide, self.max_plate_nesting, em.hard)]
+        if record_decomposition and em.hard:
+            return [ExactEvidence(EM(self.model, max_plate_nesting=self.max_plate_nesting))]
+        return []
 
-        def step(*a):
-            with clock.paused():
-                hist.record("log_evidence", -exact.evaluate_loss(*a))
-            return em.step(*a)
+    def _svi_recorders(self, record_decomposition):
+        if not record_decomposition:
+            return []
+        return [SVIDecomposition(self.model, self.guide, self.max_plate_nesting,
+                                 full=record_decomposition is True)]
 
-        return self._loop(step, em.evaluate_loss, args, method, max_iter, tol, progress,
-                          hist=hist, clock=clock)
-
-    def _loop_recording(self, em, args, method, max_iter, tol, progress):
-        """The EM loop with the exact decomposition recorded after each E- and M-step."""
-        from pyroem.infer.decompose import decompose  # infer does not import models
-
-        hist, clock = History(method=method), _Clock()
-
-        def step(*a):
-            with torch.no_grad():
-                posterior = em.e_step(*a)  # writes q = p(Z|X, eta_old) into the guide
-            with clock.paused():
-                known = None if em.hard else posterior.log_evidence
-                d = decompose(self.model, self.guide, *a, log_evidence=known,
-                              max_plate_nesting=self.max_plate_nesting)
-                hist.record("e_step", d)
-                hist.record("log_evidence", d.log_evidence)
-            em.m_step(posterior, *a)
-            with clock.paused():
-                hist.record("m_step", decompose(self.model, self.guide, *a,
-                                                max_plate_nesting=self.max_plate_nesting))
-            return -float(posterior.log_evidence)
-
-        return self._loop(step, em.evaluate_loss, args, method, max_iter, tol, progress,
-                          hist=hist, clock=clock)
-
-    def _run_svi(self, args, max_iter, tol, progress, lr, record_decomposition=False):
+    def _svi_stepper(self, args, lr):
         svi = pyro.infer.SVI(self._svi_model(), self.guide, pyro.optim.Adam({"lr": lr}),
                              self._svi_elbo())
-        em = EM(self.model, max_plate_nesting=self.max_plate_nesting)
+        exact = EM(self.model, self.guide, max_plate_nesting=self.max_plate_nesting)
         # The guide's q must exist (and be sized for the data) before SVI collects params.
         self.guide(*args)
-        write = getattr(self, "write_posterior", None)
-        if write is not None:
-            # Start q at the exact posterior of the starting parameters, so that SVI starts
-            # where EM does (ELBO = log p(X)); a uniform q would first pull every component
-            # to the data mean and undo a good initialisation.
-            with torch.no_grad():
-                write(em.e_step(*args), *args)
-        hist, clock = History(method="svi"), _Clock()
-        if record_decomposition is True:
-            from pyroem.infer.decompose import decompose  # infer does not import models
-
-        def step(*a):
-            # The exact -log p(X) under the parameters before the step is a diagnostic,
-            # not part of SVI: its time is not counted.
-            with clock.paused():
-                loss = em.evaluate_loss(*a)
-                if record_decomposition:
-                    hist.record("log_evidence", -loss)
-            hist.record("loss", svi.step(*a))  # -ELBO before the step (exact: q enumerated)
-            if record_decomposition is True:
-                with clock.paused():
-                    hist.record("step", decompose(self.model, self.guide, *a,
-                                                  max_plate_nesting=self.max_plate_nesting))
-            return loss
-
-        return self._loop(step, em.evaluate_loss, args, "svi", max_iter, tol, progress,
-                          hist=hist, clock=clock)
+        # Start q at the exact posterior of the starting parameters, so that SVI starts
+        # where EM does (ELBO = log p(X)); a uniform q would first pull every component
+        # to the data mean and undo a good initialisation. (The exact evaluations of
+        # the loop do not write q.)
+        with torch.no_grad():
+            exact.e_step(*args)
+        return SVIStepper(svi, exact)
 
     def _svi_model(self):
         """The model that ``fit(method="svi")`` trains (``self.model``; a model may give an
@@ -268,29 +263,6 @@ class EMModel(PyroModule):
         """The ELBO that ``fit(method="svi")`` optimises (discrete latents enumerated;
         a model with continuous latents returns e.g. ``Trace_ELBO()``)."""
         return pyro.infer.TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting)
-
-    def _loop(self, step, evaluate, args, method, max_iter, tol, progress, hist=None, clock=None):
-        hist = History(method=method) if hist is None else hist
-        clock = _Clock() if clock is None else clock
-        n = self._num_items(args)
-        prev = None
-        # delay: a bar appears only for fits that take more than a second
-        bar = tqdm(range(max_iter), disable=not progress, delay=1.0,
-                   desc=f"{type(self).__name__} {method}")
-        for _ in bar:
-            ll = -step(*args)
-            hist.log_likelihood.append(ll)
-            hist.seconds.append(clock())
-            hist.num_iters += 1
-            if math.isnan(ll):
-                raise FloatingPointError(f"log-likelihood became NaN at iteration {hist.num_iters}")
-            bar.set_postfix(ll_per_item=ll / n, refresh=False)
-            if prev is not None and abs(ll - prev) < tol * n:
-                hist.converged = True
-                break
-            prev = ll
-        hist.final_log_likelihood = -evaluate(*args)
-        return hist
 
     # scoring helpers shared by the models
     def bic(self, *data):

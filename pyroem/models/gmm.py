@@ -56,6 +56,7 @@ class GaussianMixture(EMModel):
 
     inits = ("kmeans++", "random", "given")
     default_init = "kmeans++"
+    guide_params = {"q_probs": (constraints.simplex, 1)}
 
     def __init__(self, num_components, dim=1, covariance_type="full", reg_covar=1e-6):
         super().__init__()

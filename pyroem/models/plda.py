@@ -250,6 +250,7 @@ class PLDA(EMModel):
     inits = ("scatter", "given")
     default_init = "scatter"
     max_plate_nesting = 1
+    guide_params = {"q_loc": (constraints.real, 1), "q_scale_tril": (constraints.lower_cholesky, 2)}
 
     def __init__(self, dim, reg_covar=1e-6):
         super().__init__()
@@ -262,8 +263,8 @@ class PLDA(EMModel):
         self.between_scale_tril = PyroParam(torch.eye(D), constraint=constraints.lower_cholesky)
         self.within_scale_tril = PyroParam(torch.eye(D), constraint=constraints.lower_cholesky)
         # The guide's q_loc (S, D) and q_scale_tril (G, D, D) are created on first use,
-        # sized for the data; q_counts holds the distinct counts of the G groups.
-        self.q_counts = None
+        # sized for the data; the buffer q_counts holds the distinct counts of the G groups.
+        self.register_buffer("q_counts", None)
 
     # ------------------------------------------------------------------ parameters
     @property
