@@ -122,9 +122,33 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
     """
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, args, kwargs)
+    trace, sites = _enumerated_trace(model, args, kwargs, max_plate_nesting)
+    # Everything from the leaves to log p(X) is differentiated, also when the caller
+    # runs the E-step under torch.no_grad().
+    with torch.enable_grad():
+        leaves = OrderedDict()
+        for site in sites:
+            leaf = site["unscaled_log_prob"].detach().requires_grad_()
+            leaves[site["name"]] = leaf
+            site["unscaled_log_prob"] = leaf
+            site["log_prob"] = leaf
+        trace.pack_tensors()
+        log_factors, sum_dims = _log_factors(trace, sites)
+        ring = MapRing() if hard else LogRing()
+        log_evidence = contract_to_tensor(log_factors, sum_dims, ring=ring)
+        marginals = torch.autograd.grad(log_evidence, list(leaves.values()), allow_unused=True)
+    marginals = OrderedDict(
+        (name, torch.zeros_like(leaf) if g is None else g)
+        for (name, leaf), g in zip(leaves.items(), marginals)
+    )
+    return DiscretePosterior(_common_scale(sites) * log_evidence.detach(), marginals, trace)
+
+
+def _enumerated_trace(model, args, kwargs, max_plate_nesting):
+    """The model's trace under parallel enumeration with the log-prob of every site that
+    enters the contraction computed (no graph through the parameters), and those sites."""
     enum_model = poutine.enum(config_enumerate(model, default="parallel"),
                               first_available_dim=-1 - max_plate_nesting)
-    # Parameters are constants of the E-step: no graph through them.
     with torch.no_grad():
         try:
             trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
@@ -148,45 +172,32 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
         if is_validation_enabled():
             for site in sites:
                 check_site_shape(site, max_plate_nesting)
-    # Everything from the leaves to log p(X) is differentiated, also when the caller
-    # runs the E-step under torch.no_grad().
-    with torch.enable_grad():
-        leaves = OrderedDict()
-        for site in sites:
-            leaf = site["unscaled_log_prob"].detach().requires_grad_()
-            leaves[site["name"]] = leaf
-            site["unscaled_log_prob"] = leaf
-            site["log_prob"] = leaf
-        trace.pack_tensors()
+    return trace, sites
 
-        ordinals = {s["name"]: frozenset(trace.plate_to_symbol[f.name]
-                                         for f in s["cond_indep_stack"] if f.vectorized)
-                    for s in sites}
-        # Factors over the same dims in the same plates are multiplied (added in log
-        # space) before contraction: for a mixture, prior and likelihood become one
-        # (K, N) table and the contraction is a single logsumexp.
-        fused = OrderedDict()
-        sum_dims = set()
-        for site in sites:
-            packed_lp = site["packed"]["unscaled_log_prob"]
-            term = packed.scale_and_mask(packed_lp, mask=site["packed"]["mask"])
-            # masking may reorder the packed dims: key on the term's own dims
-            key = (ordinals[site["name"]], term._pyro_dims)
-            fused[key] = term if key not in fused else fused[key] + term
-            if site["infer"].get("_enumerate_dim") is not None:
-                sum_dims.update(packed_lp._pyro_dims)
-        log_factors = OrderedDict()
-        for (ordinal, dims), term in fused.items():
-            term._pyro_dims = dims
-            log_factors.setdefault(ordinal, []).append(term)
-        sum_dims -= set().union(*ordinals.values()) if ordinals else set()
-        scale = _common_scale(sites)
 
-        ring = MapRing() if hard else LogRing()
-        log_evidence = contract_to_tensor(log_factors, sum_dims, ring=ring)
-        marginals = torch.autograd.grad(log_evidence, list(leaves.values()), allow_unused=True)
-    marginals = OrderedDict(
-        (name, torch.zeros_like(leaf) if g is None else g)
-        for (name, leaf), g in zip(leaves.items(), marginals)
-    )
-    return DiscretePosterior(scale * log_evidence.detach(), marginals, trace)
+def _log_factors(trace, sites):
+    """The packed, masked log-factors of ``sites`` grouped by plate ordinal, and the
+    enumeration dims to sum out, as :func:`~pyro.ops.contract.contract_to_tensor` takes
+    them."""
+    ordinals = {s["name"]: frozenset(trace.plate_to_symbol[f.name]
+                                     for f in s["cond_indep_stack"] if f.vectorized)
+                for s in sites}
+    # Factors over the same dims in the same plates are multiplied (added in log
+    # space) before contraction: for a mixture, prior and likelihood become one
+    # (K, N) table and the contraction is a single logsumexp.
+    fused = OrderedDict()
+    sum_dims = set()
+    for site in sites:
+        packed_lp = site["packed"]["unscaled_log_prob"]
+        term = packed.scale_and_mask(packed_lp, mask=site["packed"]["mask"])
+        # masking may reorder the packed dims: key on the term's own dims
+        key = (ordinals[site["name"]], term._pyro_dims)
+        fused[key] = term if key not in fused else fused[key] + term
+        if site["infer"].get("_enumerate_dim") is not None:
+            sum_dims.update(packed_lp._pyro_dims)
+    log_factors = OrderedDict()
+    for (ordinal, dims), term in fused.items():
+        term._pyro_dims = dims
+        log_factors.setdefault(ordinal, []).append(term)
+    sum_dims -= set().union(*ordinals.values()) if ordinals else set()
+    return log_factors, sum_dims

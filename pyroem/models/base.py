@@ -188,21 +188,26 @@ class EMModel(ModelState, PyroModule):
                        record_decomposition=record_decomposition)
         with self._transaction():
             self._to_data_dtype(args)
-            start = copy.deepcopy(self.state_dict())
-            best_state, best = None, None
-            for restart in range(num_restarts):
-                self.load_state_dict(start)
-                self._initialize(args, init, self._generator(
-                    None if seed is None else int(seed) + restart))
-                hist = self._fit_once(args, seed=None if seed is None else int(seed) + restart,
-                                      **options)
-                hist.restart = restart
-                if best is None or hist.final_log_likelihood > best.final_log_likelihood:
-                    best = hist
-                    best_state = copy.deepcopy(self.state_dict()) if num_restarts > 1 else None
-            if best_state is not None:
-                self.load_state_dict(best_state)
+            best = self._best_of_restarts(args, init, num_restarts, seed, options)
         self.history, self.converged, self.num_iters = best, best.converged, best.num_iters
+        return best
+
+    def _best_of_restarts(self, args, init, num_restarts, seed, options):
+        """Run each restart from the same state, then keep the state of the run with the
+        highest final objective; returns that run's history."""
+        start = copy.deepcopy(self.state_dict())
+        best_state, best = None, None
+        for restart in range(num_restarts):
+            self.load_state_dict(start)
+            restart_seed = None if seed is None else int(seed) + restart
+            self._initialize(args, init, self._generator(restart_seed))
+            hist = self._fit_once(args, seed=restart_seed, **options)
+            hist.restart = restart
+            if best is None or hist.final_log_likelihood > best.final_log_likelihood:
+                best = hist
+                best_state = copy.deepcopy(self.state_dict()) if num_restarts > 1 else None
+        if best_state is not None:
+            self.load_state_dict(best_state)
         return best
 
     def _fit_once(self, args, method, max_iter, tol, progress, lr, record_decomposition,

@@ -22,181 +22,24 @@ identity become per-dimension scalar formulas), and a singular :math:`\Sigma_b`
 (:math:`\psi_d = 0`) needs no inverse.
 """
 
-import math
-import weakref
-from typing import NamedTuple
 
-import numpy as np
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-from pyroem.infer.posteriors import GaussianPosterior
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import as_float_tensor, check_finite, check_matrix, check_positive_int
+from pyroem.models.plda.labels import encode_labels
+from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
+from pyroem.models.plda.scoring import PLDAScoring
+from pyroem.models.plda.summary import data_summary
 
 
-# ---------------------------------------------------------------------- labels
-def encode_labels(labels):
-    """
-    Speaker labels as contiguous integer codes.
-
-    :param labels: a 1-d sequence, array or tensor of hashable values (integers,
-        strings, ...), not necessarily contiguous.
-    :returns: ``(codes, speakers)``: a ``LongTensor`` of shape ``(N,)`` with values in
-        ``0..S-1`` and the list of the ``S`` distinct labels, ``speakers[codes[i]] ==
-        labels[i]``. Labels are sorted when they can be compared, else kept in order of
-        first appearance.
-    :raises ValueError: when ``labels`` is not 1-d, is empty, or holds an unhashable
-        value or NaN.
-    """
-    if isinstance(labels, (str, bytes)):
-        raise ValueError("labels must be a sequence of labels, one per embedding, not a string")
-    if torch.is_tensor(labels) or isinstance(labels, np.ndarray):
-        if labels.ndim != 1:
-            raise ValueError(f"labels must be 1-dimensional, got shape {tuple(labels.shape)}")
-        if not torch.is_tensor(labels) and labels.dtype.kind in "iub":
-            labels = torch.as_tensor(labels)
-        if torch.is_tensor(labels) and not labels.is_floating_point() and not labels.is_complex():
-            # Fast path for integer labels: one sort.
-            if labels.numel() == 0:
-                raise ValueError("labels is empty")
-            uniques, codes = torch.unique(labels.cpu(), sorted=True, return_inverse=True)
-            return codes.long(), uniques.tolist()
-        labels = labels.tolist()
-    try:
-        values = list(labels)
-    except TypeError:
-        raise ValueError(f"labels must be a 1-d sequence, got {type(labels).__name__}") from None
-    if not values:
-        raise ValueError("labels is empty")
-    for v in values:
-        if isinstance(v, float) and math.isnan(v):
-            raise ValueError("labels contain NaN")
-    try:
-        first_seen = list(dict.fromkeys(values))
-    except TypeError as e:
-        raise ValueError(f"labels must be hashable values: {e}") from None
-    try:
-        speakers = sorted(first_seen)
-    except TypeError:  # mixed types that do not compare: keep order of appearance
-        speakers = first_seen
-    index = {s: i for i, s in enumerate(speakers)}
-    return torch.tensor([index[v] for v in values], dtype=torch.long), speakers
-
-
-# ---------------------------------------------------------------------- data summaries
-class _Summary(NamedTuple):
-    counts: torch.Tensor  # (S,) n_s, in the data's dtype
-    means: torch.Tensor  # (S, D) speaker means minus shift
-    within_scatter: torch.Tensor  # (D, D) sum_s sum_i (x_si - xbar_s)(x_si - xbar_s)^T
-    shift: torch.Tensor  # (D,) data mean (centring keeps float32 well conditioned)
-
-
-# (id(x), id(speaker)) -> (weakrefs, versions, summary). The data is constant across EM
-# iterations and enters the E-step only through these statistics, so an iteration costs
-# O(S D^2 + D^3), independent of the number of embeddings.
-_CACHE = {}
-
-
-def _compute_summary(x, speaker):
-    if speaker.shape != x.shape[:1]:
-        raise ValueError(f"speaker codes must have shape ({x.shape[0]},), got "
-                         f"{tuple(speaker.shape)}")
-    if speaker.numel() and int(speaker.min()) < 0:
-        raise ValueError("speaker codes must be >= 0")
-    counts = torch.bincount(speaker).to(x.dtype)
-    if (counts == 0).any():
-        raise ValueError("speaker codes must be contiguous 0..S-1 (see pyroem.models.plda."
-                         "encode_labels)")
-    shift = x.mean(0)
-    xc = x - shift
-    means = torch.zeros(counts.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
-    means.index_add_(0, speaker, xc)
-    means /= counts.unsqueeze(-1)
-    resid = xc.sub_(means[speaker])  # in place: xc is ours
-    return _Summary(counts, means, resid.T @ resid, shift)
-
-
-def data_summary(x, speaker):
-    """Speaker counts, centred speaker means and the within-speaker scatter of ``x``,
-    cached while ``x`` and ``speaker`` are alive and unmodified."""
-    if x.requires_grad:
-        return _compute_summary(x.detach(), speaker)
-    key = (id(x), id(speaker))
-    hit = _CACHE.get(key)
-    if hit is not None:
-        (xref, sref), versions, summary = hit
-        if xref() is x and sref() is speaker and versions == (x._version, speaker._version):
-            return summary
-    summary = _compute_summary(x, speaker)
-    # the entry goes when either tensor dies
-    refs = tuple(weakref.ref(t, lambda _, k=key: _CACHE.pop(k, None)) for t in (x, speaker))
-    _CACHE[key] = (refs, (x._version, speaker._version), summary)
-    return summary
-
-
-# ---------------------------------------------------------------------- posterior
-class SpeakerPosterior(GaussianPosterior):
-    r"""
-    The Gaussian posterior :math:`q(z_s) = \mathcal N(m_s, C_{n_s})` of every speaker
-    (a :class:`~pyroem.infer.posteriors.GaussianPosterior`), with the exact
-    ``log_evidence`` :math:`\log p(X)`.
-
-    The covariance depends on the speaker only through its count :math:`n_s`; it is
-    stored once per distinct count, in the simultaneously diagonalising basis:
-    :math:`C_n = M \operatorname{diag}(v_n) M^\top` with :math:`M = T^{-1}` and
-    :math:`v_n = \psi / (1 + n \psi)`.
-
-    :ivar torch.Tensor loc: posterior means :math:`m_s`, shape ``(S, D)``.
-    :ivar torch.Tensor counts: the ``G`` distinct speaker counts, increasing.
-    :ivar torch.Tensor group: ``(S,)`` index into ``counts`` of each speaker.
-    :ivar torch.Tensor basis: :math:`M`, shape ``(D, D)``.
-    :ivar torch.Tensor variances: :math:`v_n` per distinct count, shape ``(G, D)``.
-    """
-
-    def __init__(self, log_evidence, loc, counts, group, basis, variances):
-        super().__init__(log_evidence, loc, group=group)
-        self.counts = counts
-        self.basis = basis
-        self.variances = variances
-
-    @property
-    def covariance(self):
-        """Posterior covariance per distinct count, shape ``(G, D, D)``."""
-        return (self.basis * self.variances.unsqueeze(-2)) @ self.basis.T
-
-    @property
-    def scale_tril(self):
-        """Lower Cholesky factor of :attr:`covariance`, shape ``(G, D, D)`` (by QR of
-        :math:`\\operatorname{diag}(\\sqrt{v}) M^\\top`, so no covariance is formed)."""
-        root = self.variances.sqrt().unsqueeze(-1) * self.basis.T
-        r = torch.linalg.qr(root, mode="r")[1]
-        sign = torch.sign(r.diagonal(dim1=-2, dim2=-1))
-        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-        return (r * sign.unsqueeze(-1)).mT
-
-    def speaker_covariance(self):
-        """Posterior covariance of each speaker, shape ``(S, D, D)`` (memory ``S D^2``)."""
-        return self.latent_covariance()
-
-    def weighted_covariance_sum(self, weights):
-        r""":math:`\sum_g w_g C_{n_g}` for weights ``(G,)``, in ``O(G D + D^3)``."""
-        v = (weights.unsqueeze(-1) * self.variances).sum(0)
-        return (self.basis * v) @ self.basis.T
-
-
-class _Basis(NamedTuple):
-    transform: torch.Tensor  # T (D, D): T W T^T = I, T B T^T = diag(psi)
-    inverse: torch.Tensor  # T^{-1} = L U
-    psi: torch.Tensor  # (D,) between-speaker variances in the basis
-    log_det_within: torch.Tensor  # log |W|
-
-
-# ---------------------------------------------------------------------- the model
-class PLDA(EMModel):
+class PLDA(PLDAScoring, EMModel):
     r"""
     Two-covariance PLDA,
 
@@ -250,7 +93,8 @@ class PLDA(EMModel):
     inits = ("scatter", "given")
     default_init = "scatter"
     max_plate_nesting = 1
-    guide_params = {"q_loc": (constraints.real, 1), "q_scale_tril": (constraints.lower_cholesky, 2)}
+    guide_params = {"q_loc": (constraints.real, 1),
+                    "q_scale_tril": (constraints.lower_cholesky, 2)}
 
     def __init__(self, dim, reg_covar=1e-6):
         super().__init__()
@@ -545,85 +389,3 @@ class PLDA(EMModel):
             x = dist.MultivariateNormal(z[labels], scale_tril=self.within_scale_tril,
                                         validate_args=False).sample()
         return x, labels, z
-
-    def score_means(self, enroll_means, enroll_counts, tests):
-        r"""
-        Verification log-likelihood ratios from enrolment means and counts,
-
-        .. math::
-
-            \mathrm{LLR}(k, t) = \log \mathcal N(x_t; m_k, C_{n_k} + \Sigma_w)
-            - \log \mathcal N(x_t; \mu, \Sigma_b + \Sigma_w),
-
-        the posterior predictive of model :math:`k` (mean :math:`\bar e_k` of
-        :math:`n_k` enrolment embeddings) against the prior predictive; equal to
-        :math:`\log p(E_k, x_t | \text{same}) - \log p(E_k) - \log p(x_t)`.
-
-        :param enroll_means: ``(K, D)``.
-        :param enroll_counts: ``(K,)`` numbers of enrolment embeddings (>= 1).
-        :param tests: ``(M, D)`` test embeddings.
-        :returns: scores ``(K, M)``.
-        """
-        dtype = self.dtype
-        means = check_matrix(enroll_means, self.dim, "enroll_means", dtype)
-        counts = check_finite(as_float_tensor(enroll_counts, "enroll_counts", dtype),
-                              "enroll_counts").reshape(-1)
-        if counts.shape[0] != means.shape[0] or not (counts >= 1).all():
-            raise ValueError(f"enroll_counts must be {means.shape[0]} numbers >= 1")
-        tests = check_matrix(tests, self.dim, "tests", dtype)
-        with torch.no_grad():
-            basis = self._basis()
-            mu = self.mean.detach()
-            ye = (means - mu) @ basis.transform.T
-            yt = (tests - mu) @ basis.transform.T
-            psi = basis.psi
-            npsi = counts.unsqueeze(-1) * psi
-            m = npsi / (1 + npsi) * ye  # posterior means, (K, D)
-            a = 1 / (1 + psi / (1 + npsi))  # predictive precisions, (K, D)
-            b = 1 / (1 + psi)
-            yt2 = yt.square()
-            # -1/2 sum_d a (y_t - m)^2 + 1/2 sum_d b y_t^2 + 1/2 log|diag a| - 1/2 log|diag b|,
-            # expanded so that the (K, M) table is two matrix products
-            scores = (-0.5 * (a @ yt2.T) + (a * m) @ yt.T
-                      - 0.5 * (a * m.square()).sum(-1, keepdim=True) + 0.5 * (yt2 @ b)
-                      + 0.5 * (a.log().sum(-1, keepdim=True) - b.log().sum()))
-        return scores
-
-    def llr(self, enroll, test):
-        """
-        Log-likelihood ratio of "same speaker" against "different speakers".
-
-        :param enroll: ``(n, D)`` enrolment embeddings of one speaker (``n >= 1``;
-            ``(D,)`` is one embedding).
-        :param test: ``(D,)`` (returns a scalar) or ``(M, D)`` (returns ``(M,)``).
-        """
-        enroll = as_float_tensor(enroll, "enroll", self.dtype)
-        if enroll.dim() == 1:
-            enroll = enroll.unsqueeze(0)
-        enroll = check_matrix(enroll, self.dim, "enroll")
-        if enroll.shape[0] < 1:
-            raise ValueError("enroll needs at least one embedding")
-        test = as_float_tensor(test, "test", self.dtype)
-        single = test.dim() == 1
-        scores = self.score_means(enroll.mean(0, keepdim=True), [enroll.shape[0]],
-                                  test.unsqueeze(0) if single else test)[0]
-        return scores[0] if single else scores
-
-    def score_matrix(self, enroll_sets, tests):
-        """
-        Scores of every enrolment set against every test embedding.
-
-        :param enroll_sets: a list of ``K`` arrays ``(n_k, D)`` (``n_k >= 1``).
-        :param tests: ``(M, D)``.
-        :returns: ``(K, M)`` log-likelihood ratios.
-        """
-        if isinstance(enroll_sets, torch.Tensor) or not len(enroll_sets):
-            raise ValueError("enroll_sets must be a non-empty list of (n_k, D) arrays")
-        means, counts = [], []
-        for k, e in enumerate(enroll_sets):
-            e = check_matrix(e, self.dim, f"enroll_sets[{k}]", self.dtype)
-            if e.shape[0] < 1:
-                raise ValueError(f"enroll_sets[{k}] is empty")
-            means.append(e.mean(0))
-            counts.append(e.shape[0])
-        return self.score_means(torch.stack(means), counts, tests)
