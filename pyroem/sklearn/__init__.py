@@ -1,0 +1,27 @@
+r"""
+scikit-learn estimators wrapping the built-in models.
+
+They take scikit-learn's names (``n_components``, ``random_state``, ``n_init``, ...), store
+the fitted parameters as NumPy arrays with a trailing underscore, and work inside
+:class:`~sklearn.pipeline.Pipeline` and :class:`~sklearn.model_selection.GridSearchCV`
+(``score`` is the mean log-likelihood per sample, so a grid search picks the model that
+generalises best)::
+
+    from sklearn.model_selection import GridSearchCV
+    from pyroem.sklearn import GaussianMixture
+
+    search = GridSearchCV(GaussianMixture(), {"n_components": [1, 2, 3]}).fit(x)
+
+:class:`GaussianHMM` follows hmmlearn instead (rows are the frames of sequences given by
+``lengths``; ``score`` is the total log-likelihood).
+
+The fitted pyroem model is kept as ``model_`` (its ``history`` holds the per-iteration
+log-likelihood).
+"""
+
+
+from pyroem.sklearn.base import EMEstimator
+from pyroem.sklearn.hmm import GaussianHMM
+from pyroem.sklearn.mixture import GaussianMixture
+
+__all__ = ["EMEstimator", "GaussianMixture", "GaussianHMM"]

@@ -1,0 +1,123 @@
+"""The shared base of the scikit-learn estimators: validation, seeding, one ``fit`` through
+the model's own, and the scoring methods."""
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+
+class EMEstimator(DensityMixin, BaseEstimator):
+    """
+    Shared base of the scikit-learn estimators: input validation, seeding, the fit call
+    and the scoring methods. A subclass names its pyroem model by implementing
+
+    - ``_make_model(n_features)``: a fresh pyroem model for data with ``n_features``
+      columns, built from the estimator's parameters;
+    - ``_init_option()``: the model's ``fit(init=...)`` value for ``init_params``;
+    - ``_export(model)``: set the fitted attributes (``weights_``, ...) from the model;
+
+    and may override ``_model_args(X, **fit_params)`` (the model's data arguments, e.g.
+    an HMM's sequence lengths). Data are validated by scikit-learn (float64 or float32
+    kept, NaN/inf and wrong numbers of features rejected) and copied into a tensor of
+    the same dtype.
+    """
+
+    def _validate(self, X, reset):
+        X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
+                          ensure_min_samples=1)
+        # a copy: the estimator never aliases (or warns about read-only) user arrays
+        return torch.tensor(X)
+
+    def _model_args(self, X, **fit_params):
+        return (X,)
+
+    def _seed(self):
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _max_iter(self):
+        return self.max_iter
+
+    def _model_tol(self, n_samples):
+        """The model's ``tol`` (per data item) for scikit-learn's ``tol`` (per sample:
+        the change of the mean log-likelihood, as :class:`sklearn.mixture.GaussianMixture`)."""
+        return self.tol
+
+    def _lower_bound(self, history, n_samples):
+        """``lower_bound_``: the final mean log-likelihood per sample (scikit-learn's
+        meaning)."""
+        return float(history.final_log_likelihood) / n_samples
+
+    def fit(self, X, y=None, **fit_params):
+        """
+        Fit by ``method`` (``"em"``, ``"viterbi"`` or ``"svi"``) with ``n_init``
+        initialisations, keeping the best; an unconverged fit warns with
+        :class:`~pyroem.infer.loop.ConvergenceWarning`.
+
+        :param X: data, ``(n_samples, n_features)``.
+        :param y: ignored (scikit-learn's API).
+        :param fit_params: the model's further data arguments (e.g. an HMM's ``lengths``).
+        :returns: ``self``.
+        """
+        X = self._validate(X, reset=True)
+        tol = self._model_tol(X.shape[0])
+        data = self._model_args(X, **fit_params)
+        model = self._make_model(X.shape[1])
+        history = model.fit(*data, method=self.method, max_iter=self._max_iter(), tol=tol,
+                            init=self._init_option(), num_restarts=self.n_init,
+                            seed=self._seed())
+        self.model_ = model
+        self.converged_ = bool(history.converged)
+        self.n_iter_ = int(history.num_iters)
+        self.lower_bound_ = self._lower_bound(history, X.shape[0])
+        self._export(model)
+        return self
+
+    def fit_predict(self, X, y=None, **fit_params):
+        """Fit, then :meth:`predict` ``X``."""
+        return self.fit(X, y, **fit_params).predict(X)
+
+    def _fitted(self, X):
+        check_is_fitted(self, "model_")
+        return self._validate(X, reset=False)
+
+    def score_samples(self, X):
+        """Per-sample log-likelihood :math:`\\log p(x_n)`, shape ``(n_samples,)``."""
+        X = self._fitted(X)
+        return self.model_.log_prob(X).numpy()
+
+    def score(self, X, y=None):
+        """Mean per-sample log-likelihood (higher is better)."""
+        return float(self.score_samples(X).mean())
+
+    def predict(self, X):
+        """Most probable latent state of each sample, shape ``(n_samples,)``."""
+        X = self._fitted(X)
+        return self.model_.predict(X).numpy()
+
+    def predict_proba(self, X):
+        """Posterior probabilities of the latent states, shape ``(n_samples, n_components)``."""
+        X = self._fitted(X)
+        return self.model_.posterior(X).numpy()
+
+    def bic(self, X):
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        return self.model_.bic(self._fitted(X))
+
+    def aic(self, X):
+        """Akaike information criterion on ``X`` (lower is better)."""
+        return self.model_.aic(self._fitted(X))
+
+    def sample(self, n_samples=1):
+        """
+        Draw samples, seeded from ``random_state`` without touching the global random
+        state.
+
+        :returns: ``(X (n_samples, n_features), y (n_samples,))``, ``y`` the latent states.
+        """
+        check_is_fitted(self, "model_")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed())
+            X, y = self.model_.sample(n_samples)
+        return X.numpy(), y.numpy()

@@ -1,0 +1,58 @@
+"""scikit-learn's :class:`~sklearn.mixture.GaussianMixture` API on pyroem's model."""
+
+from pyroem.models import GaussianMixture as _GaussianMixture
+from pyroem.sklearn.base import EMEstimator
+
+
+class GaussianMixture(EMEstimator):
+    r"""
+    A Gaussian mixture fitted by exact EM (or Viterbi training, or SVI), with the API of
+    :class:`sklearn.mixture.GaussianMixture`; see :class:`pyroem.models.GaussianMixture`
+    for the model and its updates.
+
+    :param int n_components: number of mixture components.
+    :param str covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+    :param float tol: stop when the mean log-likelihood per sample changes by less.
+    :param float reg_covar: added to the covariance diagonals after each M-step.
+    :param int max_iter: EM iterations at most.
+    :param int n_init: initialisations; the best fit is kept.
+    :param str init_params: ``"kmeans"`` (k-means from k-means++ seeds) or ``"random"``
+        (random responsibilities).
+    :param random_state: ``None``, an int or a :class:`numpy.random.RandomState`.
+    :param str method: ``"em"``, ``"viterbi"`` or ``"svi"``.
+
+    Fitted attributes: ``weights_ (K,)``, ``means_ (K, D)``, ``covariances_`` (shape by
+    ``covariance_type``, as scikit-learn), ``converged_``, ``n_iter_``, ``lower_bound_``
+    (final mean log-likelihood per sample), ``n_features_in_`` and ``model_``.
+    """
+
+    _inits = {"kmeans": "kmeans++", "k-means++": "kmeans++", "kmeans++": "kmeans++",
+              "random": "random"}
+
+    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
+                 max_iter=100, n_init=1, init_params="kmeans", random_state=None,
+                 method="em"):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+        self.method = method
+
+    def _make_model(self, n_features):
+        return _GaussianMixture(self.n_components, n_features, self.covariance_type,
+                                self.reg_covar)
+
+    def _init_option(self):
+        if self.init_params not in self._inits:
+            raise ValueError(f"unknown init_params {self.init_params!r}; expected one of "
+                             f"{sorted(self._inits)}")
+        return self._inits[self.init_params]
+
+    def _export(self, model):
+        self.weights_ = model.weights.detach().numpy()
+        self.means_ = model.means.detach().numpy()
+        self.covariances_ = model.covariances.numpy()
