@@ -1,6 +1,5 @@
 """Exact EM inference for Pyro models."""
 
-from pyroem.infer.auto_mstep import AutoMStep
 from pyroem.infer.compare import compare
 from pyroem.infer.decompose import (
     Decomposition,
@@ -13,8 +12,7 @@ from pyroem.infer.em import EM
 from pyroem.infer.estep import exact_posterior
 from pyroem.infer.fit import fit_em
 from pyroem.infer.history import History
-from pyroem.infer.mstep.closed_form import ClosedFormMStep
-from pyroem.infer.numerical_mstep import NumericalMStep, expected_log_joint
+from pyroem.infer.mstep import AutoMStep, ClosedFormMStep, NumericalMStep, expected_log_joint
 from pyroem.infer.posteriors import ChainPosterior, DiscretePosterior, GaussianPosterior, Posterior
 from pyroem.infer.protocols import ClosedFormProvider, EStepProvider, Plan, PosteriorWriter
 

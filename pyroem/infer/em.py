@@ -2,9 +2,8 @@
 
 import torch
 
-from pyroem.infer.auto_mstep import AutoMStep
 from pyroem.infer.estep import exact_posterior, guess_max_plate_nesting
-from pyroem.infer.mstep.closed_form import ClosedFormMStep
+from pyroem.infer.mstep import AutoMStep, ClosedFormMStep
 from pyroem.infer.protocols import Plan, PosteriorWriter, check_contract, owner_of
 
 

@@ -1,6 +1,6 @@
 r"""Which ``pyro.param`` flows into which distribution argument of a model.
 
-The automatic M-step (:mod:`pyroem.infer.auto_mstep`) traces the model once with every
+The automatic M-step (:mod:`pyroem.infer.mstep.auto`) traces the model once with every
 parameter replaced by an autograd leaf holding its current value. A distribution
 argument ``a`` that is a pure *selection* of a parameter ``p`` -- ``p`` itself, or ``p``
 indexed by an enumerated variable (``p[z]``), expanded by a plate, reshaped or permuted --
@@ -10,8 +10,8 @@ is how per-site expected sufficient statistics become per-parameter statistics, 
 the indexing. :math:`S^\top` is applied by calling the autograd nodes of the chain.
 """
 
-import pyro.poutine as poutine
 import torch
+from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
 # Autograd nodes of maps that only select, repeat or rearrange entries (0/1 matrices

@@ -2,8 +2,8 @@ r"""Strategy 3: numerical maximisation of :math:`Q` with the posterior held fixe
 (generalised EM)."""
 
 import pyro
-import pyro.poutine as poutine
 import torch
+from pyro import poutine
 from pyro.infer.enum import config_enumerate
 from pyro.poutine.util import prune_subsample_sites
 
@@ -23,7 +23,7 @@ def expected_log_joint(model, posterior, args, kwargs, max_plate_nesting):
     to each factor as in the E-step.
 
     :param callable model: the Pyro model.
-    :param posterior: a :class:`~pyroem.infer.estep.Posterior` of the same model and data.
+    :param posterior: a :class:`~pyroem.infer.posteriors.DiscretePosterior` of the same model and data.
     :param int max_plate_nesting: as used by the E-step.
     :rtype: torch.Tensor
     """

@@ -1,0 +1,85 @@
+r"""
+Weighted sufficient statistics shared by every closed-form M-step: the built-in models'
+(:mod:`pyroem.models`) and the automatic rules' (:mod:`pyroem.infer.mstep.rules`).
+
+Gaussian moments are taken about a fixed ``shift`` (the data mean of
+:func:`~pyroem.distributions.gaussian_design`): with weights :math:`w` and
+:math:`x_c = x - \text{shift}`,
+
+.. math::
+
+    n = \sum w, \qquad s = \sum w\, x_c, \qquad S = \sum w\, x_c x_c^\top
+
+(or :math:`\sum w\, x_c \odot x_c` for diagonal covariances). About one origin they are
+additive over data, so batches, chunks and processes sum them before the maximiser.
+"""
+
+
+
+def split_moments(product, shift):
+    r"""
+    The moments in ``product``, a weighted sum of
+    :func:`~pyroem.distributions.gaussian_design`'s rows ``[quad, lin, 1]``.
+
+    :param torch.Tensor product: shape ``batch + (F,)``, ``F = D*D + D + 1`` (full) or
+        ``2D + 1`` (diagonal).
+    :param torch.Tensor shift: the design's centre, shape ``(D,)``.
+    :returns: ``{"n": batch, "sx": batch + (D,), "sxx": batch + (F - D - 1,), "shift"}``
+        (``sxx`` flattened: ``D*D`` for full, ``D`` for diagonal).
+    :rtype: dict
+    """
+    dim = shift.shape[-1]
+    q = product.shape[-1] - dim - 1
+    return {"n": product[..., -1], "sx": product[..., q:q + dim], "sxx": product[..., :q],
+            "shift": shift}
+
+
+def design_moments(weights, design, shift):
+    r"""
+    :func:`split_moments` of :math:`W^\top \Phi` for row weights ``weights (R, C)`` (one
+    column per component) and a design ``design (R, F)``: every moment of every
+    component in one matrix product.
+
+    :rtype: dict with ``(C,)``-leading moments
+    """
+    # (design^T @ weights)^T rather than weights^T @ design: the fast orientation for
+    # R >> C (the long axis is the inner one of the product).
+    return split_moments((design.T @ weights).T, shift)
+
+
+def scatter_about(n, sx, sxx, mu, kind="full"):
+    r"""
+    The weighted scatter about ``mu`` (all quantities relative to the same shift),
+
+    .. math::
+
+        \sum w (x_c - \mu)(x_c - \mu)^\top = S - s\mu^\top - \mu s^\top + n\,\mu\mu^\top
+
+    (``kind="full"``: ``n`` of the batch shape, ``sx, mu`` of shape ``batch + (D,)``,
+    ``sxx`` flattened ``batch + (D*D,)``; result ``batch + (D, D)``), or its diagonal
+    :math:`S - 2 s \odot \mu + n \mu^2` (``kind="diag"``: elementwise, so ``n`` must
+    broadcast against ``sx``, e.g. ``n[..., None]``). Divided by :math:`n` it is the
+    weighted covariance about ``mu``: the M-step's update given the new (or a frozen)
+    location.
+    """
+    if kind == "diag":
+        return sxx - 2 * sx * mu + n * mu * mu
+    dim = sx.shape[-1]
+    outer = sx.unsqueeze(-1) * mu.unsqueeze(-2)
+    second = sxx.reshape(sxx.shape[:-1] + (dim, dim))
+    return second - outer - outer.mT + n[..., None, None] * mu.unsqueeze(-1) * mu.unsqueeze(-2)
+
+
+def categorical_counts(weights, values, num_categories):
+    r"""
+    Weighted category counts :math:`N_{ec} = \sum_n w_{ne}\,[x_n = c]`.
+
+    :param torch.Tensor weights: ``(N, E)``: the weight of item ``n`` for entry ``e`` (a
+        component, a state; ``E = 1`` for plain counts).
+    :param torch.Tensor values: ``(N,)`` integer categories in ``[0, num_categories)``.
+    :returns: ``(E, num_categories)``, in the weights' dtype.
+    """
+    weights = weights.reshape(values.numel(), -1)
+    # one pass over the rows, each adding its E weights at its category (no one-hot)
+    counts = weights.new_zeros(num_categories, weights.shape[1])
+    return counts.index_add_(0, values.reshape(-1).long(), weights).T

@@ -1,0 +1,205 @@
+r"""
+Strategy 2: an automatic closed-form M-step for models written by the user.
+
+The model is traced once (under the same enumeration as the E-step) with each
+``pyro.param`` replaced by a tracked leaf (:mod:`pyroem.infer.mstep.provenance`). Each
+sample site goes to the rule registered for its distribution's type
+(:mod:`pyroem.infer.mstep.rules`), which returns expected statistics for the parameters
+that its arguments *select* (``p``, ``p[z]`` for an enumerated ``z``, plate broadcasts).
+A parameter ``p`` gets a closed form when every use of it is recognised and all of them
+feed the same maximiser; the statistics are summed over every position (data item,
+enumerated value) at which an argument takes that entry of ``p`` -- the transpose of the
+selection -- and maximised. ``DiagNormal`` and ``Normal(...).to_event(n)`` are Normals,
+``pyroem.distributions.MultivariateNormal`` and Pyro's are MVNs (``scale_tril``,
+``covariance_matrix`` or ``precision_matrix``).
+
+A conjugate prior written in the model as a factor on the parameter,
+``pyro.sample("prior", Dirichlet(alpha), obs=pyro.param("weights"))`` (or ``Beta`` on
+Bernoulli probs, ``Gamma`` on rates, ``Normal`` on Normal locs) makes the update the MAP:
+e.g. :math:`p_c \propto \sum w [x = c] + \alpha_c - 1`.
+
+Locations are updated first, then scales given the new locations (conditional
+maximisation: the exact joint maximiser whenever each location is shared only by
+positions with the same scale, as in every mixture; otherwise still monotone, ECM).
+Every other parameter goes to the numerical M-step
+(:class:`~pyroem.infer.mstep.numerical.NumericalMStep`), and so does a parameter whose
+closed-form value is rejected (it breaks the parameter's constraint, e.g. a negative mean
+declared positive, or is not finite): that is reported by a ``UserWarning``, once per
+:class:`AutoMStep` and parameter.
+
+Limitations: the model is run again for the M-step, so a subsampling plate must be given
+its indices (``pyro.plate(..., subsample=idx)``) for both runs to see the same items; a
+:class:`~pyro.nn.PyroModule` is passed as the module itself (``EM(module)``) so that its
+``PyroParam`` s are ``pyro.param`` s.
+"""
+
+import warnings
+from collections import defaultdict
+
+import pyro
+import torch
+from torch.distributions import constraints, transform_to
+
+from pyroem.infer.estep import guess_max_plate_nesting
+from pyroem.infer.mstep.numerical import NumericalMStep
+from pyroem.infer.mstep.provenance import tracked_trace
+from pyroem.infer.mstep.rules import registry, unwrap
+
+
+def _label(entries):
+    """``"closed-form:<Families>[+<Prior>(MAP)]"`` for the statistics of one parameter."""
+    families = sorted({s.family for _, s in entries if not s.prior})
+    priors = sorted({s.family for _, s in entries if s.prior})
+    label = "closed-form:" + "+".join(families or priors)
+    if priors and families:
+        label += "+" + "+".join(f"{p}(MAP)" for p in priors)
+    return label
+
+
+def _solve(entries, trace, old):
+    """The rule's maximiser on the statistics of one parameter, summed over its sites."""
+    pulled = [s.pulled(unwrap(trace.nodes[site]["fn"])[0]) for site, s in entries]
+    num = sum(p[0] for p in pulled)
+    dens = [p[1] for p in pulled if p[1] is not None]
+    stats = entries[0][1]
+    return stats.solver.maximize(stats.arg, num, sum(dens) if dens else None, old)
+
+
+def _assign(name, value):
+    """Set the parameter ``name`` to ``value``; the reason when it cannot, else ``None``."""
+    constraint = pyro.get_param_store()._constraints.get(name, constraints.real)
+    if not bool(torch.isfinite(value).all()):
+        return "is not finite"
+    if not bool(constraint.check(value).all()):
+        return f"breaks the parameter's constraint ({constraint})"
+    with torch.no_grad():
+        unconstrained = pyro.param(name).unconstrained()
+        new = transform_to(constraint).inv(value).to(unconstrained.dtype)
+        if not bool(torch.isfinite(new).all()):
+            return f"lies on the boundary of the parameter's constraint ({constraint})"
+        unconstrained.copy_(new)
+    return None
+
+
+class AutoMStep:
+    r"""
+    M-step for a model without its own closed form: recognised parameters get the
+    closed-form (weighted MLE or MAP) update of their rule, the others L-BFGS on
+    :math:`Q`.
+
+    After each call :attr:`strategies` maps each parameter name to the strategy used:
+    ``"closed-form:<Family>"`` (e.g. ``"closed-form:MultivariateNormal"``,
+    ``"closed-form:Categorical+Dirichlet(MAP)"``), ``"numerical"`` or ``"unused"`` (no
+    site depends on it).
+
+    :param callable model: the Pyro model (plain function with ``pyro.param`` s).
+    :param int max_plate_nesting: as for the E-step; guessed when ``None``.
+    :param bool numerical: use the numerical fallback for the other parameters (if
+        ``False`` they are left unchanged).
+    :param int numerical_max_iter: L-BFGS iterations of the fallback per M-step.
+    """
+
+    def __init__(self, model, max_plate_nesting=None, numerical=True, numerical_max_iter=50):
+        self.model = model
+        self.max_plate_nesting = max_plate_nesting
+        self.numerical = numerical
+        self.numerical_max_iter = numerical_max_iter
+        self.strategies = {}
+        self._warned = set()
+
+    def __call__(self, posterior, *args, **kwargs):
+        """Update the parameters in place; returns (and sets) :attr:`strategies`."""
+        routes = self._routes(posterior, args, kwargs, assign=True)
+        numerical = {p for p, r in routes.items() if r == "numerical"}
+        if numerical and self.numerical:
+            NumericalMStep(self.model, self.max_plate_nesting,
+                           max_iter=self.numerical_max_iter)(posterior, numerical, *args, **kwargs)
+        self.strategies = routes
+        return self.strategies
+
+    def routes(self, posterior, *args, **kwargs):
+        """The route each parameter would take in a call with ``posterior``, found
+        without changing any parameter (a closed form is tried, then undone, so that a
+        rejected one shows as ``"numerical"``)."""
+        return self._routes(posterior, args, kwargs, assign=False)
+
+    def _routes(self, posterior, args, kwargs, assign):
+        if self.max_plate_nesting is None:
+            self.max_plate_nesting = guess_max_plate_nesting(self.model, args, kwargs)
+        with torch.no_grad():
+            trace, leaves, stats, other = self._analyse(posterior, args, kwargs)
+        if not leaves.leaves:
+            raise ValueError(
+                "The model has no pyro.param statement for EM to update. Declare the "
+                "parameters with pyro.param(name, init, constraint=...) inside the model; for "
+                "a PyroModule pass the module itself (EM(module)), not its forward method, so "
+                "that its PyroParams are seen as pyro.params.")
+        routes, closed = {}, {}
+        for param in leaves.leaves:
+            keys = {s.key for _, s in stats.get(param, [])}
+            if param in other or len(keys) != 1:
+                routes[param] = "numerical" if (param in other or keys) else "unused"
+            else:
+                closed[param] = stats[param]
+        saved = {} if assign else {p: pyro.param(p).unconstrained().detach().clone()
+                                   for p in closed}
+        try:
+            routes.update(self._closed_forms(closed, trace, leaves, args, kwargs, assign))
+        finally:
+            with torch.no_grad():
+                for p, value in saved.items():  # routes() leaves the parameters as found
+                    pyro.param(p).unconstrained().copy_(value)
+        return dict(sorted(routes.items()))
+
+    def _analyse(self, posterior, args, kwargs):
+        """The tracked trace, its leaves, ``{param: [(site, Stats)]}`` and the parameters
+        reached in ways no rule recognises."""
+        trace, leaves = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
+        names = leaves.names_by_id()
+        stats, other = defaultdict(list), set()
+        for name, site in trace.nodes.items():
+            # Deterministic sites carry no factor; integrated-out sites (missing values of
+            # obs_mask) have no marginal.
+            if (site["type"] != "sample" or site["infer"].get("_deterministic")
+                    or name not in posterior.marginals):
+                continue
+            weight = posterior.marginals[name]
+            scale = site["scale"]
+            if not (isinstance(scale, (int, float)) and scale == 1.0):
+                weight = weight * scale
+            site_stats, site_other = registry.site_statistics(site, weight, names)
+            for s in site_stats:
+                stats[s.param].append((name, s))
+            other |= site_other
+        return trace, leaves, stats, other
+
+    def _closed_forms(self, closed, trace, leaves, args, kwargs, assign):
+        """Solve and assign the closed forms, locations first, then scales on a trace
+        that sees the new locations. Returns each parameter's route."""
+        routes, changed = {}, False
+        for phase in (0, 1):
+            todo = [p for p, entries in closed.items() if entries[0][1].phase == phase]
+            if phase == 1 and todo and changed:
+                with torch.no_grad():
+                    trace, _ = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
+            for param in todo:
+                with torch.no_grad():
+                    new = _solve(closed[param], trace, leaves.leaves[param].detach())
+                label = _label(closed[param])
+                reason = _assign(param, new)
+                if reason is None:
+                    routes[param], changed = label, True
+                else:
+                    routes[param] = "numerical"
+                    if assign:
+                        self._warn(param, label, reason)
+        return routes
+
+    def _warn(self, param, label, reason):
+        if param in self._warned:
+            return
+        self._warned.add(param)
+        fallback = ("is maximised numerically instead" if self.numerical
+                    else "is left unchanged (numerical=False)")
+        warnings.warn(f"AutoMStep: the {label} update of parameter '{param}' {reason}; "
+                      f"'{param}' {fallback}", UserWarning)
