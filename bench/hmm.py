@@ -134,7 +134,7 @@ def main():
             t = time.perf_counter()
             post = model.e_step(*data)
             res[dtype] = (post.log_evidence.item(), time.perf_counter() - t,
-                          bool(torch.isfinite(post["gamma"]).all()))
+                          bool(torch.isfinite(post.gamma).all()))
         (l64, t64, _), (l32, t32, ok32) = res[torch.float64], res[torch.float32]
         print(f"\nT={args.long} one sequence, E-step: float64 log p(X) = {l64:.6f} ({t64:.2f} s), "
               f"float32 = {l32:.6f} ({t32:.2f} s), relative difference "

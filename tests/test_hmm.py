@@ -3,6 +3,7 @@ pyro.markov model, EM identities, decoding, priors, frozen parameters, bad input
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pyro
@@ -63,12 +64,12 @@ def test_state_major_emissions_equal_the_distribution(cov, num_seq):
                      "spherical": torch.rand(K, generator=g, dtype=torch.float64) + 0.5,
                      "tied": torch.eye(D, dtype=torch.float64) + 0.3}[cov]
     x = 2 * torch.randn(num_seq, 7, D, generator=g, dtype=torch.float64)
-    got = m._log_emission(x)
-    ref = ge.component_log_prob(m, x)
+    got = m.emission.log_prob(x)
+    ref = ge.component_log_prob(m.emission, x)
     assert got.shape == (num_seq, 7, K)
     assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
     w = torch.softmax(torch.randn(7, K, num_seq, generator=g, dtype=torch.float64), 1)
-    got = m._emission_statistics(w.permute(2, 0, 1), x)
+    got = m.emission.expected_statistics(w.permute(2, 0, 1), x)
     ref = ge.weighted_moments(w.permute(2, 0, 1).contiguous(), x, cov)
     for name in ("n", "sx", "sxx", "shift"):
         assert torch.allclose(got[name], ref[name], rtol=1e-12, atol=1e-12), name
@@ -212,7 +213,7 @@ def test_pyro_markov_model_under_generic_estep_equals_vectorised(kind):
     assert torch.allclose(xi, vec.trans, atol=1e-12)
     # a masked (padded) latent step sums to num_states under enumeration: a known constant
     masked = int(B * T - lengths.sum())
-    per_step = m.num_states * getattr(m, "num_mix", 1)
+    per_step = m.num_states * getattr(m, "num_components", 1)
     assert post.log_evidence.item() - masked * math.log(per_step) == pytest.approx(
         vec.log_evidence.item(), abs=1e-10)
     if kind != "gmm":  # GMMHMM's Viterbi is over states (mixtures summed), as hmmlearn's
@@ -226,7 +227,7 @@ def test_decode_equals_brute_force_with_final_states():
     m.trans_probs = torch.tensor([[0.6, 0.4, 0.0], [0.0, 0.7, 0.3], [0.0, 0.0, 1.0]], dtype=torch.float64)
     m.start_probs = torch.tensor([0.8, 0.2, 0.0], dtype=torch.float64)
     x = data[0]
-    logb = m._log_emission(x.unsqueeze(0))[0]
+    logb = m.emission.log_prob(x.unsqueeze(0))[0]
     best, best_z, scores = -math.inf, None, []
     for z in itertools.product(range(3), repeat=x.shape[0]):
         if z[-1] not in (1, 2):
@@ -445,7 +446,30 @@ def test_bad_inputs_raise_value_error(bad):
 
 def test_failed_fit_leaves_model_untouched():
     m = GaussianHMM(2, 2, "full", reg_covar=0.0).double()
-    before = {k: v.clone() for k, v in m.state_dict().items()}
+    before = {k: v.clone() for k, v in m.state_dict().items() if torch.is_tensor(v)}
     with pytest.raises(ValueError):
         m.fit(torch.zeros(10, 2, dtype=torch.float64), init="random")  # degenerate data
-    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items() if torch.is_tensor(v))
+
+
+def test_gmmhmm_num_mix_is_a_deprecated_alias_of_num_components():
+    with pytest.warns(FutureWarning, match="num_components"):
+        old = GMMHMM(3, num_mix=2, dim=2)
+    new = GMMHMM(3, num_components=2, dim=2)
+    assert old.num_components == new.num_components == 2
+    assert {k: v.shape for k, v in old.named_parameters()} == \
+        {k: v.shape for k, v in new.named_parameters()}
+    with pytest.warns(FutureWarning):
+        assert new.num_mix == 2
+    with pytest.raises(AttributeError):
+        new.num_mix = 3
+    with pytest.raises(TypeError):
+        GMMHMM(3, 2, num_mix=2)
+    # the configuration names num_components: it rebuilds an equal model without warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        twin = type(new)(**{name: getattr(new, name) for name in
+                            ("num_states", "num_components", "dim", "covariance_type",
+                             "reg_covar", "params", "start_concentration",
+                             "trans_concentration", "final_states", "block_length")})
+    assert twin.num_components == 2 and twin.means.shape == new.means.shape

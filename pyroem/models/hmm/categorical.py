@@ -1,0 +1,108 @@
+r"""
+Categorical emissions, :math:`x_t | z_t = k \sim \mathrm{Cat}(E_k)` over integer
+symbols, and :class:`CategoricalHMM`.
+"""
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroParam
+from torch.distributions import constraints
+
+from pyroem.models.checks import check_positive_int
+from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
+from pyroem.models.hmm.emissions import Emission
+from pyroem.models.hmm.probs import CheckedProbs, map_probs, safe_log
+from pyroem.models.hmm.sequences import pack_sequences
+
+
+class CategoricalEmission(CheckedProbs, Emission):
+    r"""
+    A categorical distribution over ``num_symbols`` symbols per state,
+    :math:`p(x = m | z = k) = E_{km}`. Letter: ``e``.
+
+    Statistics: the expected counts :math:`N_{km} = \sum_{b,t} \gamma_{b,t}(k)
+    [x_{b,t} = m]`; M-step :math:`E_{km} \propto N_{km}` (zeros stay zero).
+
+    :param int num_states: ``K``.
+    :param int num_symbols: ``M``.
+    """
+
+    letters = "e"
+    inits = ("random", "given")
+    default_init = "random"
+    probability_params = ("emission_probs",)
+
+    def __init__(self, num_states, num_symbols):
+        super().__init__(num_states)
+        self.num_symbols = M = check_positive_int("num_symbols", num_symbols)
+        self.emission_probs = PyroParam(torch.full((self.num_states, M), 1.0 / M),
+                                        constraint=constraints.simplex, event_dim=1)
+
+    def _probs_shape(self, name):
+        return (self.num_states, self.num_symbols)
+
+    def pack(self, x, lengths=None, dtype=None):
+        # symbols are integers whatever the dtype of the computation
+        return pack_sequences(x, lengths, num_symbols=self.num_symbols)
+
+    def observe(self, t, z, x_t):
+        pyro.sample(f"x_{t}", dist.Categorical(self.emission_probs[z]), obs=x_t)
+
+    def log_prob(self, x, grad=False):
+        probs = self.emission_probs if grad else self.emission_probs.detach()
+        return safe_log(probs).T[x]
+
+    def expected_statistics(self, gamma, x):
+        K, M = self.num_states, self.num_symbols
+        counts = gamma.new_zeros(M, K).index_add_(0, x.reshape(-1), gamma.reshape(-1, K))
+        return {"emission": counts.T}
+
+    def maximize(self, stats, params):
+        if "e" in params:
+            old = self.emission_probs.detach()
+            self._set_internal(emission_probs=map_probs(stats["emission"], old.new_ones(()), old))
+
+    def num_parameters(self, params):
+        return self.num_states * (self.num_symbols - 1) if "e" in params else 0
+
+    def initialize(self, x, lengths, init, generator, params):
+        """``"random"``: each row of ``emission_probs`` drawn from a flat Dirichlet."""
+        if init == "given" or "e" not in params:
+            return
+        e = -torch.rand(self.num_states, self.num_symbols, generator=generator,
+                        dtype=self.dtype).log()
+        self._set_internal(emission_probs=e / e.sum(-1, keepdim=True))
+
+    def sample(self, z, generator):
+        probs = self.emission_probs.detach()[z.reshape(-1)]
+        return torch.multinomial(probs, 1, generator=generator).reshape(z.shape)
+
+
+class CategoricalHMM(HiddenMarkovModel):
+    r"""
+    HMM with categorical emissions :math:`x_t | z_t = k \sim \mathrm{Cat}(E_k)` over
+    ``num_symbols`` symbols (:class:`CategoricalEmission`); M-step
+    :math:`E_{km} \propto \sum_{b,t} \gamma_{b,t}(k) [x_{b,t} = m]` (zeros stay zero).
+
+    :param int num_states: ``K``.
+    :param int num_symbols: ``M``.
+    :param str params: trained parameters among ``"ste"`` (start, transitions, emissions).
+
+    Other arguments as :class:`~pyroem.models.HiddenMarkovModel`. Parameters:
+    ``start_probs (K,)``, ``trans_probs (K, K)``, ``emission_probs (K, M)``. Data are
+    integer symbols: ``(T,)``, a list of such, or padded ``(B, T)`` with ``lengths``. The
+    dtype of the parameters (``.double()``) is the dtype of the computation.
+    ``fit(init=...)``: ``"random"`` (default; emission rows drawn from a flat Dirichlet)
+    or ``"given"``.
+    """
+
+    inits = CategoricalEmission.inits
+    default_init = CategoricalEmission.default_init
+
+    num_symbols = emission_attribute("``M``, the number of symbols.")
+    emission_probs = emission_attribute("``(K, M)``: row ``k`` is :math:`p(x | z = k)`.")
+
+    def __init__(self, num_states, num_symbols, **kwargs):
+        super().__init__(num_states, **kwargs)
+        self.emission = CategoricalEmission(self.num_states, num_symbols)

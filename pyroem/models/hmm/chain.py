@@ -1,0 +1,387 @@
+r"""
+The chain of a hidden Markov model,
+
+.. math::
+
+    z_1 \sim \mathrm{Cat}(\pi), \quad z_t | z_{t-1} \sim \mathrm{Cat}(A_{z_{t-1}}), \quad
+    x_t | z_t \sim p(x | \theta_{z_t}),
+
+composed with an emission (:mod:`~pyroem.models.hmm.emissions`) that supplies
+:math:`p(x | \theta_k)`. The chain owns the start, transition and final states, the
+sequence data (lengths, padding), the Pyro model, the E-step (the recursions of
+:mod:`~pyroem.models.hmm.recursions`), its part of the M-step, decoding and sampling.
+"""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.nn import PyroParam
+from torch.distributions import constraints
+
+from pyroem.infer.posteriors import ChainPosterior
+from pyroem.models.base import EMModel, model_method
+from pyroem.models.checks import check_option, check_positive_int
+from pyroem.models.hmm.probs import CheckedProbs, concentration, map_probs, safe_log
+from pyroem.models.hmm.recursions import forward_backward, path_statistics, viterbi
+from pyroem.models.hmm.sequences import unpack, unpack_scalar
+
+DECODERS = ("viterbi", "map")
+
+
+class emission_attribute:
+    """An attribute of a model that lives on its emission (``m.means`` is
+    ``m.emission.means``): read and set there, with the emission's own checks."""
+
+    def __init__(self, doc=None):
+        self.__doc__ = doc
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else getattr(obj.emission, self.name)
+
+    def __set__(self, obj, value):
+        setattr(obj.emission, self.name, value)
+
+
+class HiddenMarkovModel(CheckedProbs, EMModel):
+    r"""
+    Base class of the hidden Markov models: the chain (start and transition
+    probabilities, final states, data handling, E-step, decoding, sampling) composed with
+    an emission, a :class:`~pyroem.models.hmm.emissions.Emission` attached as
+    ``self.emission`` by the family's model class right after this constructor (e.g.
+    :class:`~pyroem.models.GaussianHMM`), whose parameters it exposes as its own.
+
+    EM's closed-form M-step for the chain is
+
+    .. math::
+
+        \pi_k \propto \max\Big(\sum_b \gamma_{b,1}(k) + \alpha^\pi_k - 1, 0\Big), \qquad
+        A_{ij} \propto \max\Big(\sum_{b,t} \xi_{b,t}(i, j) + \alpha^A_{ij} - 1, 0\Big),
+
+    the MAP estimate under Dirichlet priors of concentrations ``start_concentration``
+    and ``trans_concentration`` (``1``, the default, gives maximum likelihood). A
+    probability that is zero stays zero (a left-to-right topology stays left-to-right).
+    The emission's M-step maximises its own term of :math:`Q` given :math:`\gamma`.
+
+    :param int num_states: ``K``.
+    :param str params: the parameters that ``fit`` trains, one letter each (as hmmlearn):
+        ``s`` start, ``t`` transitions and the emission's letters; the others stay as
+        set (frozen). Default: all.
+    :param start_concentration: Dirichlet concentration of ``start_probs``, scalar or ``(K,)``.
+    :param trans_concentration: Dirichlet concentration of each row of ``trans_probs``,
+        scalar or ``(K, K)``.
+    :param final_states: ``None`` (any state may end a sequence) or the allowed final
+        states (a ``(K,)`` bool mask or a list of state indices): then
+        :math:`p(X) = \sum_{k \in F} \alpha_T(k)`.
+    :param int block_length: steps per block of the vectorised recursion on long
+        sequences (``None``: about :math:`\sqrt T` when that pays).
+
+    Data: one sequence, a list of sequences of different lengths, or a padded batch with
+    its ``lengths`` (``fit(x)``, ``fit([x1, x2])``, ``fit(x_padded, lengths)``). Results
+    per frame (``posterior``, ``decode``) come back in the same form.
+
+    Notes:
+
+    - ``fit`` uses the vectorised :meth:`e_step`; the ``pyro.markov`` :meth:`model` gives the
+      same posteriors under :func:`~pyroem.infer.exact_posterior`. There, each padded
+      (masked) latent step sums to ``num_states`` under enumeration, so its
+      ``log_evidence`` exceeds :math:`\log p(X)` by ``log(num_states)`` per padded frame
+      (``log(num_states * num_components)`` for :class:`~pyroem.models.GMMHMM`); equal
+      lengths have no padding.
+    - ``method="viterbi"`` and ``decode(algorithm="viterbi")`` maximise over state paths
+      with the emission densities as they are (a :class:`~pyroem.models.GMMHMM` sums its
+      mixture, as hmmlearn); ``log_prob`` of a path is then :math:`\max_z \log p(x, z)`.
+    - The log-likelihood that ``fit`` records is :math:`\log p(X)`; with Dirichlet
+      concentrations other than 1 EM is monotone in :math:`\log p(X) + \log p(\pi, A)`.
+    """
+
+    inits = ("given",)
+    default_init = "given"
+    probability_params = ("start_probs", "trans_probs")
+
+    def __init__(self, num_states, params=None, start_concentration=1.0,
+                 trans_concentration=1.0, final_states=None, block_length=None):
+        super().__init__()
+        self.num_states = K = check_positive_int("num_states", num_states)
+        self.params = params  # checked against the emission's letters when it is attached
+        self.start_concentration = concentration(start_concentration, (K,), "start_concentration")
+        self.trans_concentration = concentration(trans_concentration, (K, K), "trans_concentration")
+        self.start_probs = PyroParam(torch.full((K,), 1.0 / K), constraint=constraints.simplex)
+        self.trans_probs = PyroParam(torch.full((K, K), 1.0 / K), constraint=constraints.simplex,
+                                     event_dim=1)
+        self.final_states = final_states
+        if block_length is not None:
+            block_length = check_positive_int("block_length", block_length)
+        self.block_length = block_length
+
+    # ------------------------------------------------------------------ parameters
+    def _probs_shape(self, name):
+        K = self.num_states
+        return (K,) if name == "start_probs" else (K, K)
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "emission":
+            self.params = self._params  # the emission's letters are known now
+
+    @property
+    def params(self):
+        """The letters of the parameters that ``fit`` trains (``s``, ``t`` and the
+        emission's)."""
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        if "emission" in self._modules:
+            letters = "st" + self.emission.letters
+            value = letters if value is None else value
+            if not isinstance(value, str) or any(c not in letters for c in value):
+                raise ValueError(f"params must be a string of letters from {letters!r}, "
+                                 f"got {value!r}")
+        self._params = value
+
+    @property
+    def final_states(self):
+        """``(K,)`` bool mask of the allowed final states, or ``None`` (all allowed)."""
+        return self._final_states
+
+    @final_states.setter
+    def final_states(self, value):
+        if value is None:
+            self._final_states = None
+            return
+        value = torch.as_tensor(value)
+        K = self.num_states
+        if value.dtype != torch.bool:
+            idx = value.long().reshape(-1)
+            if idx.numel() == 0 or idx.min() < 0 or idx.max() >= K:
+                raise ValueError(f"final_states must be state indices in [0, {K}) or a (K,) bool mask")
+            value = torch.zeros(K, dtype=torch.bool).index_fill_(0, idx, True)
+        if value.shape != (K,) or not value.any():
+            raise ValueError(f"final_states must be a ({K},) bool mask with at least one True")
+        self._final_states = value
+
+    # ------------------------------------------------------------------ the Pyro model
+    @model_method
+    def model(self, x, lengths):
+        r"""
+        The chain as a Pyro program: a plate over the ``B`` sequences, ``pyro.markov``
+        over time, ``z_t`` enumerated, ``x_t`` observed by the emission; frames beyond a
+        sequence's length are masked out, and with ``final_states`` a factor
+        :math:`\log \mathbb 1_F(z_T)` ends each sequence.
+
+        :param x: padded data ``(B, T, ...)`` (as from :meth:`prepare`).
+        :param lengths: ``(B,)``.
+        """
+        B, T = x.shape[:2]
+        start, trans, emission = self.start_probs, self.trans_probs, self.emission
+        log_final = None
+        if self.final_states is not None:
+            log_final = torch.zeros(self.num_states, dtype=start.dtype).masked_fill(
+                ~self.final_states, -math.inf)
+        with pyro.plate("sequences", B, dim=-1):
+            z = None
+            for t in pyro.markov(range(T)):
+                with poutine.mask(mask=lengths > t):
+                    probs = start if z is None else trans[z]
+                    z = pyro.sample(f"z_{t}", dist.Categorical(probs),
+                                    infer={"enumerate": "parallel"})
+                    emission.observe(t, z, x[:, t])
+                if log_final is not None:
+                    with poutine.mask(mask=lengths == t + 1):
+                        pyro.factor(f"final_{t}", log_final[z])
+
+    @model_method
+    def guide(self, x, lengths):
+        """Empty: every latent state is enumerated exactly in the model (``TraceEnum_ELBO``
+        then computes :math:`\\log p(X)` itself, so SVI ascends the exact likelihood)."""
+
+    @model_method
+    def marginal_model(self, x, lengths):
+        r"""
+        The chain with the states summed out: :math:`\log p(X)` (the forward recursion in
+        log space, masked beyond each sequence's length, differentiable in every
+        parameter) as one ``pyro.factor``. ``fit(method="svi")`` runs SVI on it with the
+        empty :meth:`guide`: the same objective as :meth:`model` under ``TraceEnum_ELBO``
+        (the exact evidence), without tracing a Pyro site per frame.
+        """
+        log_emit = self.emission.log_prob(x, grad=True)
+        log_trans = safe_log(self.trans_probs)
+        alpha = safe_log(self.start_probs) + log_emit[:, 0]
+        for t in range(1, x.shape[1]):
+            step = (alpha.unsqueeze(-1) + log_trans).logsumexp(-2) + log_emit[:, t]
+            alpha = torch.where((lengths > t).unsqueeze(-1), step, alpha)
+        if self.final_states is not None:
+            alpha = alpha.masked_fill(~self.final_states, -math.inf)
+        pyro.factor("log_evidence", alpha.logsumexp(-1).sum())
+
+    def _svi_model(self):
+        return self.marginal_model
+
+    def _svi_elbo(self):
+        # no latent sample sites are left in marginal_model: the ELBO is log p(X) itself
+        return pyro.infer.Trace_ELBO()
+
+    # ------------------------------------------------------------------ EM
+    def e_step(self, x, lengths, hard=False):
+        r"""
+        Vectorised exact E-step (forward-backward, or Viterbi with ``hard=True``).
+
+        :returns: a :class:`~pyroem.infer.posteriors.ChainPosterior`: ``gamma (B, T, K)``
+            (zero on padding; one-hot for ``hard``), ``start (K,)`` (expected initial
+            states), ``trans (K, K)`` (expected transitions, summed :math:`\xi`),
+            ``log_prob (B,)`` per sequence and their sum ``log_evidence``.
+        """
+        with torch.no_grad():
+            log_emit = self.emission.log_prob(x)
+            log_start = self.start_probs.detach().log()
+            trans = self.trans_probs.detach()
+            if hard:
+                log_prob, path = viterbi(log_start, trans.log(), log_emit, lengths,
+                                         self.final_states, self.block_length)
+                gamma, xi = path_statistics(path, self.num_states, log_emit.dtype)
+            else:
+                log_prob, gamma, xi = forward_backward(log_start, trans, log_emit, lengths,
+                                                       self.final_states, self.block_length)
+        return ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
+
+    def expected_statistics(self, posterior, x, lengths):
+        """Additive statistics: ``start``, ``trans`` and the emission's statistics."""
+        stats = {"start": posterior.start, "trans": posterior.trans}
+        stats.update(self.emission.expected_statistics(posterior.gamma, x))
+        return stats
+
+    def maximize(self, stats):
+        """M-step of the trained parameters (see the class docstring)."""
+        values = {}
+        if "s" in self.params:
+            old = self.start_probs.detach()
+            values["start_probs"] = map_probs(stats["start"], self.start_concentration, old)
+        if "t" in self.params:
+            old = self.trans_probs.detach()
+            values["trans_probs"] = map_probs(stats["trans"], self.trans_concentration, old)
+        self.emission.maximize(stats, self.params)
+        self._set_internal(**values)
+
+    # ------------------------------------------------------------------ fitting hooks
+    def _prepare(self, x, lengths=None, dtype=None):
+        padded, lengths, _ = self.emission.pack(x, lengths, dtype)
+        return padded, lengths
+
+    def _check_fit(self, args):
+        n = self._num_items(args)
+        if n < self.num_states:
+            raise ValueError(f"fit needs at least num_states={self.num_states} frames, got {n}")
+
+    def _num_items(self, args):
+        return int(args[1].sum())
+
+    def _initialize(self, args, init, generator):
+        # start and transition probabilities start as set (uniform by default)
+        x, lengths = args
+        self.emission.initialize(x, lengths, init, generator, self.params)
+
+    @property
+    def num_parameters(self):
+        """Free parameters that ``fit`` trains (as hmmlearn, counting ``params`` only)."""
+        K = self.num_states
+        n = (K - 1 if "s" in self.params else 0) + (K * (K - 1) if "t" in self.params else 0)
+        return n + self.emission.num_parameters(self.params)
+
+    # ------------------------------------------------------------------ scoring
+    def _scoring(self, x, lengths):
+        return self.emission.pack(x, lengths, self.dtype)
+
+    def log_prob(self, x, lengths=None):
+        r""":math:`\log p(x_{1:T})` of each sequence (``(B,)``; a 0-dim tensor for one
+        sequence). With ``final_states``, paths must end in a final state."""
+        padded, lengths, form = self._scoring(x, lengths)
+        return unpack_scalar(self.e_step(padded, lengths).log_prob, form)
+
+    def posterior(self, x, lengths=None):
+        r"""Per-frame posteriors :math:`\gamma_t(k) = p(z_t = k | x_{1:T})`: ``(T, K)`` for
+        one sequence, a list, or ``(B, T, K)`` (zero on padding)."""
+        padded, lengths, form = self._scoring(x, lengths)
+        return unpack(self.e_step(padded, lengths).gamma, lengths, form)
+
+    def decode(self, x, lengths=None, algorithm="viterbi"):
+        r"""
+        Most probable states.
+
+        :param str algorithm: ``"viterbi"``: the jointly most probable path
+            :math:`\arg\max_z p(z | x)`, returned with :math:`\max_z \log p(x, z)`;
+            ``"map"``: the most probable state of each frame, :math:`\arg\max_k
+            \gamma_t(k)`, returned with :math:`\log p(x)`.
+        :returns: ``(log_prob, states)``: per sequence (0-dim for one sequence) and the
+            states in the data's form (``-1`` on padding).
+        """
+        check_option("algorithm", algorithm, DECODERS)
+        padded, lengths, form = self._scoring(x, lengths)
+        post = self.e_step(padded, lengths, hard=(algorithm == "viterbi"))
+        mask = torch.arange(padded.shape[1]) < lengths.unsqueeze(-1)
+        states = torch.where(mask, post.gamma.argmax(-1), -1)
+        return unpack_scalar(post.log_prob, form), unpack(states, lengths, form)
+
+    def predict(self, x, lengths=None):
+        """The Viterbi path (``decode(x)[1]``)."""
+        return self.decode(x, lengths)[1]
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, num_steps, num_sequences=None, seed=None):
+        r"""
+        Draw sequences of ``num_steps`` frames from the chain. With ``final_states`` the
+        states are drawn from :math:`p(z_{1:T} | z_T \in F)`: with
+        :math:`h_T = \mathbb 1_F` and :math:`h_{t-1} = A h_t`
+        (:math:`h_t(k) = p(z_T \in F | z_t = k)`), :math:`z_1 \propto \pi \odot h_1` and
+        :math:`z_t \propto A_{z_{t-1}} \odot h_t`.
+
+        :returns: ``(x, z)``: ``x (T, ...)`` and states ``(T,)``, or ``(B, T, ...)`` and
+            ``(B, T)`` when ``num_sequences`` is given.
+        :raises ValueError: if no path of ``num_steps`` frames ends in a final state.
+        """
+        T = check_positive_int("num_steps", num_steps)
+        B = 1 if num_sequences is None else check_positive_int("num_sequences", num_sequences)
+        g = torch.Generator()
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(int(seed))
+        with torch.no_grad():
+            z = self._sample_states(T, B, g)
+            x = self.emission.sample(z, g)
+        if num_sequences is None:
+            return x[0], z[0]
+        return x, z
+
+    def _sample_states(self, T, B, g):
+        """``B`` state paths of ``T`` steps ``(B, T)`` (conditioned on ``final_states``)."""
+        start, trans = self.start_probs.detach(), self.trans_probs.detach()
+        h = self._final_messages(trans, T)
+        first = start if h is None else start * h[0]
+        if not first.sum() > 0:
+            raise ValueError(f"no path of num_steps={T} frames ends in a final state")
+        z = [torch.multinomial(first.expand(B, -1), 1, generator=g).squeeze(-1)]
+        u = torch.rand(B, T, generator=g, dtype=trans.dtype)
+        cum = trans.cumsum(-1) if h is None else None
+        for t in range(1, T):
+            # cumulative rows + uniforms: one searchsorted per step
+            row = (cum if h is None else (trans * h[t]).cumsum(-1))[z[-1]]
+            nxt = torch.searchsorted(row, u[:, t:t + 1] * row[:, -1:], right=True)
+            z.append(nxt.squeeze(-1).clamp_max(self.num_states - 1))
+        return torch.stack(z, 1)
+
+    def _final_messages(self, trans, T):
+        r"""``h (T, K)``, :math:`h_t(k) \propto p(z_T \in F | z_t = k)` (each step rescaled
+        to a maximum of one), or ``None`` without final states (then :math:`h = 1`)."""
+        if self.final_states is None:
+            return None
+        h = [self.final_states.to(trans.dtype)]  # from t = T backwards
+        for _ in range(T - 1):
+            nxt = trans @ h[-1]
+            h.append(nxt / nxt.max().clamp_min(torch.finfo(trans.dtype).tiny))
+        return torch.stack(h[::-1])

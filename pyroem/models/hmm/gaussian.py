@@ -1,0 +1,144 @@
+r"""
+Gaussian emissions, :math:`x_t | z_t = k \sim \mathcal N(\mu_k, \Sigma_k)`, and
+:class:`GaussianHMM`.
+"""
+
+import pyro
+import torch
+
+from pyroem.models import gaussian_emission as ge
+from pyroem.models.checks import check_option, check_positive_int
+from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
+from pyroem.models.hmm.emissions import Emission
+from pyroem.models.hmm.sequences import pack_sequences
+from pyroem.models.kmeans import kmeans
+
+
+def check_reg_covar(reg_covar):
+    if not reg_covar >= 0:
+        raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
+    return float(reg_covar)
+
+
+class GaussianEmission(Emission):
+    r"""
+    One Gaussian per state, :math:`p(x | z = k) = \mathcal N(x | \mu_k, \Sigma_k)`, with
+    the scikit-learn/hmmlearn covariance shapes (:mod:`~pyroem.models.gaussian_emission`,
+    shared with :class:`~pyroem.models.GaussianMixture`). Letters: ``m`` means, ``c``
+    covariances.
+
+    Statistics: with :math:`\gamma_t(k)` as responsibilities, the weighted moments
+    :math:`n_k = \sum_t \gamma_t(k)`, :math:`s_k = \sum_t \gamma_t(k) x_t`,
+    :math:`S_k = \sum_t \gamma_t(k) x_t x_t^\top` (about a fixed shift); the M-step is the
+    Gaussian mixture one (:func:`~pyroem.models.gaussian_emission.maximize`). Log-densities
+    and moments are computed state-major, ``(T, K, B)``, the recursions' layout.
+
+    :param int num_states: ``K``.
+    :param int dim: ``D``.
+    :param str covariance_type: ``"full"`` (``covariances (K, D, D)``), ``"diag"``
+        (``(K, D)``), ``"spherical"`` (``(K,)``) or ``"tied"`` (``(D, D)``).
+    :param float reg_covar: added to the covariance diagonals after each M-step.
+    """
+
+    letters = "mc"
+    inits = ("kmeans++", "random", "given")
+    default_init = "kmeans++"
+
+    def __init__(self, num_states, dim=1, covariance_type="full", reg_covar=1e-6):
+        super().__init__(num_states)
+        self.dim = check_positive_int("dim", dim)
+        self.covariance_type = check_option("covariance_type", covariance_type, ge.COVARIANCE_TYPES)
+        self.reg_covar = check_reg_covar(reg_covar)
+        ge.init_params(self, covariance_type, (self.num_states,), self.dim)
+
+    @property
+    def covariances(self):
+        """Covariances in hmmlearn's/scikit-learn's shape for ``covariance_type``."""
+        return ge.get_covariances(self)
+
+    @covariances.setter
+    def covariances(self, value):
+        ge.set_covariances(self, value, (self.num_states,))
+
+    def pack(self, x, lengths=None, dtype=None):
+        return pack_sequences(x, lengths, dim=self.dim, dtype=dtype)
+
+    def observe(self, t, z, x_t):
+        pyro.sample(f"x_{t}", ge.distribution(self, (z,)), obs=x_t)
+
+    def log_prob(self, x, grad=False):
+        # computed state-major, (T, K, B), the layout of the forward-backward recursion
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            return ge.state_major_log_prob(self, x).permute(2, 0, 1)
+
+    def expected_statistics(self, gamma, x):
+        # gamma from forward_backward is a (B, T, K) view of a state-major tensor
+        return ge.state_major_moments(gamma.permute(1, 2, 0), x, self.covariance_type)
+
+    def maximize(self, stats, params):
+        if "m" in params or "c" in params:
+            ge.maximize(self, stats, "m" in params, "c" in params)
+
+    def num_parameters(self, params):
+        K, D = self.num_states, self.dim
+        full = ge.num_parameters(self.covariance_type, (K,), D)
+        return (K * D if "m" in params else 0) + (full - K * D if "c" in params else 0)
+
+    def initialize(self, x, lengths, init, generator, params):
+        r"""``"kmeans++"``: means and covariances of the k-means clusters of the frames;
+        ``"random"``: the M-step from random responsibilities."""
+        if init == "given" or not ("m" in params or "c" in params):
+            return
+        frames, mask = self.frames(x, lengths)
+        K = self.num_states
+        if init == "kmeans++":
+            _, labels = kmeans(frames, K, generator)
+            resp = torch.nn.functional.one_hot(labels, K).to(x.dtype)
+        else:
+            resp = torch.rand(frames.shape[0], K, generator=generator, dtype=x.dtype)
+            resp = resp / resp.sum(-1, keepdim=True)
+        gamma = x.new_zeros(mask.shape + (K,))
+        gamma[mask] = resp
+        self.maximize(self.expected_statistics(gamma, x), params)
+
+    def sample(self, z, generator):
+        return ge.sample(self, (z,), generator)
+
+
+class GaussianHMM(HiddenMarkovModel):
+    r"""
+    HMM with Gaussian emissions :math:`x_t | z_t = k \sim \mathcal N(\mu_k, \Sigma_k)`
+    (:class:`GaussianEmission`).
+
+    The emission M-step is the Gaussian mixture one with :math:`\gamma_t(k)` as
+    responsibilities (see :func:`pyroem.models.gaussian_emission.maximize`).
+
+    :param int num_states: ``K``.
+    :param int dim: ``D``.
+    :param str covariance_type: ``"full"`` (``covariances (K, D, D)``), ``"diag"``
+        (``(K, D)``), ``"spherical"`` (``(K,)``) or ``"tied"`` (``(D, D)``).
+    :param float reg_covar: added to the covariance diagonals after each M-step.
+    :param str params: trained parameters among ``"stmc"`` (start, transitions, means,
+        covariances); default all.
+
+    Other arguments as :class:`~pyroem.models.HiddenMarkovModel`. Parameters:
+    ``start_probs (K,)``, ``trans_probs (K, K)``, ``means (K, D)``, ``covariances``.
+    ``fit(init=...)``: ``"kmeans++"`` (default; means and covariances from k-means
+    clusters of the frames), ``"random"`` (from random responsibilities) or ``"given"``;
+    initialisation sets only trained emission parameters, start and transition
+    probabilities start as set (uniform by default).
+    """
+
+    inits = GaussianEmission.inits
+    default_init = GaussianEmission.default_init
+
+    dim = emission_attribute("``D``, the dimension of a frame.")
+    covariance_type = emission_attribute("``full``, ``diag``, ``spherical`` or ``tied``.")
+    reg_covar = emission_attribute("Added to the covariance diagonals after each M-step.")
+    means = emission_attribute("``(K, D)``.")
+    covariances = emission_attribute("Covariances in hmmlearn's/scikit-learn's shape for "
+                                     "``covariance_type``.")
+
+    def __init__(self, num_states, dim=1, covariance_type="full", reg_covar=1e-6, **kwargs):
+        super().__init__(num_states, **kwargs)
+        self.emission = GaussianEmission(self.num_states, dim, covariance_type, reg_covar)
