@@ -25,18 +25,18 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 
 
 def _constructor_arguments(cls):
-    """Names of the keyword arguments of ``cls`` and its bases' constructors (without
-    the deprecated aliases a class lists in ``deprecated_arguments``)."""
-    names = list(getattr(cls, "deprecated_arguments", ()))
+    """Names of the arguments of ``cls`` and its bases' constructors, without those the
+    class lists in ``not_config``."""
+    skip, names = set(cls.not_config), []
     for klass in cls.__mro__:
         init = vars(klass).get("__init__")
-        if init is None or klass.__module__.startswith(("torch", "pyro")):
+        if init is None or klass.__module__.split(".")[0] in ("torch", "pyro", "builtins"):
             continue
         for p in inspect.signature(init).parameters.values():
             if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) \
-                    and p.name not in names:
+                    and p.name not in names and p.name not in skip:
                 names.append(p.name)
-    return names[len(getattr(cls, "deprecated_arguments", ())):]
+    return names
 
 
 def _same(a, b):
@@ -53,10 +53,11 @@ class ModelState:
     A model declares the guide's parameters whose shape follows the data in
     ``guide_params``: ``{name: (constraint, event_dim)}``; they may be absent (no data
     seen yet) or of any size in a state. Buffers (e.g. a guide's bookkeeping) may also be
-    of any size. A deprecated constructor alias is listed in ``deprecated_arguments``."""
+    of any size. Constructor arguments that are not configuration (the module's ``name``,
+    deprecated aliases) are listed in ``not_config``."""
 
     guide_params = {}
-    deprecated_arguments = ()
+    not_config = ("name",)
 
     def config(self):
         """The constructor's arguments, ``{name: value}``: ``type(m)(**m.config())`` is a
