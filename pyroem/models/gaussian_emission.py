@@ -18,6 +18,7 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_design
+from pyroem.distributions.statistics import design_moments, scatter_about, split_moments
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
@@ -115,25 +116,22 @@ def weighted_moments(weights, x, covariance_type):
     r"""
     Additive statistics of ``x (B, T, D)`` weighted by ``weights (B, T) + comps``:
     ``n`` :math:`=\sum w`, ``sx`` :math:`=\sum w x_c`, ``sxx`` :math:`=\sum w x_c x_c^\top`
-    (flattened ``D*D``; or :math:`x_c^2` for diagonal types), about ``shift``.
+    (flattened ``D*D``; or :math:`x_c^2` for diagonal types), about ``shift``
+    (:func:`~pyroem.distributions.statistics.design_moments`).
     """
     shift, design = gaussian_design(x, _kind(covariance_type))  # cached per data tensor
     comps = weights.shape[2:]
     w = weights.reshape(-1, math.prod(comps))  # (B*T, C)
-    # one product for all moments: (features^T @ w) is the fast orientation
-    m = (design.reshape(-1, design.shape[-1]).T @ w).T  # (C, Q + D + 1)
-    return _moments(m, comps, x.shape[-1], shift)
+    return _by_component(design_moments(w, design.reshape(-1, design.shape[-1]), shift), comps)
 
 
 def _kind(covariance_type):
     return "full" if covariance_type in ("full", "tied") else "diag"
 
 
-def _moments(m, comps, D, shift):
-    """Split the product ``m (C, Q + D + 1)`` of weights and design into the moments."""
-    Q = m.shape[-1] - D - 1
-    return {"n": m[:, -1].reshape(comps), "sx": m[:, Q:Q + D].reshape(comps + (D,)),
-            "sxx": m[:, :Q].reshape(comps + (Q,)), "shift": shift}
+def _by_component(stats, comps):
+    """The ``(C, ...)`` moments with the flat component axis reshaped to ``comps``."""
+    return {k: v if k == "shift" else v.reshape(comps + v.shape[1:]) for k, v in stats.items()}
 
 
 # Below this many sequences per frame the batched products of the state-major layout are
@@ -172,10 +170,8 @@ def state_major_moments(weights, x, covariance_type):
     _, K, B = weights.shape
     if B < _MIN_BATCHED:
         flat = weights.transpose(1, 2).reshape(-1, K)  # a view for one sequence
-        m = (design.reshape(-1, design.shape[-1]).T @ flat).T
-    else:
-        m = torch.bmm(weights, design).sum(0)  # (K, Q + D + 1)
-    return _moments(m, (K,), x.shape[-1], shift)
+        return design_moments(flat, design.reshape(-1, design.shape[-1]), shift)
+    return split_moments(torch.bmm(weights, design).sum(0), shift)  # (K, Q + D + 1)
 
 
 def maximize(module, stats, update_means=True, update_covariances=True):
@@ -192,42 +188,49 @@ def maximize(module, stats, update_means=True, update_covariances=True):
     not trained), pooled along the last component axis for ``tied`` and averaged over
     dimensions for ``spherical``; :math:`\epsilon` = ``reg_covar``.
     """
-    D = module.dim
     n = stats["n"]
     nk = n + 10 * torch.finfo(n.dtype).eps  # an empty component keeps a finite mean
     xbar = stats["sx"] / nk.unsqueeze(-1)
     shift = stats["shift"]
     mu = xbar if update_means else module.means.detach() - shift
     if update_covariances:
-        cov_type = module.covariance_type
-        if cov_type in ("full", "tied"):
-            sxx = stats["sxx"].reshape(n.shape + (D, D))
-            cross = xbar.unsqueeze(-1) * mu.unsqueeze(-2)
-            cov = sxx / nk[..., None, None] - cross - cross.mT + mu.unsqueeze(-1) * mu.unsqueeze(-2)
-            if cov_type == "tied":
-                cov = (cov * nk[..., None, None]).sum(-3) / nk.sum(-1)[..., None, None]
-            eye = torch.eye(D, dtype=cov.dtype, device=cov.device)
-            cov = 0.5 * (cov + cov.mT) + module.reg_covar * eye
-            tril, info = torch.linalg.cholesky_ex(cov)
-            if info.any():
-                raise ValueError(
-                    "the M-step produced a covariance that is not positive definite (a "
-                    "component or state collapsed onto too few points); increase reg_covar "
-                    "or decrease the number of components or states")
-            module.scale_tril = tril
+        if module.covariance_type in ("full", "tied"):
+            module.scale_tril = _full_update(module, stats, mu, nk)
         else:
-            var = stats["sxx"] / nk.unsqueeze(-1) - 2 * xbar * mu + mu**2
-            if cov_type == "spherical":
-                var = var.mean(-1)
-            var = var + module.reg_covar
-            if not (var > 0).all():
-                raise ValueError(
-                    "the M-step produced a non-positive variance (a component or state "
-                    "collapsed onto one point); increase reg_covar or decrease the number "
-                    "of components or states")
-            module.scales = var.sqrt()
+            module.scales = _diag_update(module, stats, mu, nk)
     if update_means:
         module.means = mu + shift
+
+
+def _full_update(module, stats, mu, nk):
+    """The Cholesky factor of the full (or tied) covariance about ``mu``, plus reg_covar."""
+    cov = scatter_about(stats["n"], stats["sx"], stats["sxx"], mu) / nk[..., None, None]
+    if module.covariance_type == "tied":
+        cov = (cov * nk[..., None, None]).sum(-3) / nk.sum(-1)[..., None, None]
+    eye = torch.eye(module.dim, dtype=cov.dtype, device=cov.device)
+    cov = 0.5 * (cov + cov.mT) + module.reg_covar * eye
+    tril, info = torch.linalg.cholesky_ex(cov)
+    if info.any():
+        raise ValueError(
+            "the M-step produced a covariance that is not positive definite (a "
+            "component or state collapsed onto too few points); increase reg_covar "
+            "or decrease the number of components or states")
+    return tril
+
+
+def _diag_update(module, stats, mu, nk):
+    """The standard deviations (diag or spherical) about ``mu``, plus reg_covar."""
+    n = stats["n"].unsqueeze(-1)
+    var = scatter_about(n, stats["sx"], stats["sxx"], mu, "diag") / nk.unsqueeze(-1)
+    if module.covariance_type == "spherical":
+        var = var.mean(-1)
+    var = var + module.reg_covar
+    if not (var > 0).all():
+        raise ValueError(
+            "the M-step produced a non-positive variance (a component or state "
+            "collapsed onto one point); increase reg_covar or decrease the number "
+            "of components or states")
+    return var.sqrt()
 
 
 def num_parameters(covariance_type, comps, dim):

@@ -147,7 +147,7 @@ class Stats:
         return 1 if self.arg in self.solver.second_phase else 0
 
     def pulled(self, fn=None):
-        """``(num, den)`` on the parameter's entries (:math:`S^\top`)."""
+        r"""``(num, den)`` on the parameter's entries (:math:`S^\top`)."""
         num, den = (self.num, self.den) if self.later is None else self.later(fn)
         sel = self.selection
         return sel.pull(num), (None if den is None else sel.pull(den))
