@@ -16,8 +16,8 @@ import math
 
 import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
+from pyro import poutine
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 

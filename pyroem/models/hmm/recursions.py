@@ -171,7 +171,7 @@ def viterbi(log_start, log_trans, log_emit, lengths, final=None, block_length=No
     :returns: ``(best (B,), path (B, T))``: the float64 :math:`\max_z \log p(x, z)` and the
         most probable state path (``-1`` on padded frames).
     """
-    B, T, K = log_emit.shape
+    T = log_emit.shape[1]
     frame_mask = torch.arange(T, device=log_emit.device) < lengths.unsqueeze(-1)
     log_final = None
     if final is not None:
