@@ -1,10 +1,18 @@
 import numpy as np
+import pyro
 import pytest
 import torch
 
 # The tests check numbers, not speed: one intra-op thread keeps the many tiny tensor
 # operations of small test problems from spinning on a shared 2-core machine.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _clear_param_store():
+    """Every test starts with an empty Pyro param store: no ``pyro.param`` left by an
+    earlier test leaks into it (tests need not reset the store themselves)."""
+    pyro.clear_param_store()
 
 
 @pytest.fixture

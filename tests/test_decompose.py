@@ -92,7 +92,6 @@ def test_perturbed_q_has_positive_kl_equal_to_brute_force():
 
 def test_generic_model_and_guide_match_brute_force():
     """A hand-written model with pyro.params and a guide with per-point q (not a built-in)."""
-    pyro.clear_param_store()
     x = torch.tensor([-1.0, 0.3, 2.0], dtype=torch.float64)
     locs = torch.tensor([-1.0, 1.5], dtype=torch.float64)
     probs = torch.tensor([0.4, 0.6], dtype=torch.float64)
@@ -120,7 +119,6 @@ def test_generic_model_and_guide_match_brute_force():
     assert d.expected_log_joint == pytest.approx(float((qz * log_joint).sum()), abs=1e-12)
     assert d.entropy == pytest.approx(float(-(qz * log_q).sum()), abs=1e-12)
     assert d.kl > 0.1
-    pyro.clear_param_store()
 
 
 def test_decompose_rejects_continuous_guide():
@@ -226,7 +224,6 @@ def test_plain_pyro_svi_trains_builtin_model_and_ignores_global_param_store():
         svi.step(x)
     assert float(gmm.log_prob(x).sum()) > before + 10.0
     assert pyro.param("means").shape == (5,)  # the global store was left alone
-    pyro.clear_param_store()
 
 
 def test_compare_starts_all_methods_from_the_same_parameters():

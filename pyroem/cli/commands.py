@@ -1,0 +1,214 @@
+"""
+The sub-commands of ``pyroem`` and its entry point: the registry of model families
+(:data:`FAMILIES`), the argument parser built from it, the commands ``fit``, ``score``,
+``sample`` and ``demo``, and :func:`main`, which turns every error into one line on stderr
+and exit status 2.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from pyroem.cli.gmm import GMMFamily
+from pyroem.cli.hmm import HMMFamily
+from pyroem.cli.io import CLIError, load_params, save_params, write_array
+from pyroem.cli.plda import PLDAFamily
+
+#: the model families of the command line, by name
+FAMILIES = {f.name: f for f in (GMMFamily(), PLDAFamily(), HMMFamily())}
+
+
+# ---------------------------------------------------------------------------- commands
+def _family(args):
+    return FAMILIES[args.family]
+
+
+def _load_model(family, path):
+    params = load_params(path)
+    stored = params.get("family", family.name)
+    if stored != family.name:
+        raise CLIError(f"{path}: holds {stored} parameters, not {family.name}")
+    return family.from_params(params)
+
+
+def _fit(args):
+    family = _family(args)
+    data = family.read_data(args.data, args)
+    if args.plot:
+        family.check_plot(data)
+    model = family.build(data, args)
+    options = {"method": args.method, "max_iter": args.max_iter, "tol": args.tol,
+               "num_restarts": args.restarts, "seed": args.seed, "progress": not args.quiet}
+    if getattr(args, "init", None):
+        options["init"] = args.init
+    if args.method == "svi":
+        options["lr"] = args.lr
+    tensors = tuple(torch.as_tensor(d) for d in data)
+    hist = model.fit(*tensors, method=options.pop("method"), **options)
+    n = model._num_items(model._data(*tensors))
+    status = "converged" if hist.converged else "not converged"
+    objective = "log p(X, Z_hat)" if args.method == "viterbi" else "log p(X)"
+    print(f"{family.name} fitted by {args.method}: {hist.num_iters} iterations ({status}), "
+          f"{objective}/N = {hist.final_log_likelihood / n:.6f}")
+    print(f"log p(X)/N = {float(model.log_prob(*tensors).sum()) / n:.6f}, "
+          f"BIC = {model.bic(*tensors):.4f}")
+    for line in family.summary(model):
+        print(line)
+    if args.output:
+        save_params(family.params(model), args.output)
+        print(f"parameters written to {args.output}")
+    if args.plot:
+        family.plot(model, data, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _score(args):
+    family = _family(args)
+    model = _load_model(family, args.params)
+    data = family.read_data(args.data, args)
+    scores = family.score(model, tuple(torch.as_tensor(d) for d in data))
+    write_array(scores, args.output)
+    return 0
+
+
+def _sample(args):
+    family = _family(args)
+    model = _load_model(family, args.params)
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    write_array(family.sample(model, args.num_samples), args.output)
+    return 0
+
+
+def _demo(args):
+    from pyroem.demo import run  # the demo's imports (plots, data sets) only when asked
+
+    return run(args.out, seed=args.seed, progress=not args.quiet)
+
+
+# ---------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error as one line (with where to find help) and exit status 2."""
+
+    def error(self, message):
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _nonnegative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _add_demo_parser(sub):
+    demo = sub.add_parser("demo", help="fit the built-in models on bundled real data")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--out", default="pyroem-demo", metavar="DIR",
+                      help="folder for the figures (default pyroem-demo)")
+    demo.set_defaults(func=_demo)
+
+
+def _add_fit_parser(fit_sub, family):
+    p = fit_sub.add_parser(family.name, help=family.help)
+    p.add_argument("data", metavar="DATA", help="data file (.npy or .csv)")
+    family.add_data_arguments(p)
+    family.add_fit_arguments(p)
+    p.add_argument("--method", default="em", choices=("em", "viterbi", "svi"),
+                   help="exact EM, Viterbi (hard) EM or SVI (default em)")
+    p.add_argument("--max-iter", type=_positive_int, default=200,
+                   help="iterations at most (default 200)")
+    p.add_argument("--tol", type=_nonnegative_float, default=1e-6,
+                   help="stop when the objective per item changes less (default 1e-6)")
+    p.add_argument("--restarts", type=_positive_int, default=1,
+                   help="initialisations, the best is kept (default 1)")
+    p.add_argument("--lr", type=float, default=0.05, help="Adam's learning rate for svi")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation")
+    p.add_argument("--output", "-o", metavar="PARAMS",
+                   help="write the fitted parameters (.npz or .json)")
+    p.add_argument("--plot", metavar="PNG", help="write a figure of the fit")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_fit)
+
+
+def _add_score_parser(score_sub, family):
+    p = score_sub.add_parser(family.name, help=family.help)
+    p.add_argument("params", metavar="PARAMS", help="parameters written by 'pyroem fit'")
+    p.add_argument("data", metavar="DATA", help="data file (.npy or .csv)")
+    family.add_data_arguments(p)
+    p.add_argument("--output", "-o", metavar="FILE",
+                   help="write the scores here (.npy or CSV) instead of stdout")
+    p.set_defaults(func=_score)
+
+
+def _add_sample_parser(sample_sub, family):
+    p = sample_sub.add_parser(family.name, help=family.help)
+    p.add_argument("params", metavar="PARAMS", help="parameters written by 'pyroem fit'")
+    p.add_argument("num_samples", metavar="N", type=_positive_int, help="how many")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--output", "-o", metavar="FILE",
+                   help="write the samples here (.npy or CSV) instead of stdout")
+    p.set_defaults(func=_sample)
+
+
+def build_parser():
+    """The parser of ``pyroem``: ``demo``, and ``fit``, ``score`` and ``sample`` with one
+    sub-command per registered family."""
+    parser = _Parser(prog="pyroem", description="Exact EM for Pyro models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_demo_parser(sub)
+    family_subs = []
+    for name, help in (("fit", "fit a model to a data file"),
+                       ("score", "per-item log-likelihood of a data file"),
+                       ("sample", "draw samples from fitted parameters")):
+        command = sub.add_parser(name, help=help)
+        family_subs.append(command.add_subparsers(dest="family", required=True,
+                                                  metavar="FAMILY", parser_class=_Parser))
+    fit_sub, score_sub, sample_sub = family_subs
+    for family in FAMILIES.values():
+        _add_fit_parser(fit_sub, family)
+        _add_score_parser(score_sub, family)
+        _add_sample_parser(sample_sub, family)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status (0 on success, 2 on an error)."""
+    try:
+        args = build_parser().parse_args(argv)
+        if (getattr(args, "output", None) and args.func is _fit
+                and Path(args.output).suffix.lower() not in (".npz", ".json")):
+            raise CLIError(f"{args.output}: parameter files must end in .npz or .json")
+        return args.func(args)
+    except SystemExit as e:  # --help
+        return e.code
+    except KeyboardInterrupt:
+        print("pyroem: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line, never a traceback (unless PYROEM_DEBUG)
+        if os.environ.get("PYROEM_DEBUG"):
+            raise
+        known = isinstance(e, (ValueError, OSError, FloatingPointError))
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if not known:
+            message = f"{type(e).__name__}: {message}"
+        print(f"pyroem: error: {message}", file=sys.stderr)
+        return 2

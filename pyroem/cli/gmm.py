@@ -1,0 +1,101 @@
+"""
+``pyroem fit|score|sample gmm``: the Gaussian mixture family. ``DATA`` is ``(N, D)``, one
+point per row; the parameter file holds the weights, means and covariances; ``--plot``
+draws 2-D data coloured by component with the components' 1- and 2-sigma ellipses.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from pyroem.cli.family import Family, add_gaussian_options, gaussian_params, mean_lines, save_figure
+from pyroem.cli.io import CLIError, param_arrays, param_options, read_array
+from pyroem.models import GaussianMixture
+
+
+class GMMFamily(Family):
+    name = "gmm"
+    help = "Gaussian mixture: DATA is (N, D), one point per row"
+
+    def add_fit_arguments(self, parser):
+        parser.add_argument("--components", "-k", type=int, default=2, metavar="K",
+                            help="number of mixture components (default 2)")
+        add_gaussian_options(parser)
+
+    def read_data(self, path, args):
+        x = read_array(path)
+        return (x.reshape(-1, 1) if x.ndim == 1 else x,)
+
+    def build(self, data, args):
+        return GaussianMixture(args.components, data[0].shape[1], args.covariance_type,
+                               args.reg_covar)
+
+    def summary(self, model):
+        return [f"weights: {np.array2string(model.weights.detach().numpy(), precision=4)}",
+                *mean_lines(model)]
+
+    def params(self, model):
+        return {"family": self.name, "weights": model.weights.detach().numpy(),
+                **gaussian_params(model)}
+
+    def from_params(self, params):
+        weights, means, covariances = param_arrays(params, "weights", "means", "covariances")
+        covariance_type, reg_covar = param_options(params, covariance_type="full",
+                                                   reg_covar=1e-6)
+        if means.ndim != 2 or weights.shape != (means.shape[0],):
+            raise CLIError(f"parameter file: weights {weights.shape} and means {means.shape} "
+                           "do not fit (K,) and (K, D)")
+        if not (np.all(weights >= 0) and abs(weights.sum() - 1) < 1e-6):
+            raise CLIError("parameter file: weights must be non-negative and sum to 1")
+        model = GaussianMixture(means.shape[0], means.shape[1], covariance_type, reg_covar)
+        model = model.to(torch.float64)
+        model.weights = torch.as_tensor(weights)
+        model.means = torch.as_tensor(means)
+        model.covariances = torch.as_tensor(covariances)
+        return model
+
+    def sample(self, model, num_samples):
+        x, _ = model.sample(num_samples)
+        return x.numpy()
+
+    def check_plot(self, data):
+        if data[0].shape[1] != 2:
+            raise CLIError(f"--plot needs 2-D data, got {data[0].shape[1]} columns")
+
+    def plot(self, model, data, path):
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Ellipse
+
+        x = data[0]
+        labels = model.predict(torch.as_tensor(x)).numpy()
+        cov = _full_covariances(model)
+        fig = Figure(figsize=(6, 4.5))
+        ax = fig.add_subplot()
+        ax.scatter(x[:, 0], x[:, 1], c=labels, cmap="tab10", vmin=0, vmax=9, s=10, alpha=0.7)
+        for k, (mean, c) in enumerate(zip(model.means.detach().numpy(), cov)):
+            values, vectors = np.linalg.eigh(c)
+            angle = math.degrees(math.atan2(vectors[1, -1], vectors[0, -1]))
+            for n_std in (1, 2):  # ellipses at 1 and 2 standard deviations
+                width, height = 2 * n_std * np.sqrt(values[::-1])
+                ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False,
+                                     color=f"C{k % 10}", lw=1.5 if n_std == 1 else 0.8))
+            ax.plot(*mean, "k+", ms=10)
+        ax.set_title(f"Gaussian mixture, K={model.num_components} ({model.covariance_type})")
+        ax.set_xlabel("x[0]")
+        ax.set_ylabel("x[1]")
+        fig.tight_layout()
+        save_figure(fig, path)
+
+
+def _full_covariances(model):
+    """Covariances as ``(K, D, D)`` whatever the ``covariance_type``."""
+    cov = model.covariances.numpy()
+    K, D = model.num_components, model.dim
+    if model.covariance_type == "tied":
+        return np.broadcast_to(cov, (K, D, D))
+    if model.covariance_type == "diag":
+        return np.stack([np.diag(c) for c in cov])
+    if model.covariance_type == "spherical":
+        return cov[:, None, None] * np.eye(D)
+    return cov
