@@ -63,7 +63,7 @@ def gmm_part(out_dir, seed, progress=False):
     _table("Gaussian mixture (K=2, full) on Old Faithful (272 eruptions, standardised)",
            histories, n)
     start = GaussianMixture(2, 2, "full")
-    start.fit(x, max_iter=1, seed=seed)
+    start.fit(x, max_iter=1, tol=0, seed=seed)  # a start one EM step in
     plot.plot_em_bound(start, x, path=os.path.join(out_dir, "gmm_em_bound.png"))
     plot.plot_convergence(histories, path=os.path.join(out_dir, "gmm_convergence.png"),
                           num_items=n)

@@ -71,29 +71,36 @@ def em_bound_path(model, *data, num_points=61, t_range=(-0.75, 2.0)):
     The bound lies below the evidence everywhere, touches it at :math:`t = 0` and (with
     an exact M-step, ``reg_covar=0``) is largest on the path at :math:`t = 1`.
 
-    :param model: a built-in model (:class:`~pyroem.models.EMModel`); not modified.
+    :param model: a built-in model (:class:`~pyroem.models.EMModel`); left as it was
+        (its state is restored).
     :param data: its data.
     :param int num_points: grid points on the path (0 and 1 are always added).
     :param tuple t_range: the ends of the path.
     :returns: an :class:`EMBoundPath`.
     """
-    work = copy.deepcopy(model)
-    args = work._data(*data)
-    names = _model_param_names(work, args)
-    em = EM(work.model, work.guide, max_plate_nesting=work.max_plate_nesting)
-    old = {n: _unconstrained(work, n).detach().clone() for n in names}
+    saved = copy.deepcopy(model.state_dict())  # the model is left as it was
+    try:
+        return _bound_path(model, model.prepare(*data), num_points, t_range)
+    finally:
+        model.load_state_dict(saved)
+
+
+def _bound_path(model, args, num_points, t_range):
+    names = _model_param_names(model, args)
+    em = EM(model.model, model.guide, max_plate_nesting=model.max_plate_nesting)
+    old = {n: _unconstrained(model, n).detach().clone() for n in names}
     with torch.no_grad():
         posterior = em.e_step(*args)  # q_old, written into the guide and kept fixed
-        em.m_step(posterior, *args)
-    new = {n: _unconstrained(work, n).detach().clone() for n in names}
+    em.run_m_step(posterior, *args)
+    new = {n: _unconstrained(model, n).detach().clone() for n in names}
     t = torch.linspace(float(t_range[0]), float(t_range[1]), int(num_points), dtype=torch.float64)
     t = torch.cat([t, torch.tensor([0.0, 1.0], dtype=torch.float64)]).unique()  # sorted
     log_evidence, bound = [], []
     for ti in t.tolist():
         with torch.no_grad():
             for n in names:
-                _unconstrained(work, n).data.copy_(old[n] + ti * (new[n] - old[n]))
-        d = decompose(work.model, work.guide, *args, max_plate_nesting=work.max_plate_nesting)
+                _unconstrained(model, n).data.copy_(old[n] + ti * (new[n] - old[n]))
+        d = decompose(model.model, model.guide, *args, max_plate_nesting=model.max_plate_nesting)
         log_evidence.append(d.log_evidence)
         bound.append(d.elbo)
     log_evidence = torch.tensor(log_evidence, dtype=torch.float64)
@@ -226,7 +233,7 @@ def plot_mixture(gmm, x, path=None, num_std=(1.0, 2.0)):
     """
     if gmm.dim != 2:
         raise ValueError(f"plot_mixture draws 2-D mixtures only, got dim={gmm.dim}")
-    (x,) = gmm._data(x)
+    (x,) = gmm.prepare(x)
     resp = gmm.posterior(x).double()
     palette = torch.tensor([(0.84, 0.15, 0.16), (0.12, 0.47, 0.71), (0.17, 0.63, 0.17),
                             (1.0, 0.5, 0.05), (0.58, 0.4, 0.74), (0.55, 0.34, 0.29),
