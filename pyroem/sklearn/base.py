@@ -15,14 +15,31 @@ class EMEstimator(DensityMixin, BaseEstimator):
 
     - ``_make_model(n_features)``: a fresh pyroem model for data with ``n_features``
       columns, built from the estimator's parameters;
-    - ``_init_option()``: the model's ``fit(init=...)`` value for ``init_params``;
     - ``_export(model)``: set the fitted attributes (``weights_``, ...) from the model;
 
     and may override ``_model_args(X, **fit_params)`` (the model's data arguments, e.g.
-    an HMM's sequence lengths). Data are validated by scikit-learn (float64 or float32
-    kept, NaN/inf and wrong numbers of features rejected) and copied into a tensor of
-    the same dtype.
+    an HMM's sequence lengths), ``_max_iter``, ``_model_tol``, ``_lower_bound`` and
+    ``_inits`` (scikit-learn's ``init_params`` values and the model's ``init`` for
+    each). Data are validated by scikit-learn (float64 or float32 kept, NaN/inf and wrong
+    numbers of features rejected) and copied into a tensor of the same dtype.
     """
+
+    #: ``init_params`` -> the model's ``fit(init=...)``
+    _inits = {"kmeans": "kmeans++", "k-means++": "kmeans++", "kmeans++": "kmeans++",
+              "random": "random"}
+
+    def _make_model(self, n_features):
+        raise NotImplementedError
+
+    def _export(self, model):
+        raise NotImplementedError
+
+    def _init_option(self):
+        """The model's ``fit(init=...)`` value for ``init_params``."""
+        if self.init_params not in self._inits:
+            raise ValueError(f"unknown init_params {self.init_params!r}; expected one of "
+                             f"{sorted(self._inits)}")
+        return self._inits[self.init_params]
 
     def _validate(self, X, reset):
         X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
@@ -33,8 +50,10 @@ class EMEstimator(DensityMixin, BaseEstimator):
     def _model_args(self, X, **fit_params):
         return (X,)
 
-    def _seed(self):
-        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+    def _seed(self, random_state=None):
+        """An int seed drawn from ``random_state`` (else the estimator's)."""
+        rs = self.random_state if random_state is None else random_state
+        return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
 
     def _max_iter(self):
         return self.max_iter

@@ -2,12 +2,10 @@
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from pyroem.models import GaussianHMM as _GaussianHMM
 from pyroem.sklearn.base import EMEstimator
-from pyroem.sklearn.mixture import GaussianMixture
 
 
 class GaussianHMM(EMEstimator):
@@ -72,8 +70,6 @@ class GaussianHMM(EMEstimator):
     ``monitor_.history``).
     """
 
-    _inits = GaussianMixture._inits
-
     def __init__(self, n_components=1, covariance_type="diag", *, reg_covar=1e-6,
                  startprob_prior=1.0, transmat_prior=1.0, algorithm="viterbi",
                  random_state=None, n_iter=10, tol=1e-2, params="stmc", init_params="kmeans",
@@ -97,8 +93,6 @@ class GaussianHMM(EMEstimator):
                             self.reg_covar, params=self.params,
                             start_concentration=self.startprob_prior,
                             trans_concentration=self.transmat_prior)
-
-    _init_option = GaussianMixture._init_option
 
     def _export(self, model):
         self.startprob_ = model.start_probs.detach().numpy()
@@ -218,8 +212,7 @@ class GaussianHMM(EMEstimator):
         :returns: ``(X (n_samples, n_features), Z (n_samples,))``, ``Z`` the states.
         """
         check_is_fitted(self, "model_")
-        rs = self.random_state if random_state is None else random_state
-        seed = int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+        seed = self._seed(random_state)
         x, z = self.model_.sample(n_samples, seed=seed)
         return x.numpy(), z.numpy()
 

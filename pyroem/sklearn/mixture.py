@@ -26,9 +26,6 @@ class GaussianMixture(EMEstimator):
     (final mean log-likelihood per sample), ``n_features_in_`` and ``model_``.
     """
 
-    _inits = {"kmeans": "kmeans++", "k-means++": "kmeans++", "kmeans++": "kmeans++",
-              "random": "random"}
-
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", random_state=None,
                  method="em"):
@@ -45,12 +42,6 @@ class GaussianMixture(EMEstimator):
     def _make_model(self, n_features):
         return _GaussianMixture(self.n_components, n_features, self.covariance_type,
                                 self.reg_covar)
-
-    def _init_option(self):
-        if self.init_params not in self._inits:
-            raise ValueError(f"unknown init_params {self.init_params!r}; expected one of "
-                             f"{sorted(self._inits)}")
-        return self._inits[self.init_params]
 
     def _export(self, model):
         self.weights_ = model.weights.detach().numpy()
