@@ -15,11 +15,6 @@ from pyroem.models import GaussianMixture
 X = torch.tensor([0.0, 1.0, 2.0, 7.0, 9.0, 8.0])
 
 
-@pytest.fixture(autouse=True)
-def clear():
-    pyro.clear_param_store()
-
-
 class PoissonMixture(PyroModule):
     def __init__(self, dtype=torch.float64):
         super().__init__()

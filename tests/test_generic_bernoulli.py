@@ -12,11 +12,6 @@ from torch.distributions import constraints
 from pyroem.infer import EM, exact_posterior
 
 
-@pytest.fixture(autouse=True)
-def clear():
-    pyro.clear_param_store()
-
-
 def digits(n=40):
     x = torch.as_tensor(load_digits().data[:n], dtype=torch.float64)
     return (x > 7).to(torch.float64)  # (n, 64) binary images

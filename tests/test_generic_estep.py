@@ -15,11 +15,6 @@ from pyroem.infer import EM, exact_posterior
 F64 = dict(dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def clear():
-    pyro.clear_param_store()
-
-
 def nested_model(x):
     """Groups (outer plate) with a group-level latent g and item-level latents z."""
     wg = pyro.param("wg", torch.tensor([0.4, 0.6], **F64), constraint=constraints.simplex)

@@ -13,11 +13,6 @@ from pyroem.infer import EM, exact_posterior
 from pyroem.models import GaussianMixture
 
 
-@pytest.fixture(autouse=True)
-def clear():
-    pyro.clear_param_store()
-
-
 def data(n=60, d=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     centres = 3 * torch.randn(3, d, generator=gen, dtype=torch.float64)

@@ -18,11 +18,6 @@ X = torch.tensor([[0, 2, 1], [1, 1, 2]])  # 2 sequences of length 3, symbols in 
 B, T = X.shape
 
 
-@pytest.fixture(autouse=True)
-def clear():
-    pyro.clear_param_store()
-
-
 def hmm(x):
     gen = torch.Generator().manual_seed(1)
     start = pyro.param("start", torch.tensor([0.6, 0.4], dtype=torch.float64),

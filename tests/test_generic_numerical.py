@@ -14,11 +14,6 @@ X = torch.tensor([0.0, 3.0, 1.0, 7.0, 9.0, 2.0], dtype=torch.float64)
 POS = torch.tensor([0.2, 1.5, 0.4, 3.0, 5.0, 0.9], dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def clear():
-    pyro.clear_param_store()
-
-
 def log_rate_model(x):
     """Poisson mixture parametrised by log-rates: exp() is not a selection, so no
     closed form is recognised for ``log_rates``."""

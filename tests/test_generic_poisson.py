@@ -14,11 +14,6 @@ X = torch.tensor([0.0, 3.0, 1.0, 7.0, 9.0], dtype=torch.float64)
 K = 2
 
 
-@pytest.fixture(autouse=True)
-def clear():
-    pyro.clear_param_store()
-
-
 def model(x, prior=None):
     weights = pyro.param("weights", torch.tensor([0.4, 0.6], dtype=torch.float64),
                          constraint=constraints.simplex)

@@ -4,7 +4,6 @@ EM step."""
 
 import pyro
 import pyro.distributions as dist
-import pytest
 import torch
 from generic_brute import brute_force, init_params, marginal, one_hot, param
 from torch.distributions import constraints
@@ -14,11 +13,6 @@ from pyroem.infer import EM, exact_posterior
 K1, K2 = 2, 3
 X = torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64)
 Y = torch.tensor([0.0, 4.0, 2.0], dtype=torch.float64)
-
-
-@pytest.fixture(autouse=True)
-def clear():
-    pyro.clear_param_store()
 
 
 def model(x, y):

@@ -23,11 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 X = torch.tensor([0.0, 1.0, 0.0, 2.0, 7.0, 9.0, 4.0, 12.0, 0.0, 6.0], dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def clear():
-    pyro.clear_param_store()
-
-
 @pytest.fixture(scope="module")
 def geometric_rule():
     """The rule of docs/mstep_rules.rst, imported from the file the page includes."""
@@ -83,7 +78,7 @@ def test_docs_page_includes_the_tested_rule_and_its_usage_runs(geometric_rule):
     namespace = {}
     for block in blocks:
         code = "\n".join(line[4:] for line in block.splitlines())
-        exec(compile(code, "docs/mstep_rules.rst", "exec"), namespace)
+        exec(compile(code, "docs/mstep_rules.rst", "exec"), namespace)  # noqa: S102 (our docs)
     em = namespace["em"]
     assert em.m_step.strategies == {"probs": "closed-form:Geometric",
                                     "weights": "closed-form:Categorical"}
