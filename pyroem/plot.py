@@ -17,6 +17,7 @@ from matplotlib.patches import Ellipse
 
 from pyroem.infer.decompose import decompose
 from pyroem.infer.em import EM
+from pyroem.models import gaussian_emission as ge
 
 EMBoundPath = namedtuple(
     "EMBoundPath", ["t", "log_evidence", "bound", "log_evidence_old", "log_evidence_new"])
@@ -208,18 +209,6 @@ def plot_convergence(histories, path=None, num_items=None):
     return _finish(fig, path)
 
 
-def _full_covariances(gmm):
-    cov = gmm.covariances
-    K, D = gmm.num_components, gmm.dim
-    if gmm.covariance_type == "full":
-        return cov
-    if gmm.covariance_type == "tied":
-        return cov.expand(K, D, D)
-    if gmm.covariance_type == "diag":
-        return torch.diag_embed(cov)
-    return cov[:, None, None] * torch.eye(D, dtype=cov.dtype)
-
-
 def plot_mixture(gmm, x, path=None, num_std=(1.0, 2.0)):
     r"""
     Figure (c): 2-D data coloured by their responsibilities
@@ -245,7 +234,8 @@ def plot_mixture(gmm, x, path=None, num_std=(1.0, 2.0)):
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
     ax.scatter(x[:, 0].double(), x[:, 1].double(), c=colors.numpy(), s=12, lw=0)
-    covs = _full_covariances(gmm).double()
+    covs = ge.full_covariances(gmm.covariances, gmm.covariance_type, (gmm.num_components,),
+                               gmm.dim).double()
     means = gmm.means.detach().double()
     weights = gmm.weights.detach().double()
     for k in range(K):

@@ -12,6 +12,7 @@ import torch
 from pyroem.cli.family import Family, add_gaussian_options, gaussian_params, mean_lines, save_figure
 from pyroem.cli.io import CLIError, param_arrays, param_options, read_array
 from pyroem.models import GaussianMixture
+from pyroem.models import gaussian_emission as ge
 
 
 class GMMFamily(Family):
@@ -69,7 +70,8 @@ class GMMFamily(Family):
 
         x = data[0]
         labels = model.predict(torch.as_tensor(x)).numpy()
-        cov = _full_covariances(model)
+        cov = ge.full_covariances(model.covariances, model.covariance_type,
+                                  (model.num_components,), model.dim).numpy()
         fig = Figure(figsize=(6, 4.5))
         ax = fig.add_subplot()
         ax.scatter(x[:, 0], x[:, 1], c=labels, cmap="tab10", vmin=0, vmax=9, s=10, alpha=0.7)
@@ -86,16 +88,3 @@ class GMMFamily(Family):
         ax.set_ylabel("x[1]")
         fig.tight_layout()
         save_figure(fig, path)
-
-
-def _full_covariances(model):
-    """Covariances as ``(K, D, D)`` whatever the ``covariance_type``."""
-    cov = model.covariances.numpy()
-    K, D = model.num_components, model.dim
-    if model.covariance_type == "tied":
-        return np.broadcast_to(cov, (K, D, D))
-    if model.covariance_type == "diag":
-        return np.stack([np.diag(c) for c in cov])
-    if model.covariance_type == "spherical":
-        return cov[:, None, None] * np.eye(D)
-    return cov

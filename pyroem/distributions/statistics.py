@@ -15,7 +15,6 @@ additive over data, so batches, chunks and processes sum them before the maximis
 """
 
 
-
 def split_moments(product, shift):
     r"""
     The moments in ``product``, a weighted sum of

@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from pyroem.infer.history import History
 
-
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

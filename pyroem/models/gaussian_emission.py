@@ -49,6 +49,19 @@ def get_covariances(module):
     return module.scales.detach().pow(2)
 
 
+def full_covariances(covariances, covariance_type, comps, dim):
+    """Covariances of any ``covariance_type`` as full matrices, ``comps + (dim, dim)``
+    (``tied`` ones repeated along the last component axis)."""
+    if covariance_type == "tied":
+        return covariances.unsqueeze(-3).expand(comps + (dim, dim)).clone()
+    if covariance_type == "diag":
+        return torch.diag_embed(covariances)
+    if covariance_type == "spherical":
+        return covariances[..., None, None] * torch.eye(dim, dtype=covariances.dtype,
+                                                         device=covariances.device)
+    return covariances
+
+
 def set_covariances(module, value, comps):
     value = torch.as_tensor(value, dtype=module.dtype)
     shape = covariance_shape(module.covariance_type, comps, module.dim)

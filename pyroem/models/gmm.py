@@ -7,6 +7,7 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions import gaussian_design
+from pyroem.distributions.statistics import split_moments
 from pyroem.infer.posteriors import DiscretePosterior
 from pyroem.models import gaussian_emission as ge
 from pyroem.models.base import EMModel, model_method
@@ -128,10 +129,7 @@ class GaussianMixture(EMModel):
         resp = posterior["x"]  # (K, N): q(z_n = k), or one-hot for hard EM
         kind = "full" if self.covariance_type in ("full", "tied") else "diag"
         shift, design = gaussian_design(x.reshape(-1, self.dim), kind)  # [quad, lin, 1]
-        m = resp @ design  # every moment in one product
-        D = self.dim
-        Q = design.shape[-1] - D - 1
-        return {"n": m[:, -1], "sx": m[:, Q:Q + D], "sxx": m[:, :Q], "shift": shift}
+        return split_moments(resp @ design, shift)  # every moment in one product
 
     def maximize(self, stats):
         """M-step: the closed-form maximiser of Q (see the class docstring)."""

@@ -5,6 +5,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from pyroem.models import GaussianHMM as _GaussianHMM
+from pyroem.models import gaussian_emission as ge
 from pyroem.sklearn.base import EMEstimator
 
 
@@ -98,8 +99,8 @@ class GaussianHMM(EMEstimator):
         self.startprob_ = model.start_probs.detach().numpy()
         self.transmat_ = model.trans_probs.detach().numpy()
         self.means_ = model.means.detach().numpy()
-        self.covars_ = _full_covariances(model.covariances, model.covariance_type,
-                                         model.num_states, model.dim).numpy()
+        self.covars_ = ge.full_covariances(model.covariances, model.covariance_type,
+                                           (model.num_states,), model.dim).numpy()
 
     def _model_args(self, X, lengths=None, sequence_ids=None):
         """``X`` split into its sequences (a list of tensors, or ``X`` itself when it is
@@ -215,14 +216,3 @@ class GaussianHMM(EMEstimator):
         seed = self._seed(random_state)
         x, z = self.model_.sample(n_samples, seed=seed)
         return x.numpy(), z.numpy()
-
-
-def _full_covariances(cov, covariance_type, K, D):
-    """Covariances as ``(K, D, D)`` whatever the ``covariance_type``."""
-    if covariance_type == "tied":
-        return cov.expand(K, D, D).clone()
-    if covariance_type == "diag":
-        return torch.diag_embed(cov)
-    if covariance_type == "spherical":
-        return cov[:, None, None] * torch.eye(D, dtype=cov.dtype)
-    return cov

@@ -9,6 +9,7 @@ import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
+from pyroem.distributions.statistics import categorical_counts
 from pyroem.models.checks import check_positive_int
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.emissions import Emission
@@ -54,9 +55,8 @@ class CategoricalEmission(CheckedProbs, Emission):
         return safe_log(probs).T[x]
 
     def expected_statistics(self, gamma, x):
-        K, M = self.num_states, self.num_symbols
-        counts = gamma.new_zeros(M, K).index_add_(0, x.reshape(-1), gamma.reshape(-1, K))
-        return {"emission": counts.T}
+        counts = categorical_counts(gamma.reshape(-1, self.num_states), x, self.num_symbols)
+        return {"emission": counts}
 
     def maximize(self, stats, params):
         if "e" in params:
