@@ -2,7 +2,6 @@
 :mod:`pyroem.infer.loop`, ``initialize``, an explicit state (:mod:`pyroem.models.state`)."""
 
 import contextlib
-import copy
 import functools
 import math
 
@@ -128,7 +127,7 @@ class EMModel(ModelState, PyroModule):
     @contextlib.contextmanager
     def _transaction(self):
         """Restore the whole state (parameters, dtype, guide) if the block raises."""
-        saved = copy.deepcopy(self.state_dict())
+        saved = self.snapshot()
         try:
             yield saved
         except BaseException:
@@ -195,17 +194,18 @@ class EMModel(ModelState, PyroModule):
     def _best_of_restarts(self, args, init, num_restarts, seed, options):
         """Run each restart from the same state, then keep the state of the run with the
         highest final objective; returns that run's history."""
-        start = copy.deepcopy(self.state_dict())
+        start = self.snapshot() if num_restarts > 1 else None
         best_state, best = None, None
         for restart in range(num_restarts):
-            self.load_state_dict(start)
+            if restart:
+                self.load_state_dict(start)
             restart_seed = None if seed is None else int(seed) + restart
             self._initialize(args, init, self._generator(restart_seed))
             hist = self._fit_once(args, seed=restart_seed, **options)
             hist.restart = restart
             if best is None or hist.final_log_likelihood > best.final_log_likelihood:
                 best = hist
-                best_state = copy.deepcopy(self.state_dict()) if num_restarts > 1 else None
+                best_state = self.snapshot() if num_restarts > 1 else None
         if best_state is not None:
             self.load_state_dict(best_state)
         return best

@@ -12,6 +12,7 @@ class) gives the same model back.
 """
 
 import copy
+import functools
 import inspect
 from collections import namedtuple
 
@@ -24,6 +25,7 @@ _EXTRA = "_extra_state"
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+@functools.lru_cache(maxsize=None)
 def _constructor_arguments(cls):
     """Names of the arguments of ``cls`` and its bases' constructors, without those the
     class lists in ``not_config``."""
@@ -36,7 +38,7 @@ def _constructor_arguments(cls):
             if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) \
                     and p.name not in names and p.name not in skip:
                 names.append(p.name)
-    return names
+    return tuple(names)
 
 
 def _same(a, b):
@@ -64,6 +66,12 @@ class ModelState:
         model of the same structure (with fresh parameters)."""
         return {name: copy.deepcopy(getattr(self, name))
                 for name in _constructor_arguments(type(self))}
+
+    def snapshot(self):
+        """A copy of :meth:`state_dict` that later changes of the model do not touch
+        (tensors cloned), to restore with :meth:`load_state_dict`."""
+        return {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                for k, v in self.state_dict().items()}
 
     def get_extra_state(self):
         return {"class": type(self).__name__, "config": self.config()}
