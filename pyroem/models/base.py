@@ -20,6 +20,7 @@ from pyroem.infer.loop import (
     run_fit,
 )
 from pyroem.infer.recorders import EMDecomposition, ExactEvidence, SVIDecomposition
+from pyroem.models import checkpoint
 from pyroem.models.checks import check_option, check_positive_int
 from pyroem.models.state import ModelState
 
@@ -74,6 +75,22 @@ class EMModel(ModelState, PyroModule):
     #: accepted values of ``fit(init=...)``
     inits = ("given",)
     default_init = "given"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        checkpoint.MODEL_CLASSES[cls.__name__] = cls  # pyroem.load finds it by name
+
+    def save(self, path):
+        """Write a checkpoint (configuration and model parameters; not the guide's q, not
+        the data) to ``path``: ``.npz`` (numpy's archive) or else ``torch.save``. Load it
+        with :meth:`load` or :func:`pyroem.load`; see :mod:`pyroem.models.checkpoint`."""
+        checkpoint.save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """The model saved at ``path`` by :meth:`save`, refusing a file that is not a
+        pyroem checkpoint or holds another model class."""
+        return checkpoint.load(path, expected=cls)
 
     @property
     def dtype(self):
