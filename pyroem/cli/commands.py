@@ -8,6 +8,7 @@ and exit status 2.
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,6 +35,11 @@ def _load_model(family, path):
     return family.from_params(params)
 
 
+def _tensors(data):
+    """The model's arguments: numeric arrays as tensors, others (text labels) as they are."""
+    return tuple(torch.as_tensor(d) if d.dtype.kind in "biuf" else d for d in data)
+
+
 def _fit(args):
     family = _family(args)
     data = family.read_data(args.data, args)
@@ -46,7 +52,7 @@ def _fit(args):
         options["init"] = args.init
     if args.method == "svi":
         options["lr"] = args.lr
-    tensors = tuple(torch.as_tensor(d) for d in data)
+    tensors = _tensors(data)
     hist = model.fit(*tensors, method=options.pop("method"), **options)
     n = model._num_items(model._data(*tensors))
     status = "converged" if hist.converged else "not converged"
@@ -70,7 +76,7 @@ def _score(args):
     family = _family(args)
     model = _load_model(family, args.params)
     data = family.read_data(args.data, args)
-    scores = family.score(model, tuple(torch.as_tensor(d) for d in data))
+    scores = family.score(model, _tensors(data))
     write_array(scores, args.output)
     return 0
 
@@ -78,9 +84,11 @@ def _score(args):
 def _sample(args):
     family = _family(args)
     model = _load_model(family, args.params)
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    write_array(family.sample(model, args.num_samples), args.output)
+    with torch.random.fork_rng(devices=[]):  # the caller's generator left as it was
+        if args.seed is not None:
+            torch.manual_seed(args.seed)
+        samples = family.sample(model, args.num_samples)
+    write_array(samples, args.output)
     return 0
 
 
@@ -190,8 +198,44 @@ def build_parser():
     return parser
 
 
+def _stdout_closed():
+    """The reader of stdout has gone (``pyroem ... | head -1``): point stdout at
+    ``os.devnull`` so that nothing more (not even the final flush at exit) fails, as
+    standard tools end quietly then."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor
+        pass
+
+
 def main(argv=None):
-    """Run the command line; returns the exit status (0 on success, 2 on an error)."""
+    """Run the command line; returns the exit status (0 on success, also when the reader
+    of stdout stops early; 2 on an error)."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a reader that has gone shows here, not at exit
+        return code
+    except BrokenPipeError:
+        _stdout_closed()
+        return 0
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """Show a warning (e.g. an unconverged fit) as one line, like the errors."""
+    text = str(message).strip()
+    text = text.splitlines()[0] if text else category.__name__
+    print(f"pyroem: warning: {text}", file=file or sys.stderr)
+
+
+def _run(argv):
+    with warnings.catch_warnings():  # the filters stay the user's; only the display changes
+        warnings.showwarning = _warning_line
+        return _run_command(argv)
+
+
+def _run_command(argv):
     try:
         args = build_parser().parse_args(argv)
         if (getattr(args, "output", None) and args.func is _fit
@@ -200,6 +244,8 @@ def main(argv=None):
         return args.func(args)
     except SystemExit as e:  # --help
         return e.code
+    except BrokenPipeError:
+        raise
     except KeyboardInterrupt:
         print("pyroem: interrupted", file=sys.stderr)
         return 130

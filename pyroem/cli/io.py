@@ -26,19 +26,61 @@ def read_array(path):
     :raises CLIError: naming the file and the problem (missing, unreadable, ragged,
         non-numeric, empty, NaN/inf).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"{path}: no such file")
+    path = _existing(path)
     if path.suffix.lower() == ".npy":
         values = _read_npy(path)
     else:
-        values = _read_csv(path)
+        values = _read_csv(path)[1]
+    return _checked(path, values)
+
+
+def read_labelled(path, kind="value"):
+    """
+    Read a table whose first column is a label and whose other columns are numbers
+    (``.npy``: a numeric 2-D array; CSV: labels of any text).
+
+    :param str kind: what the values are, for messages (``"embedding"``).
+    :returns: ``(labels (N,), values (N, D))``: the labels as float64 when every label is a
+        number (as :func:`read_array` reads them), else as strings; the values as float64.
+    :raises CLIError: as :func:`read_array`; and when there is no column after the labels.
+    """
+    path = _existing(path)
+    if path.suffix.lower() == ".npy":
+        table = _read_npy(path)
+        if table.ndim != 2 or table.shape[1] < 2:
+            raise CLIError(f"{path}: expected a label column and at least one {kind} "
+                           f"column, got shape {table.shape}")
+        table = _checked(path, table)
+        return table[:, 0], table[:, 1:]
+    labels, values = _read_csv(path, labelled=True)
+    if values.shape[0] and values.shape[1] < 1:
+        raise CLIError(f"{path}: expected a label column and at least one {kind} column, "
+                       "got 1 column")
+    if all(_is_number(v) for v in labels):  # numeric labels, checked as numbers
+        table = _checked(path, np.column_stack([np.asarray(labels, dtype=np.float64),
+                                                 values]) if len(labels) else values)
+        return table[:, 0], table[:, 1:]
+    values = _checked(path, values, first_column=2)
+    return np.asarray([v.strip() for v in labels]), values
+
+
+def _existing(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    return path
+
+
+def _checked(path, values, first_column=1):
+    """``values`` after checking that it has rows and holds no NaN or inf."""
     if values.shape[0] == 0:
         raise CLIError(f"{path}: no data rows")
     bad = ~np.isfinite(values)
     if bad.any():
         index = np.argwhere(bad)[0]
-        where = f"row {index[0] + 1}" + (f", column {index[1] + 1}" if values.ndim == 2 else "")
+        where = f"row {index[0] + 1}"
+        if values.ndim == 2:
+            where += f", column {index[1] + first_column}"
         raise CLIError(f"{path}: NaN or inf at {where}")
     return values
 
@@ -57,36 +99,49 @@ def _read_npy(path):
     return values
 
 
-def _read_csv(path):
-    """The numeric rows of a CSV file as ``(N, D)`` float64 (comment lines and a header
-    row skipped)."""
-    rows, width, header_allowed = [], None, True
+def _read_csv(path, labelled=False):
+    """
+    The rows of a CSV file: ``(labels, values (N, D) float64)``, ``labels`` the first
+    field of each row as text when ``labelled`` (the values then the other fields), else
+    ``None``. Blank lines and ``#`` comment lines are skipped, and so is a header: the
+    first row, when none of its fields is a number. Any other field that is not a number
+    is an error naming its line, data row and column: a malformed first row
+    (``3.6,79x``) is never taken for a header.
+    """
+    rows, labels, width, header_allowed = [], [], None, True
+    skip = 1 if labelled else 0
     try:
         with open(path, newline="") as f:
             for lineno, fields in enumerate(csv.reader(f), 1):
                 if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
                     continue
-                try:
-                    row = [float(v) for v in fields]
-                except ValueError:
-                    if header_allowed:  # the first non-comment line may name the columns
-                        header_allowed = False
-                        continue
-                    bad = next(v for v in fields if not _is_number(v))
-                    raise CLIError(f"{path}, line {lineno}: {bad.strip()!r} is not a "
-                                   "number") from None
+                numeric = [_is_number(v) for v in fields]
+                if header_allowed and not any(numeric):  # a header names the columns
+                    header_allowed = False
+                    continue
                 header_allowed = False
+                if labelled and not fields[0].strip():
+                    raise CLIError(f"{path}, line {lineno}: row {len(rows) + 1}, column 1: "
+                                   "empty label")
+                bad = next((c for c in range(skip, len(fields)) if not numeric[c]), None)
+                if bad is not None:
+                    raise CLIError(f"{path}, line {lineno}: row {len(rows) + 1}, column "
+                                   f"{bad + 1}: {fields[bad].strip()!r} is not a number")
+                row = [float(v) for v in fields[skip:]]
                 if width is None:
                     width = len(row)
                 elif len(row) != width:
-                    raise CLIError(f"{path}, line {lineno}: expected {width} values, "
-                                   f"got {len(row)}")
+                    raise CLIError(f"{path}, line {lineno}: expected {width + skip} values, "
+                                   f"got {len(row) + skip}")
                 rows.append(row)
+                if labelled:
+                    labels.append(fields[0])
     except UnicodeDecodeError:
         raise CLIError(f"{path}: not a text (CSV) file; use .npy for binary arrays") from None
     except csv.Error as e:
         raise CLIError(f"{path}: malformed CSV ({e})") from None
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), width or 0)
+    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), width or 0)
+    return (labels if labelled else None), values
 
 
 def _is_number(v):

@@ -1,15 +1,15 @@
 """
 ``pyroem fit|score|sample plda``: the two-covariance PLDA family. ``DATA`` is
-``(N, 1 + D)``, the speaker label in the first column and one embedding per row; ``score``
-gives one log-likelihood per speaker (in sorted-label order) and ``sample`` draws speakers
-with five embeddings each, the label column first.
+``(N, 1 + D)``, the speaker label in the first column (an integer or a name) and one
+embedding per row; ``score`` gives one log-likelihood per speaker (in sorted-label order)
+and ``sample`` draws speakers with five embeddings each, the label column first.
 """
 
 import numpy as np
 import torch
 
 from pyroem.cli.family import Family
-from pyroem.cli.io import CLIError, param_arrays, param_options, read_array
+from pyroem.cli.io import CLIError, param_arrays, param_options, read_labelled
 from pyroem.models import PLDA
 
 
@@ -23,14 +23,27 @@ class PLDAFamily(Family):
                             help="added to covariance diagonals (default 1e-6)")
 
     def read_data(self, path, args):
-        table = read_array(path)
-        if table.ndim != 2 or table.shape[1] < 2:
-            raise CLIError(f"{path}: PLDA data needs a label column and at least one "
-                           f"embedding column, got shape {table.shape}")
-        return table[:, 1:], table[:, 0]
+        """``(embeddings (N, D), labels (N,))``: the labels numbers (integers) or text."""
+        labels, x = read_labelled(path, "embedding")
+        if labels.dtype.kind == "f":
+            fractional = np.flatnonzero(labels != np.round(labels))
+            if fractional.size:
+                row = fractional[0]
+                raise CLIError(f"{path}: the first column is the speaker label column, but "
+                               f"row {row + 1} holds {labels[row]:g}, neither an integer nor a "
+                               "name: does DATA have a label column?")
+        return x, labels
 
     def build(self, data, args):
-        return PLDA(data[0].shape[1], reg_covar=args.reg_covar)
+        x, labels = data
+        speakers = len(np.unique(labels))
+        if speakers < 2 or speakers == len(labels):
+            found = ("only one speaker" if speakers < 2 else
+                     f"{speakers} speakers for {len(labels)} rows (one embedding each)")
+            raise CLIError(f"{args.data}: the label column (column 1) gives {found}; fitting "
+                           "PLDA needs at least 2 speakers and one with two or more "
+                           "embeddings: is the first column the speaker label?")
+        return PLDA(x.shape[1], reg_covar=args.reg_covar)
 
     def summary(self, model):
         between = np.linalg.eigvalsh(model.between_cov.numpy())[::-1]
@@ -58,6 +71,10 @@ class PLDAFamily(Family):
 
     def score(self, model, data):
         # per-speaker log p(x_s1, ..., x_sn) in sorted-label order
+        if data[0].shape[1] != model.dim:
+            raise CLIError(f"PLDA data for this model needs a label column and {model.dim} "
+                           f"embedding columns ({model.dim + 1} in all), got "
+                           f"{data[0].shape[1] + 1} columns")
         return model.log_prob(*data).numpy()
 
     def sample(self, model, num_samples):

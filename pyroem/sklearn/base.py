@@ -1,11 +1,18 @@
 """The shared base of the scikit-learn estimators: validation, seeding, one ``fit`` through
 the model's own, and the scoring methods."""
 
+import math
+import numbers
+import warnings
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from pyroem.infer.loop import ConvergenceWarning
 
 
 class EMEstimator(DensityMixin, BaseEstimator):
@@ -20,19 +27,53 @@ class EMEstimator(DensityMixin, BaseEstimator):
     and may override ``_model_args(X, **fit_params)`` (the model's data arguments, e.g.
     an HMM's sequence lengths), ``_max_iter``, ``_model_tol``, ``_lower_bound`` and
     ``_inits`` (scikit-learn's ``init_params`` values and the model's ``init`` for
-    each). Data are validated by scikit-learn (float64 or float32 kept, NaN/inf and wrong
-    numbers of features rejected) and copied into a tensor of the same dtype.
+    each), and declare its parameters' constraints in ``_integer_params``,
+    ``_nonnegative_params`` and ``_choices`` (checked by ``fit`` before anything else, with
+    messages in the estimator's own names). Data are validated by scikit-learn (float64 or
+    float32 kept, NaN/inf and wrong numbers of features rejected) and copied into a tensor
+    of the same dtype.
+
+    A ``fit`` that raises leaves the estimator as it was (a fitted one keeps its fitted
+    attributes). An unconverged fit warns with scikit-learn's
+    :class:`~sklearn.exceptions.ConvergenceWarning` (once per fit), so it is filtered as for
+    scikit-learn's own estimators. Every method of an unfitted estimator raises
+    :class:`~sklearn.exceptions.NotFittedError`.
     """
 
     #: ``init_params`` -> the model's ``fit(init=...)``
     _inits = {"kmeans": "kmeans++", "k-means++": "kmeans++", "kmeans++": "kmeans++",
               "random": "random"}
+    #: parameters that are integers >= 1
+    _integer_params = ()
+    #: parameters that are finite numbers >= 0
+    _nonnegative_params = ()
+    #: parameters that take one of a few strings, with their values
+    _choices = {}
 
     def _make_model(self, n_features):
         raise NotImplementedError
 
     def _export(self, model):
         raise NotImplementedError
+
+    def _check_params(self):
+        """Check the estimator's parameters (``ValueError`` naming the parameter)."""
+        for name in self._integer_params:
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                    or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in self._nonnegative_params:
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or not math.isfinite(value) or value < 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name, choices in self._choices.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; expected one of "
+                                 f"{sorted(choices)}")
+        self._init_option()
 
     def _init_option(self):
         """The model's ``fit(init=...)`` value for ``init_params``."""
@@ -71,15 +112,34 @@ class EMEstimator(DensityMixin, BaseEstimator):
     def fit(self, X, y=None, **fit_params):
         """
         Fit by ``method`` (``"em"``, ``"viterbi"`` or ``"svi"``) with ``n_init``
-        initialisations, keeping the best; an unconverged fit warns with
-        :class:`~pyroem.infer.loop.ConvergenceWarning`.
+        initialisations, keeping the best; an unconverged fit warns with scikit-learn's
+        :class:`~sklearn.exceptions.ConvergenceWarning`. A fit that raises leaves the
+        estimator as it was.
 
         :param X: data, ``(n_samples, n_features)``.
         :param y: ignored (scikit-learn's API).
         :param fit_params: the model's further data arguments (e.g. an HMM's ``lengths``).
         :returns: ``self``.
         """
+        before = dict(self.__dict__)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                # pyroem's warning is always caught here, to be re-emitted as scikit-learn's
+                warnings.simplefilter("always", ConvergenceWarning)
+                self._fit(X, fit_params)
+        except BaseException:  # a refused or failed fit changes nothing
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+        self._reemit(caught)
+        return self
+
+    def _fit(self, X, fit_params):
+        self._check_params()
         X = self._validate(X, reset=True)
+        if X.shape[0] < self.n_components:  # scikit-learn's words
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = "
+                             f"{self.n_components}, n_samples = {X.shape[0]}")
         tol = self._model_tol(X.shape[0])
         data = self._model_args(X, **fit_params)
         model = self._make_model(X.shape[1])
@@ -91,7 +151,23 @@ class EMEstimator(DensityMixin, BaseEstimator):
         self.n_iter_ = int(history.num_iters)
         self.lower_bound_ = self._lower_bound(history, X.shape[0])
         self._export(model)
-        return self
+
+    def _reemit(self, caught):
+        """The warnings of a fit: pyroem's :class:`~pyroem.infer.loop.ConvergenceWarning`
+        (one per unconverged initialisation) as one scikit-learn
+        :class:`~sklearn.exceptions.ConvergenceWarning`, the others unchanged."""
+        unconverged = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+        for w in caught:
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                       source=w.source)
+        if unconverged:
+            w = unconverged[-1]
+            message = str(w.message)
+            if len(unconverged) > 1:
+                message = (f"{len(unconverged)} of {self.n_init} initialisations did not "
+                           f"converge; the last: {message}")
+            warnings.warn_explicit(message, SklearnConvergenceWarning, w.filename, w.lineno)
 
     def fit_predict(self, X, y=None, **fit_params):
         """Fit, then :meth:`predict` ``X``."""
@@ -122,11 +198,13 @@ class EMEstimator(DensityMixin, BaseEstimator):
 
     def bic(self, X):
         """Bayesian information criterion on ``X`` (lower is better)."""
-        return self.model_.bic(self._fitted(X))
+        X = self._fitted(X)
+        return self.model_.bic(X)
 
     def aic(self, X):
         """Akaike information criterion on ``X`` (lower is better)."""
-        return self.model_.aic(self._fitted(X))
+        X = self._fitted(X)
+        return self.model_.aic(X)
 
     def sample(self, n_samples=1):
         """

@@ -71,6 +71,11 @@ class GaussianHMM(EMEstimator):
     ``monitor_.history``).
     """
 
+    _integer_params = ("n_components", "n_iter", "n_init")
+    _nonnegative_params = ("tol", "reg_covar")
+    _choices = {"covariance_type": ge.COVARIANCE_TYPES, "method": ("em", "viterbi", "svi"),
+                "algorithm": ("viterbi", "map")}
+
     def __init__(self, n_components=1, covariance_type="diag", *, reg_covar=1e-6,
                  startprob_prior=1.0, transmat_prior=1.0, algorithm="viterbi",
                  random_state=None, n_iter=10, tol=1e-2, params="stmc", init_params="kmeans",
@@ -88,6 +93,20 @@ class GaussianHMM(EMEstimator):
         self.init_params = init_params
         self.n_init = n_init
         self.method = method
+
+    def _check_params(self):
+        super()._check_params()
+        k = self.n_components
+        for name, shape in (("startprob_prior", (k,)), ("transmat_prior", (k, k))):
+            value = getattr(self, name)
+            try:
+                prior = np.asarray(value, dtype=np.float64)
+                np.broadcast_to(prior, shape)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a number or an array broadcasting to "
+                                 f"{shape} (n_components={k}), got {value!r}") from None
+            if not (np.isfinite(prior).all() and (prior >= 0).all()):
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
     def _make_model(self, n_features):
         return _GaussianHMM(self.n_components, n_features, self.covariance_type,
@@ -165,7 +184,8 @@ class GaussianHMM(EMEstimator):
     def score(self, X, y=None, lengths=None, sequence_ids=None):
         r"""Total log-likelihood :math:`\sum_b \log p(x^{(b)}_{1:T_b})` of the sequences
         (as hmmlearn; higher is better)."""
-        return float(self.model_.log_prob(self._sequences(X, lengths, sequence_ids)).sum())
+        seqs = self._sequences(X, lengths, sequence_ids)
+        return float(self.model_.log_prob(seqs).sum())
 
     def score_samples(self, X, lengths=None, sequence_ids=None):
         r"""
@@ -183,8 +203,11 @@ class GaussianHMM(EMEstimator):
         As hmmlearn: ``(log_prob, states)``; ``log_prob`` is :math:`\\sum_b \\max_z \\log
         p(x, z)` for ``"viterbi"`` and :math:`\\log p(X)` for ``"map"``.
         """
-        algorithm = self.algorithm if algorithm is None else algorithm
         seqs = self._sequences(X, lengths, sequence_ids)
+        algorithm = self.algorithm if algorithm is None else algorithm
+        if not isinstance(algorithm, str) or algorithm not in self._choices["algorithm"]:
+            raise ValueError(f"unknown algorithm {algorithm!r}; expected one of "
+                             f"{sorted(self._choices['algorithm'])}")
         log_prob, states = self.model_.decode(seqs, algorithm=algorithm)
         return float(log_prob.sum()), self._concat(states)
 
@@ -199,11 +222,13 @@ class GaussianHMM(EMEstimator):
     def bic(self, X, lengths=None, sequence_ids=None):
         """Bayesian information criterion (lower is better; free parameters of ``params``
         only, as hmmlearn)."""
-        return self.model_.bic(self._sequences(X, lengths, sequence_ids))
+        seqs = self._sequences(X, lengths, sequence_ids)
+        return self.model_.bic(seqs)
 
     def aic(self, X, lengths=None, sequence_ids=None):
         """Akaike information criterion (lower is better)."""
-        return self.model_.aic(self._sequences(X, lengths, sequence_ids))
+        seqs = self._sequences(X, lengths, sequence_ids)
+        return self.model_.aic(seqs)
 
     def sample(self, n_samples=1, random_state=None):
         """
