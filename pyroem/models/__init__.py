@@ -1,9 +1,10 @@
 """Built-in latent-variable models written as Pyro programs."""
 
 from pyroem.models.base import EMModel
+from pyroem.models.factor import PPCA, FactorAnalysis, MixtureOfFactorAnalyzers
 from pyroem.models.gmm import GaussianMixture
 from pyroem.models.hmm import GMMHMM, CategoricalHMM, GaussianHMM, HiddenMarkovModel
 from pyroem.models.plda import PLDA
 
 __all__ = ["EMModel", "GaussianMixture", "GaussianHMM", "CategoricalHMM", "GMMHMM",
-           "HiddenMarkovModel", "PLDA"]
+           "HiddenMarkovModel", "PLDA", "FactorAnalysis", "PPCA", "MixtureOfFactorAnalyzers"]
