@@ -6,6 +6,7 @@ and exit status 2.
 """
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -32,7 +33,29 @@ def _load_model(family, path):
     stored = params.get("family", family.name)
     if stored != family.name:
         raise CLIError(f"{path}: holds {stored} parameters, not {family.name}")
-    return family.from_params(params)
+    try:
+        return family.from_params(params)
+    except (ValueError, TypeError, RuntimeError) as e:  # the model's setters' checks
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"{path}: {message}") from None
+
+
+def _check_output(path):
+    """Fail before any work if ``path`` cannot be written: its folder must exist."""
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise CLIError(f"{path}: no such directory {str(Path(path).parent)!r}")
+
+
+def _check_plot_path(path):
+    """Fail before fitting if ``path`` is not an image file Matplotlib can write."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    _check_output(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise CLIError(f"{path}: cannot write the plot (the file name must end in one of "
+                       f"{', '.join('.' + f for f in sorted(formats))})")
 
 
 def _tensors(data):
@@ -42,6 +65,9 @@ def _tensors(data):
 
 def _fit(args):
     family = _family(args)
+    _check_output(args.output)
+    if args.plot:
+        _check_plot_path(args.plot)
     data = family.read_data(args.data, args)
     if args.plot:
         family.check_plot(data)
@@ -74,6 +100,7 @@ def _fit(args):
 
 def _score(args):
     family = _family(args)
+    _check_output(args.output)
     model = _load_model(family, args.params)
     data = family.read_data(args.data, args)
     scores = family.score(model, _tensors(data))
@@ -83,6 +110,7 @@ def _score(args):
 
 def _sample(args):
     family = _family(args)
+    _check_output(args.output)
     model = _load_model(family, args.params)
     with torch.random.fork_rng(devices=[]):  # the caller's generator left as it was
         if args.seed is not None:
@@ -93,6 +121,8 @@ def _sample(args):
 
 
 def _demo(args):
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CLIError(f"{args.out}: --out must be a folder, and this is a file")
     from pyroem.demo import run  # the demo's imports (plots, data sets) only when asked
 
     return run(args.out, seed=args.seed, progress=not args.quiet)
@@ -126,9 +156,29 @@ def _nonnegative_float(text):
     return value
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not -2**63 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [-2**63, 2**63), got {value}")
+    return value
+
+
 def _add_demo_parser(sub):
     demo = sub.add_parser("demo", help="fit the built-in models on bundled real data")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--out", default="pyroem-demo", metavar="DIR",
                       help="folder for the figures (default pyroem-demo)")
@@ -148,8 +198,9 @@ def _add_fit_parser(fit_sub, family):
                    help="stop when the objective per item changes less (default 1e-6)")
     p.add_argument("--restarts", type=_positive_int, default=1,
                    help="initialisations, the best is kept (default 1)")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam's learning rate for svi")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation")
+    p.add_argument("--lr", type=_positive_float, default=0.05,
+                   help="Adam's learning rate for svi")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the initialisation")
     p.add_argument("--output", "-o", metavar="PARAMS",
                    help="write the fitted parameters (.npz or .json)")
     p.add_argument("--plot", metavar="PNG", help="write a figure of the fit")
@@ -171,7 +222,7 @@ def _add_sample_parser(sample_sub, family):
     p = sample_sub.add_parser(family.name, help=family.help)
     p.add_argument("params", metavar="PARAMS", help="parameters written by 'pyroem fit'")
     p.add_argument("num_samples", metavar="N", type=_positive_int, help="how many")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=_seed, default=None)
     p.add_argument("--output", "-o", metavar="FILE",
                    help="write the samples here (.npy or CSV) instead of stdout")
     p.set_defaults(func=_sample)

@@ -197,14 +197,18 @@ def load_params(path):
 
 
 def param_arrays(params, *names):
-    """The named float64 arrays of a loaded parameter file (one-line errors if missing or
-    malformed)."""
+    """The named float64 arrays of a loaded parameter file (one-line errors if missing,
+    malformed, or not finite)."""
     try:
-        return [np.asarray(params[name], dtype=np.float64) for name in names]
+        arrays = [np.asarray(params[name], dtype=np.float64) for name in names]
     except KeyError as e:
         raise CLIError(f"parameter file has no {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
         raise CLIError(f"parameter file has a malformed value ({e})") from None
+    for name, array in zip(names, arrays):
+        if not np.isfinite(array).all():
+            raise CLIError(f"parameter file: {name!r} holds NaN or inf")
+    return arrays
 
 
 def param_options(params, **defaults):

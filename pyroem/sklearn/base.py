@@ -214,7 +214,15 @@ class EMEstimator(DensityMixin, BaseEstimator):
         :returns: ``(X (n_samples, n_features), y (n_samples,))``, ``y`` the latent states.
         """
         check_is_fitted(self, "model_")
+        _check_n_samples(n_samples)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._seed())
             X, y = self.model_.sample(n_samples)
         return X.numpy(), y.numpy()
+
+
+def _check_n_samples(n_samples):
+    """``n_samples`` of ``sample``: an integer >= 1 (``ValueError`` in scikit-learn's name)."""
+    if (isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral)
+            or n_samples < 1):
+        raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")

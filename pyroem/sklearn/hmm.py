@@ -6,7 +6,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from pyroem.models import GaussianHMM as _GaussianHMM
 from pyroem.models import gaussian_emission as ge
-from pyroem.sklearn.base import EMEstimator
+from pyroem.sklearn.base import EMEstimator, _check_n_samples
 
 
 class GaussianHMM(EMEstimator):
@@ -238,6 +238,7 @@ class GaussianHMM(EMEstimator):
         :returns: ``(X (n_samples, n_features), Z (n_samples,))``, ``Z`` the states.
         """
         check_is_fitted(self, "model_")
+        _check_n_samples(n_samples)
         seed = self._seed(random_state)
         x, z = self.model_.sample(n_samples, seed=seed)
         return x.numpy(), z.numpy()
