@@ -107,7 +107,7 @@ def test_fit_reaches_scikit_learn_optimum():
     hist = fa.fit(x, max_iter=2000, tol=1e-12)
     assert hist.converged and _monotone(hist.log_likelihood)
     ll = float(fa.log_prob(x).sum())
-    assert abs(ll - sk_ll) / abs(sk_ll) < 1e-6  # measured: ~2e-13
+    assert abs(ll - sk_ll) / abs(sk_ll) < 1e-6  # measured: ~2e-12
     assert ll >= sk_ll - 1e-6
     assert np.allclose(fa.covariance.numpy(), sk.get_covariance(), atol=1e-4)
     assert np.allclose(fa.noise_variance.numpy(), sk.noise_variance_, atol=1e-4)
@@ -129,7 +129,7 @@ def test_ppca_reaches_tipping_bishop_closed_form_from_a_random_start():
     ll = float(ppca.log_prob(x).sum())
     assert abs(ll - closed_ll) / abs(closed_ll) < 1e-6  # measured: ~1e-15
     wwt = ppca.components.T @ ppca.components
-    assert torch.allclose(wwt, w.T @ w, atol=1e-6, rtol=0)  # measured: ~1e-14
+    assert torch.allclose(wwt, w.T @ w, atol=1e-6, rtol=0)  # measured: ~7e-10
     assert math.isclose(float(ppca.noise_variance[0]), float(sigma2), rel_tol=1e-6)
     # init="pca" is that closed form already: EM does not move
     start = PPCA(6, 2, reg_covar=0.0).initialize(x)
