@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal as TorchMVN
 
+import pyroem
 from pyroem.infer import EM, posterior_elbo_samples
 from pyroem.models import PPCA, FactorAnalysis, GaussianMixture, MixtureOfFactorAnalyzers
 
@@ -161,7 +162,7 @@ def test_float32_runs_and_agrees_with_float64():
     assert mfa.dtype == torch.float32 and all(map(math.isfinite, mfa.history.log_likelihood))
 
 
-def test_state_dict_round_trip():
+def test_state_dict_and_checkpoint_round_trip(tmp_path):
     x = _fa_data(n=50, seed=7)
     for model in (FactorAnalysis(6, 2), PPCA(6, 2, reg_covar=1e-4),
                   MixtureOfFactorAnalyzers(2, 6, 2)):
@@ -174,6 +175,10 @@ def test_state_dict_round_trip():
         fresh = type(model)(**model.config())
         fresh.load_state_dict(state)
         assert torch.equal(fresh.components, model.components)
+        for suffix in (".pt", ".npz"):  # checkpoints: configuration and model parameters
+            path = tmp_path / f"{type(model).__name__}{suffix}"
+            model.save(path)
+            assert torch.equal(pyroem.load(path).log_prob(x), model.log_prob(x))
     with pytest.raises(ValueError):
         FactorAnalysis(6, 2).load_state_dict(PPCA(6, 2).state_dict())
 

@@ -186,7 +186,7 @@ class FactorAnalysis(FactorModel):
             loadings = self._sample_noise((self.latent_dim, self.dim), generator) \
                 * (var / self.latent_dim).sqrt()
             noise = var
-        self.psi = self._start_noise(noise)
+        self.psi = self._start_noise(noise, cov.diagonal())
         self.loadings, self.loc = loadings, mean
 
     @property

@@ -68,8 +68,11 @@ class FactorModel(EMModel):
             raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
         return value
 
-    def _start_noise(self, noise):
-        r"""``noise`` (``(D,)``, before the floor) as the starting :math:`\Psi`."""
+    def _start_noise(self, noise, variance):
+        r"""``noise`` (``(D,)``, before the floor) as the starting :math:`\Psi`; values at
+        the rounding level of the data's ``variance`` (``(D,)``) count as zero."""
+        resolution = 10 * torch.finfo(noise.dtype).eps * variance
+        noise = torch.where(noise > resolution, noise, torch.zeros_like(noise))
         if self.isotropic:
             noise = noise.mean().unsqueeze(0)
         noise = noise.clamp_min(0) + self.reg_covar

@@ -222,7 +222,8 @@ class MixtureOfFactorAnalyzers(FactorModel):
             - means_c.unsqueeze(-1) * means_c.unsqueeze(-2)
         loadings, _ = ppca_closed_form(cov, self.latent_dim)
         unexplained = cov.diagonal(dim1=-2, dim2=-1) - loadings.square().sum(-2)
-        self.psi = self._start_noise((n.unsqueeze(-1) * unexplained).sum(0) / n.sum())
+        pooled = (n.unsqueeze(-1) * unexplained).sum(0) / n.sum()
+        self.psi = self._start_noise(pooled, xc.square().mean(0))
         self.loadings, self.locs = loadings, means_c + x.mean(0)
         self.pi = _tiny_floor(n / n.sum())
 

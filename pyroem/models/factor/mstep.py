@@ -65,11 +65,16 @@ def maximize_factors(stats, reg_covar, isotropic=False):
     tilde = torch.linalg.solve(szz + 10 * torch.finfo(szz.dtype).eps * eye,
                                stats["sxz"].mT)  # (K, L+1, D): W~_k^T
     explained = (tilde * stats["sxz"].mT).sum((0, 1))  # diag(sum_k W~_k sxz_k^T)
-    noise = (stats["sxx"] - explained) / stats["n"].sum()
+    total = stats["n"].sum()
+    noise = (stats["sxx"] - explained) / total
+    # a difference at the rounding level of the data's variance is zero noise
+    resolution = 10 * torch.finfo(noise.dtype).eps * stats["sxx"] / total
+    noise = torch.where(noise > resolution, noise, torch.zeros_like(noise))
     if isotropic:
         noise = noise.mean().unsqueeze(0)
     noise = noise.clamp_min(0) + reg_covar
     if not (torch.isfinite(noise).all() and (noise > 0).all()):
         raise ValueError("the M-step produced a noise variance that is zero or not finite "
                          "(the data lie on a subspace, or a Heywood case): use reg_covar > 0")
-    return tilde[:, :-1], tilde[:, -1] + stats["shift"], noise
+    # contiguous: a checkpoint round trip then reproduces every later result bit for bit
+    return tilde[:, :-1].contiguous(), tilde[:, -1] + stats["shift"], noise
