@@ -115,7 +115,7 @@ def _sample(args):
     with torch.random.fork_rng(devices=[]):  # the caller's generator left as it was
         if args.seed is not None:
             torch.manual_seed(args.seed)
-        samples = family.sample(model, args.num_samples)
+        samples = family.sample(model, args.num_samples, seed=args.seed)
     write_array(samples, args.output)
     return 0
 

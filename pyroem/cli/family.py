@@ -54,8 +54,9 @@ class Family:
         """Per-item log-likelihood."""
         return model.log_prob(*data).numpy()
 
-    def sample(self, model, num_samples):
-        """An array of ``num_samples`` draws."""
+    def sample(self, model, num_samples, seed=None):
+        """An array of ``num_samples`` draws, reproducible for an int ``seed`` (``None``:
+        fresh draws)."""
         raise NotImplementedError
 
     def plot(self, model, data, path):

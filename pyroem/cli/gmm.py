@@ -56,8 +56,8 @@ class GMMFamily(Family):
         model.covariances = torch.as_tensor(covariances)
         return model
 
-    def sample(self, model, num_samples):
-        x, _ = model.sample(num_samples)
+    def sample(self, model, num_samples, seed=None):
+        x, _ = model.sample(num_samples, seed=seed)
         return x.numpy()
 
     def check_plot(self, data):

@@ -82,8 +82,9 @@ class HMMFamily(Family):
         r"""Per-sequence :math:`\log p(x_{1:T_b})` (one value per sequence)."""
         return model.log_prob(*data).numpy()
 
-    def sample(self, model, num_samples):
-        """One sequence of ``num_samples`` frames (seeded by ``--seed`` via torch)."""
+    def sample(self, model, num_samples, seed=None):
+        """One sequence of ``num_samples`` frames (the model's seed drawn from torch's
+        generator, which :func:`~pyroem.cli.commands.main` seeds with ``seed``)."""
         x, _ = model.sample(num_samples, seed=int(torch.randint(2**31 - 1, ())))
         return x.numpy()
 

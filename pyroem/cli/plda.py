@@ -77,7 +77,7 @@ class PLDAFamily(Family):
                            f"{data[0].shape[1] + 1} columns")
         return model.log_prob(*data).numpy()
 
-    def sample(self, model, num_samples):
+    def sample(self, model, num_samples, seed=None):
         # num_samples speakers with 5 embeddings each; the label column first
-        x, labels, _ = model.sample(num_samples, 5)
+        x, labels, _ = model.sample(num_samples, 5, seed=seed)
         return np.column_stack([labels.numpy(), x.numpy()])

@@ -216,8 +216,7 @@ class EMEstimator(DensityMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         _check_n_samples(n_samples)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._seed())
-            X, y = self.model_.sample(n_samples)
+            X, y = self.model_.sample(n_samples, seed=self._seed())
         return X.numpy(), y.numpy()
 
 
