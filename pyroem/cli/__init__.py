@@ -7,15 +7,18 @@ The ``pyroem`` command line::
     pyroem score gmm PARAMS DATA [--output FILE]
     pyroem sample gmm PARAMS N [--seed S] [--output FILE]
     pyroem fit hmm DATA [--states K] [--lengths FILE | --ids] [...]   (also score, sample)
+    pyroem fit plda DATA [--reg-covar R] [...]                         (also score, sample)
 
-``DATA`` is a ``.npy`` array or a CSV file (comma-separated numbers, one item per row; a
-header row and ``#`` comment lines are skipped). Model families are registered in
+``DATA`` is a ``.npy`` array or a CSV file (comma-separated numbers, one item per row;
+``#`` comment lines and a header, a first row none of whose fields is a number, are
+skipped; any other field that is not a number is an error naming its row and column). Model families are registered in
 :data:`~pyroem.cli.commands.FAMILIES`: each knows its fit options, how to build and fit a
 model, how to save and load its parameters and how to score and sample, so a family is
 added in one place.
 
 Errors (bad files, malformed data, bad options) are reported as one line on stderr with
-exit status 2; set ``PYROEM_DEBUG=1`` to see the traceback instead.
+exit status 2; set ``PYROEM_DEBUG=1`` to see the traceback instead. A closed stdout
+(``pyroem ... | head -1``) ends the command quietly with exit status 0.
 
 The package's modules:
 

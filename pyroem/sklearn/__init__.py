@@ -16,7 +16,10 @@ generalises best)::
 ``lengths``; ``score`` is the total log-likelihood).
 
 The fitted pyroem model is kept as ``model_`` (its ``history`` holds the per-iteration
-log-likelihood).
+log-likelihood). As scikit-learn's estimators, they raise
+:class:`~sklearn.exceptions.NotFittedError` from every method before ``fit``, warn with
+scikit-learn's :class:`~sklearn.exceptions.ConvergenceWarning` when a fit ends unconverged,
+and leave a fitted estimator as it was when a ``fit`` is refused.
 """
 
 
