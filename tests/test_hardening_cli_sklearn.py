@@ -549,8 +549,8 @@ def test_cli_warning_is_one_line_and_fit_still_succeeds(capsys, tmp_path):
     code, out, err = _run(capsys, "fit", "gmm", data, "-k", 3, "--max-iter", 1, "-q")
     assert code == 0 and "not converged" in out
     assert err.strip().splitlines() == [
-        "pyroem: warning: em did not converge in 1 iterations (tol=1e-06 per item): "
-        "increase max_iter or tol"]
+        ("pyroem: warning: em did not converge in 1 iterations (tol=1e-06 per item): "
+         "increase max_iter or tol")]
 
 
 def test_cli_sample_leaves_the_global_generator_alone(capsys, tmp_path):
@@ -825,3 +825,14 @@ def test_other_warnings_pass_through_unchanged():
         warnings.simplefilter("ignore", RuntimeWarning)  # the user's filters still apply
         _ChattyMixture(2, random_state=0).fit(GOOD_X)
     assert caught == []
+
+
+@pytest.mark.parametrize("make", [lambda: GaussianMixture(5), lambda: GaussianHMM(5)],
+                         ids=["gmm", "hmm"])
+def test_refused_first_fit_leaves_the_estimator_unfitted(make):
+    est = make()
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        est.fit(np.zeros((3, 4)))
+    assert not hasattr(est, "n_features_in_") and not hasattr(est, "model_")
+    with pytest.raises(NotFittedError):
+        est.score(GOOD_X)

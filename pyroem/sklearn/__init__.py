@@ -27,4 +27,4 @@ from pyroem.sklearn.base import EMEstimator
 from pyroem.sklearn.hmm import GaussianHMM
 from pyroem.sklearn.mixture import GaussianMixture
 
-__all__ = ["EMEstimator", "GaussianMixture", "GaussianHMM"]
+__all__ = ["EMEstimator", "GaussianHMM", "GaussianMixture"]

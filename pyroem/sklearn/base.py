@@ -4,6 +4,7 @@ the model's own, and the scoring methods."""
 import math
 import numbers
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -41,14 +42,14 @@ class EMEstimator(DensityMixin, BaseEstimator):
     """
 
     #: ``init_params`` -> the model's ``fit(init=...)``
-    _inits = {"kmeans": "kmeans++", "k-means++": "kmeans++", "kmeans++": "kmeans++",
+    _inits: ClassVar[dict] = {"kmeans": "kmeans++", "k-means++": "kmeans++", "kmeans++": "kmeans++",
               "random": "random"}
     #: parameters that are integers >= 1
     _integer_params = ()
     #: parameters that are finite numbers >= 0
     _nonnegative_params = ()
     #: parameters that take one of a few strings, with their values
-    _choices = {}
+    _choices: ClassVar[dict] = {}
 
     def _make_model(self, n_features):
         raise NotImplementedError

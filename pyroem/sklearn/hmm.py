@@ -1,5 +1,7 @@
 """hmmlearn's :class:`~hmmlearn.hmm.GaussianHMM` API on pyroem's model."""
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
@@ -73,7 +75,7 @@ class GaussianHMM(EMEstimator):
 
     _integer_params = ("n_components", "n_iter", "n_init")
     _nonnegative_params = ("tol", "reg_covar")
-    _choices = {"covariance_type": ge.COVARIANCE_TYPES, "method": ("em", "viterbi", "svi"),
+    _choices: ClassVar[dict] = {"covariance_type": ge.COVARIANCE_TYPES, "method": ("em", "viterbi", "svi"),
                 "algorithm": ("viterbi", "map")}
 
     def __init__(self, n_components=1, covariance_type="diag", *, reg_covar=1e-6,

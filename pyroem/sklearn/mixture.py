@@ -1,5 +1,7 @@
 """scikit-learn's :class:`~sklearn.mixture.GaussianMixture` API on pyroem's model."""
 
+from typing import ClassVar
+
 from pyroem.models import GaussianMixture as _GaussianMixture
 from pyroem.models.gmm import COVARIANCE_TYPES
 from pyroem.sklearn.base import EMEstimator
@@ -29,7 +31,7 @@ class GaussianMixture(EMEstimator):
 
     _integer_params = ("n_components", "max_iter", "n_init")
     _nonnegative_params = ("tol", "reg_covar")
-    _choices = {"covariance_type": COVARIANCE_TYPES, "method": ("em", "viterbi", "svi")}
+    _choices: ClassVar[dict] = {"covariance_type": COVARIANCE_TYPES, "method": ("em", "viterbi", "svi")}
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", random_state=None,
