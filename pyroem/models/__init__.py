@@ -5,6 +5,8 @@ from pyroem.models.factor import PPCA, FactorAnalysis, MixtureOfFactorAnalyzers
 from pyroem.models.gmm import GaussianMixture
 from pyroem.models.hmm import GMMHMM, CategoricalHMM, GaussianHMM, HiddenMarkovModel
 from pyroem.models.plda import PLDA
+from pyroem.models.ssm import LinearGaussianSSM
 
 __all__ = ["EMModel", "GaussianMixture", "GaussianHMM", "CategoricalHMM", "GMMHMM",
-           "HiddenMarkovModel", "PLDA", "FactorAnalysis", "PPCA", "MixtureOfFactorAnalyzers"]
+           "HiddenMarkovModel", "PLDA", "FactorAnalysis", "PPCA", "MixtureOfFactorAnalyzers",
+           "LinearGaussianSSM"]
