@@ -109,3 +109,27 @@ def test_newer_format_is_refused(tmp_path, suffix):
         np.savez(path, **arrays)
     with pytest.raises(ValueError, match="newer pyroem"):
         pyroem.load(path)
+
+
+def test_cli_parameter_archive_is_a_checkpoint(tmp_path, capsys):
+    from pyroem.cli import main
+
+    x = load_old_faithful()
+    np.savetxt(tmp_path / "x.csv", x.numpy(), delimiter=",")
+    out = tmp_path / "gmm.npz"
+    assert main(["fit", "gmm", str(tmp_path / "x.csv"), "-k", "2", "--max-iter", "3",
+                 "--seed", "3", "--quiet", "-o", str(out)]) == 0
+    loaded = pyroem.load(out)
+    api = GaussianMixture(2, 2)
+    api.fit(x, max_iter=3, tol=1e-6, seed=3)
+    assert isinstance(loaded, GaussianMixture)
+    torch.testing.assert_close(loaded.log_prob(x), api.log_prob(x), rtol=0, atol=1e-10)
+    with np.load(out) as saved:  # still readable with numpy alone
+        np.testing.assert_allclose(saved["means"], loaded.means.detach().numpy(), atol=0)
+        plain = {k: saved[k] for k in saved.files if ":" not in k and not k.startswith("__")}
+    np.savez(tmp_path / "plain.npz", **plain)  # an archive of the arrays alone still scores
+    capsys.readouterr()
+    for params in (out, tmp_path / "plain.npz"):
+        assert main(["score", "gmm", str(params), str(tmp_path / "x.csv")]) == 0
+        scores = np.loadtxt(capsys.readouterr().out.splitlines())
+        np.testing.assert_allclose(scores, loaded.log_prob(x).numpy(), rtol=1e-9)  # printed %.10g

@@ -18,6 +18,10 @@ from pyroem.cli.gmm import GMMFamily
 from pyroem.cli.hmm import HMMFamily
 from pyroem.cli.io import CLIError, load_params, save_params, write_array
 from pyroem.cli.plda import PLDAFamily
+from pyroem.models.checkpoint import is_checkpoint
+from pyroem.models.checkpoint import load as load_checkpoint
+from pyroem.models.checkpoint import read as read_checkpoint
+from pyroem.models.checkpoint import save as save_checkpoint
 
 #: the model families of the command line, by name
 FAMILIES = {f.name: f for f in (GMMFamily(), PLDAFamily(), HMMFamily())}
@@ -29,7 +33,9 @@ def _family(args):
 
 
 def _load_model(family, path):
-    params = load_params(path)
+    if str(path).lower().endswith(".npz") and Path(path).is_file() and is_checkpoint(path):
+        return _load_checkpoint(family, path)
+    params = load_params(path)  # JSON, or a plain archive of the arrays
     stored = params.get("family", family.name)
     if stored != family.name:
         raise CLIError(f"{path}: holds {stored} parameters, not {family.name}")
@@ -38,6 +44,22 @@ def _load_model(family, path):
     except (ValueError, TypeError, RuntimeError) as e:  # the model's setters' checks
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CLIError(f"{path}: {message}") from None
+
+
+def _load_checkpoint(family, path):
+    """The model of a checkpoint (written by ``fit -o x.npz`` or ``model.save``): its
+    exact parameters."""
+    try:
+        stored = read_checkpoint(path).get("class")
+        if stored != family.model_class.__name__:
+            names = {f.model_class.__name__: f.name for f in FAMILIES.values()}
+            raise CLIError(f"{path}: holds {names.get(stored, stored)} parameters, "
+                           f"not {family.name}")
+        return load_checkpoint(path, expected=family.model_class)
+    except (ValueError, FileNotFoundError) as e:
+        if isinstance(e, CLIError):
+            raise
+        raise CLIError(f"{path}: {str(e).replace(repr(str(path)) + ' ', '')}") from None
 
 
 def _check_output(path):
@@ -90,7 +112,10 @@ def _fit(args):
     for line in family.summary(model):
         print(line)
     if args.output:
-        save_params(family.params(model), args.output)
+        if str(args.output).lower().endswith(".npz"):  # a checkpoint, readable by numpy too
+            save_checkpoint(model, args.output, readable=family.params(model))
+        else:
+            save_params(family.params(model), args.output)
         print(f"parameters written to {args.output}")
     if args.plot:
         family.plot(model, data, args.plot)

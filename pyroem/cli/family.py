@@ -15,13 +15,14 @@ from pyroem.models.gmm import COVARIANCE_TYPES
 
 class Family:
     """
-    A model family on the command line. Subclasses set ``name`` and ``help`` and
-    implement the methods below; register an instance in
+    A model family on the command line. Subclasses set ``name``, ``help`` and
+    ``model_class`` (the model its ``.npz`` checkpoints hold) and implement the methods below; register an instance in
     :data:`~pyroem.cli.commands.FAMILIES`.
     """
 
     name = ""
     help = ""
+    model_class = None
 
     def add_fit_arguments(self, parser):
         """Family-specific options of ``pyroem fit NAME``."""

@@ -17,6 +17,7 @@ from pyroem.models import gaussian_emission as ge
 
 class GMMFamily(Family):
     name = "gmm"
+    model_class = GaussianMixture
     help = "Gaussian mixture: DATA is (N, D), one point per row"
 
     def add_fit_arguments(self, parser):

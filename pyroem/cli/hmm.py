@@ -17,6 +17,7 @@ from pyroem.models import GaussianHMM
 
 class HMMFamily(Family):
     name = "hmm"
+    model_class = GaussianHMM
     help = ("Gaussian hidden Markov model: DATA is (T, D), one frame per row in time order; "
             "one sequence, or several with --lengths FILE or --ids")
 

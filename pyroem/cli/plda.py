@@ -15,6 +15,7 @@ from pyroem.models import PLDA
 
 class PLDAFamily(Family):
     name = "plda"
+    model_class = PLDA
     help = ("two-covariance PLDA: DATA is (N, 1 + D), the speaker label in the first column "
             "and one embedding per row")
 

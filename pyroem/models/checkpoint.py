@@ -47,10 +47,17 @@ def checkpoint(model):
             "config": model.config(), "params": params}
 
 
-def save(model, path):
+def save(model, path, readable=None):
     """Write ``model``'s checkpoint to ``path`` (``.npz``: numpy's archive; otherwise
-    ``torch.save``)."""
+    ``torch.save``).
+
+    :param dict readable: for ``.npz`` only, further arrays stored under their own names
+        for people reading the file with numpy (e.g. ``weights``, ``means``,
+        ``covariances``, as the command line writes them); loading ignores them.
+    """
     ckpt = checkpoint(model)
+    if readable and not str(path).endswith(".npz"):
+        raise ValueError("readable arrays are stored in .npz checkpoints only")
     if str(path).endswith(".npz"):
         config, tensors = _split_config(ckpt["config"])
         header = dict(ckpt, config=config, params=sorted(ckpt["params"]),
@@ -60,6 +67,10 @@ def save(model, path):
         dtypes = {k: str(v.dtype).replace("torch.", "") for k, v in
                   {**ckpt["params"], **tensors}.items()}
         header["dtypes"] = dtypes
+        for key, value in (readable or {}).items():
+            if key.startswith(("__", "param:", "config:")):
+                raise ValueError(f"readable array name {key!r} is reserved")
+            arrays[key] = np.asarray(value)
         np.savez(path, __header__=np.array(json.dumps(header)), **arrays)
     else:
         torch.save(ckpt, path)
@@ -69,6 +80,18 @@ def _split_config(config):
     """JSON-able configuration and its tensor-valued entries (e.g. concentrations)."""
     plain = {k: v for k, v in config.items() if not torch.is_tensor(v)}
     return plain, {k: v for k, v in config.items() if torch.is_tensor(v)}
+
+
+def is_checkpoint(path):
+    """Whether ``path`` is an ``.npz`` file with a pyroem checkpoint header (cheap: reads
+    the archive's index only) or any other file (then :func:`read` decides)."""
+    if not str(path).endswith(".npz"):
+        return True
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return "__header__" in data.files
+    except (OSError, ValueError, EOFError):
+        return False
 
 
 def read(path):
