@@ -10,7 +10,7 @@ that kind of model reads:
 - :class:`ChainPosterior`: a Markov chain's unary marginals :math:`\gamma_t(k)` and its
   expected transition counts :math:`\sum_t \xi_t(i, j)` (hidden Markov models);
 - :class:`GaussianPosterior`: a Gaussian :math:`q(z_i) = \mathcal N(m_i, C_i)` per
-  continuous latent (PLDA, and later factor analysis and state-space models).
+  continuous latent (PLDA, factor analysis, linear-Gaussian state-space models).
 
 With ``hard=True`` (Viterbi training) the discrete posteriors are point masses at the
 most probable joint assignment and ``log_evidence`` is :math:`\max_Z \log p(X, Z|\eta)`.
