@@ -3,8 +3,9 @@ Weighted sufficient statistics shared by every closed-form M-step: the built-in 
 (:mod:`pyroem.models`) and the automatic rules' (:mod:`pyroem.infer.mstep.rules`).
 
 Gaussian moments are taken about a fixed ``shift`` (the data mean of
-:func:`~pyroem.distributions.gaussian_design`): with weights :math:`w` and
-:math:`x_c = x - \text{shift}`,
+:func:`~pyroem.distributions.gaussian_design`, shape ``(D,)``; or one point per
+component, ``batch + (D,)``, for moments from :func:`centred_moments`): with weights
+:math:`w` and :math:`x_c = x - \text{shift}`,
 
 .. math::
 
@@ -44,6 +45,36 @@ def design_moments(weights, design, shift):
     # (design^T @ weights)^T rather than weights^T @ design: the fast orientation for
     # R >> C (the long axis is the inner one of the product).
     return split_moments((design.T @ weights).T, shift)
+
+
+def centred_moments(weights, x, refs, kind="full"):
+    r"""
+    The moments of each component about its own reference point, computed on centred
+    data (two-pass, as scikit-learn computes covariances): for component ``c`` with
+    weights :math:`w_{\cdot c}` and reference :math:`r_c`,
+    :math:`n_c = \sum w`, :math:`s_c = \sum w (x - r_c)`,
+    :math:`S_c = \sum w (x - r_c)(x - r_c)^\top` (or its diagonal).
+
+    Unlike the one product with :func:`~pyroem.distributions.gaussian_design`'s matrix
+    (moments about the data mean), this resolves a component whose spread is tiny
+    compared with its distance from the data mean, also in float32; it costs one pass
+    over the data per component.
+
+    :param torch.Tensor weights: ``(R, C)``.
+    :param torch.Tensor x: ``(R, D)``.
+    :param torch.Tensor refs: ``(C, D)``, e.g. each component's mean.
+    :returns: ``{"n": (C,), "sx": (C, D), "sxx": (C, D*D) or (C, D), "shift": refs}``.
+    """
+    num = weights.shape[1]
+    dim = x.shape[-1]
+    sx = x.new_empty(num, dim)
+    sxx = x.new_empty(num, dim * dim if kind == "full" else dim)
+    for c in range(num):
+        diff = x - refs[c]
+        wd = diff * weights[:, c:c + 1]
+        sx[c] = wd.sum(0)
+        sxx[c] = (wd.T @ diff).reshape(-1) if kind == "full" else (wd * diff).sum(0)
+    return {"n": weights.sum(0), "sx": sx, "sxx": sxx, "shift": refs}
 
 
 def scatter_about(n, sx, sxx, mu, kind="full"):

@@ -1,10 +1,76 @@
 """Exact Expectation-Maximisation, shaped like :class:`pyro.infer.SVI`."""
 
+import pyro
 import torch
+from torch.distributions import constraints, transform_to
 
 from pyroem.infer.estep import exact_posterior, guess_max_plate_nesting
 from pyroem.infer.mstep import AutoMStep, ClosedFormMStep
 from pyroem.infer.protocols import Plan, PosteriorWriter, check_contract, owner_of
+
+
+class ParameterSnapshot:
+    r"""
+    A copy of the parameters that an M-step may change, to undo it: the parameters of
+    the modules involved (the model's and guide's owners, or the model itself when it is
+    a :class:`~torch.nn.Module`), except the guide's data-sized parameters that a
+    built-in declares in ``guide_params`` (the E-step writes those), and, unless
+    ``store=False``, every entry of Pyro's param store (what the automatic M-step
+    updates).
+    """
+
+    def __init__(self, modules=(), store=True):
+        self.entries = []  # (container, key, tensor object, saved values)
+        self.checked = []  # (name, module or None, attribute or store name)
+        for module in modules:
+            for prefix, sub in module.named_modules():
+                skip = {g + "_unconstrained" for g in getattr(sub, "guide_params", {})}
+                constrained = getattr(sub, "_pyro_params", {})
+                for key, p in sub._parameters.items():
+                    if p is None or key in skip:
+                        continue
+                    self.entries.append((sub._parameters, key, p, p.detach().clone()))
+                    attr = key[:-len("_unconstrained")]
+                    attr = attr if key.endswith("_unconstrained") and attr in constrained else key
+                    self.checked.append((prefix + "." + attr if prefix else attr, sub, attr))
+        if store:
+            params = pyro.get_param_store()._params
+            for name, p in params.items():
+                self.entries.append((params, name, p, p.detach().clone()))
+                self.checked.append((name, None, name))
+
+    def restore(self):
+        """Put every saved parameter back, bit for bit (the same tensor objects)."""
+        with torch.no_grad():
+            for container, key, tensor, saved in self.entries:
+                if tensor.shape == saved.shape and tensor.dtype == saved.dtype:
+                    tensor.copy_(saved)
+                else:
+                    tensor.data = saved.clone()
+                container[key] = tensor
+
+    def first_non_finite(self):
+        """``(name, index, value)`` of the first parameter entry (its constrained value,
+        the one the model uses) that is NaN or inf, or ``None``."""
+        store = pyro.get_param_store()
+        with torch.no_grad():
+            for name, module, attr in self.checked:
+                if module is None:
+                    if attr not in store._params:
+                        continue
+                    unconstrained = store._params[attr]
+                    value = transform_to(store._constraints.get(attr, constraints.real))(unconstrained)
+                else:
+                    value = getattr(module, attr)
+                if not torch.is_tensor(value) or not value.is_floating_point():
+                    continue
+                bad = ~torch.isfinite(value)
+                if bad.any():
+                    flat = int(bad.reshape(-1).nonzero()[0])
+                    index = tuple(int(i) for i in torch.unravel_index(
+                        torch.tensor(flat), value.shape)) if value.dim() else ()
+                    return name, index, float(value.detach().reshape(-1)[flat])
+        return None
 
 
 class EM:
@@ -80,9 +146,47 @@ class EM:
             self._write(posterior, *args, **kwargs)
         return posterior
 
+    def _snapshot(self):
+        """The parameters the M-step may change (see :class:`ParameterSnapshot`): the
+        closed form's owner's, or, for the automatic or a given M-step, the param store's
+        and those of any module involved."""
+        closed = getattr(self.m_step, "owner", None) if isinstance(
+            self.m_step, ClosedFormMStep) else None
+        if closed is not None:
+            modules = [closed] if isinstance(closed, torch.nn.Module) else []
+            return ParameterSnapshot(modules, store=not modules)
+        modules = []
+        for fn in (self.model, self.guide):
+            for obj in (owner_of(fn), fn):
+                if isinstance(obj, torch.nn.Module) and all(obj is not m for m in modules):
+                    modules.append(obj)
+        return ParameterSnapshot(modules, store=True)
+
     def run_m_step(self, posterior, *args, **kwargs):
-        """The M-step given ``posterior``; updates :attr:`plan` ``.params``."""
-        self.m_step(posterior, *args, **kwargs)
+        """
+        The M-step given ``posterior``; updates :attr:`plan` ``.params``.
+
+        Transactional: the parameters it may change are saved first, and restored (bit
+        for bit) when it raises or leaves a parameter NaN or inf, which is then a
+        ``FloatingPointError`` naming the parameter.
+        """
+        saved = self._snapshot()
+        try:
+            self.m_step(posterior, *args, **kwargs)
+            bad = saved.first_non_finite()
+            if bad is not None:
+                name, index, value = bad
+                raise FloatingPointError(
+                    f"the M-step produced a non-finite value of parameter '{name}' ({value} "
+                    f"at index {index}); every parameter was restored to its value before "
+                    "the step. Check the data and the model (e.g. a component or state "
+                    "with no data, a degenerate covariance: increase reg_covar).")
+        except BaseException as e:
+            saved.restore()
+            if not isinstance(e, FloatingPointError) and hasattr(e, "add_note"):
+                e.add_note("pyroem: the M-step failed; every parameter was restored to its "
+                           "value before the step")
+            raise
         strategies = getattr(self.m_step, "strategies", None)
         if strategies:
             self.plan.params = dict(strategies)
@@ -91,14 +195,27 @@ class EM:
         r"""
         One E-step and one M-step.
 
+        The step completes or changes nothing: the E-step checks the data (the observed
+        values must be finite; built-in models also check shapes and dtypes) before any
+        parameter changes, the M-step is undone if it fails or leaves a non-finite
+        parameter (:meth:`run_m_step`), and the guide's q is written once the M-step has
+        succeeded.
+
         :returns: :math:`-\log p(X | \eta_{old})` (with ``hard=True``,
             :math:`-\log p(X, \hat Z | \eta_{old})`), the loss under the parameters
             the step started from, comparable with ``TraceEnum_ELBO``'s loss.
         :rtype: float
+        :raises ValueError: on data the model cannot take; nothing has changed then.
+        :raises FloatingPointError: when the M-step leaves a parameter NaN or inf; the
+            parameters are restored.
         """
         with torch.no_grad():
-            posterior = self.e_step(*args, **kwargs)
+            posterior = self._posterior(*args, **kwargs)
         self.run_m_step(posterior, *args, **kwargs)
+        if self._write is not None:
+            # q := p(Z | X, eta_old), as an E-step writes it; after the M-step so that a
+            # refused step leaves the guide as it was too
+            self._write(posterior, *args, **kwargs)
         return -float(posterior.log_evidence)
 
     def resolve(self, *args, **kwargs):

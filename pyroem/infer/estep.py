@@ -58,13 +58,17 @@ def _checked_sites(trace, max_plate_nesting):
     Missing values of a continuous site observed with ``obs_mask`` (Pyro's
     ``<name>_unobserved`` latent next to ``<name>_observed``) integrate to one: they are
     marked ``_integrated`` and left out of the contraction (their values must not feed
-    other sites), as are ``pyro.deterministic`` sites (log-prob 0). Any other latent must be enumerable, and no site's log-prob table may
-    exceed :data:`MAX_FACTOR_SIZE` entries.
+    other sites), as are ``pyro.deterministic`` sites (log-prob 0). Any other latent must
+    be enumerable, and no site's log-prob table may exceed :data:`MAX_FACTOR_SIZE`
+    entries. Observed values must be finite where the site's mask keeps them
+    (:func:`check_observed`).
     """
     sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
     names = {s["name"] for s in sites}
     for site in sites:
         name = site["name"]
+        if site["is_observed"]:
+            check_observed(site)
         if site["infer"].get("_deterministic"):
             site["_integrated"] = True  # pyro.deterministic: a Delta at its value, log-prob 0
             continue
@@ -91,6 +95,46 @@ def _checked_sites(trace, max_plate_nesting):
                 "latents jointly (pyro.markov for chains, plates for independent ones), "
                 "reduce their number of values, or give the model its own e_step.")
     return sites
+
+
+def _first_index(bad):
+    flat = int(bad.reshape(-1).nonzero()[0])
+    if not bad.dim():
+        return ()
+    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), bad.shape))
+
+
+def check_observed(site):
+    """
+    Raise ``ValueError`` when an observed value of ``site`` that its mask keeps is NaN or
+    inf, naming the site and the first such index (the E-step would otherwise turn it
+    into NaN posteriors, and the M-step into NaN parameters). Entries that the mask drops
+    (Pyro's ``obs_mask``: missing values) may hold anything.
+    """
+    value = site["value"]
+    if not torch.is_tensor(value) or not value.is_floating_point() or site["mask"] is False:
+        return
+    bad = ~torch.isfinite(value)
+    if not bool(bad.any()):
+        return
+    mask = site["mask"]
+    if torch.is_tensor(mask):
+        event_dim = min(getattr(site["fn"], "event_dim", 0), value.dim())
+        try:
+            keep = mask.reshape(mask.shape + (1,) * event_dim).expand(value.shape)
+        except RuntimeError:  # a mask that does not broadcast to the value: check all
+            keep = None
+        if keep is not None:
+            bad = bad & keep
+            if not bool(bad.any()):
+                return
+    index = _first_index(bad)
+    found = float(value[index])
+    hint = (" A NaN meant as a missing value must be marked missing: "
+            f"pyro.sample('{site['name']}', ..., obs=x, obs_mask=~x.isnan())"
+            if math.isnan(found) else "")
+    raise ValueError(f"the observed value of site '{site['name']}' contains NaN or inf "
+                     f"(first: {found} at index {index}); observed data must be finite.{hint}")
 
 
 def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):

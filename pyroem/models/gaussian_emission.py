@@ -10,6 +10,7 @@ shapes, fast log-densities and the closed-form M-step from weighted moments.
 (``(K, D, D)``), as in hmmlearn.
 """
 
+import contextlib
 import math
 import weakref
 
@@ -18,7 +19,13 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_design
-from pyroem.distributions.statistics import design_moments, scatter_about, split_moments
+from pyroem.distributions.statistics import (
+    centred_moments,
+    design_moments,
+    scatter_about,
+    split_moments,
+)
+from pyroem.models.checks import check_covariance, check_positive
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 
@@ -63,22 +70,17 @@ def full_covariances(covariances, covariance_type, comps, dim):
 
 
 def set_covariances(module, value, comps):
-    value = torch.as_tensor(value, dtype=module.dtype)
+    """Set the covariances from a user's ``value`` (scikit-learn's shape for the
+    covariance type), checked first (:func:`~pyroem.models.checks.check_covariance`:
+    symmetric within a relative tolerance and positive definite; or
+    :func:`~pyroem.models.checks.check_positive` for variances); a refused value
+    changes nothing."""
     shape = covariance_shape(module.covariance_type, comps, module.dim)
-    if tuple(value.shape) != shape:
-        raise ValueError(f"covariances must have shape {shape} for covariance_type="
-                         f"{module.covariance_type!r}, got {tuple(value.shape)}")
-    if not torch.isfinite(value).all():
-        raise ValueError("covariances contain NaN or inf")
+    name = f"covariances (covariance_type={module.covariance_type!r})"
     if module.covariance_type in ("full", "tied"):
-        tril, info = torch.linalg.cholesky_ex(value)
-        if info.any():
-            raise ValueError("covariances must be symmetric positive definite")
-        module.scale_tril = tril
+        module.scale_tril = check_covariance(value, name, shape, module.dtype)
     else:
-        if not (value > 0).all():
-            raise ValueError("covariances must be positive")
-        module.scales = value.sqrt()
+        module.scales = check_positive(value, name, shape, module.dtype).sqrt()
 
 
 def distribution(module, index):
@@ -147,6 +149,83 @@ def _by_component(stats, comps):
     return {k: v if k == "shift" else v.reshape(comps + v.shape[1:]) for k, v in stats.items()}
 
 
+#: rounding of the moments about the data mean, in units of the dtype's eps times the
+#: second moment: a few roundings per product term, plus the growth of a long sum
+_ROUNDING = 16
+
+
+def stable_moments(stats, covariance_type, reg_covar, data):
+    r"""
+    ``stats`` (moments about the data mean, from one product with the design matrix) with
+    the moments of every component whose covariance that product cannot resolve in the
+    working dtype recomputed about the component's own mean
+    (:func:`~pyroem.distributions.statistics.centred_moments`, two-pass as
+    scikit-learn); ``stats["shift"]`` is then per component.
+
+    The covariance about the new mean is :math:`S/n - \bar x \bar x^	op`, both terms
+    about the data mean: for a component far from the data mean with a small spread the
+    subtraction cancels, and the rounding of :math:`S` (about
+    :math:`\epsilon\, \mathrm{tr}(S/n)` with :math:`\epsilon` the dtype's eps, times a
+    factor for long sums) can exceed the component's smallest eigenvalue plus
+    ``reg_covar``: in float32 a pixel that is constant within a cluster gives a
+    covariance that is not positive definite. A component is recomputed when its
+    covariance plus ``reg_covar`` is not positive definite with that margin (for ``tied``
+    covariances, when the pooled one is not). In float64 this is essentially never the
+    case, and the moments are returned unchanged.
+
+    :param dict stats: moments with components of shape ``comps`` and a ``(D,)`` shift.
+    :param str covariance_type: as the module's.
+    :param float reg_covar: as the module's.
+    :param callable data: returns ``(weights (R, C), x (R, D))``, the flat components'
+        weights and the data the moments were taken from; called only when a component
+        is recomputed.
+    """
+    n, shift = stats["n"], stats["shift"]
+    comps, dim = tuple(n.shape), shift.shape[-1]
+    if shift.dim() != 1 or not n.is_floating_point():
+        return stats
+    kind = _kind(covariance_type)
+    num = math.prod(comps)
+    nf = n.reshape(num)
+    sx = stats["sx"].reshape(num, dim)
+    sxx = stats["sxx"].reshape(num, -1)
+    eps = torch.finfo(n.dtype).eps
+    nk = nf + 10 * eps
+    xbar = sx / nk.unsqueeze(-1)
+    gamma = eps * (_ROUNDING + float(nf.sum()) ** 0.5)
+    if kind == "full":
+        second = sxx.reshape(num, dim, dim) / nk[:, None, None]
+        cov = scatter_about(nf, sx, sxx, xbar) / nk[:, None, None]
+        margin = gamma * second.diagonal(dim1=-2, dim2=-1).sum(-1)
+        if covariance_type == "tied":  # the pooled covariance decides, per tied group
+            group = nf.reshape(comps[:-1] + (-1,))
+            total = group.sum(-1, keepdim=True).clamp_min(torch.finfo(n.dtype).tiny)
+            share = (group / total).reshape(num)
+            cov = (cov * share[:, None, None]).reshape(comps[:-1] + (-1, dim, dim)).sum(-3)
+            margin = (margin * share).reshape(comps[:-1] + (-1,)).sum(-1)
+        eye = torch.eye(dim, dtype=cov.dtype, device=cov.device)
+        shifted = 0.5 * (cov + cov.mT) + (reg_covar - margin)[..., None, None] * eye
+        risky = torch.linalg.cholesky_ex(shifted).info > 0
+        if covariance_type == "tied":
+            risky = risky.unsqueeze(-1).expand(comps).reshape(num)
+    else:
+        second = sxx / nk.unsqueeze(-1)
+        var = scatter_about(nf.unsqueeze(-1), sx, sxx, xbar, "diag") / nk.unsqueeze(-1)
+        risky = (var + reg_covar <= gamma * second).any(-1)
+    if not bool(risky.any()):
+        return stats
+    idx = risky.nonzero().squeeze(-1)
+    weights, x = data()
+    refs = shift + xbar[idx]
+    fixed = centred_moments(weights[:, idx], x, refs, kind)
+    out_n, out_sx, out_sxx = nf.clone(), sx.clone(), sxx.clone()
+    out_shift = shift.expand(num, dim).clone()
+    out_n[idx], out_sx[idx], out_sxx[idx], out_shift[idx] = (
+        fixed["n"], fixed["sx"], fixed["sxx"], refs)
+    return {"n": out_n.reshape(comps), "sx": out_sx.reshape(comps + (dim,)),
+            "sxx": out_sxx.reshape(comps + (-1,)), "shift": out_shift.reshape(comps + (dim,))}
+
+
 # Below this many sequences per frame the batched products of the state-major layout are
 # too thin (bench/hmm.py: B = 1 is 4x slower, B = 32 already faster than one flat product).
 _MIN_BATCHED = 32
@@ -204,15 +283,22 @@ def maximize(module, stats, update_means=True, update_covariances=True):
     n = stats["n"]
     nk = n + 10 * torch.finfo(n.dtype).eps  # an empty component keeps a finite mean
     xbar = stats["sx"] / nk.unsqueeze(-1)
-    shift = stats["shift"]
+    shift = stats["shift"]  # (D,), or per component (see stable_moments)
     mu = xbar if update_means else module.means.detach() - shift
-    if update_covariances:
-        if module.covariance_type in ("full", "tied"):
-            module.scale_tril = _full_update(module, stats, mu, nk)
-        else:
-            module.scales = _diag_update(module, stats, mu, nk)
-    if update_means:
-        module.means = mu + shift
+    with _internal(module):
+        if update_covariances:
+            if module.covariance_type in ("full", "tied"):
+                module.scale_tril = _full_update(module, stats, mu, nk)
+            else:
+                module.scales = _diag_update(module, stats, mu, nk)
+        if update_means:
+            module.means = mu + shift
+
+
+def _internal(module):
+    """The module's context for M-step assignments (no user-facing setter checks)."""
+    internal = getattr(module, "internal_updates", None)
+    return internal() if internal is not None else contextlib.nullcontext()
 
 
 def _full_update(module, stats, mu, nk):

@@ -11,7 +11,15 @@ from pyroem.distributions.statistics import split_moments
 from pyroem.infer.posteriors import DiscretePosterior
 from pyroem.models import gaussian_emission as ge
 from pyroem.models.base import EMModel, model_method
-from pyroem.models.checks import check_matrix, check_option, check_positive_int
+from pyroem.models.checks import (
+    CheckedParams,
+    check_matrix,
+    check_model_data,
+    check_option,
+    check_positive_int,
+    check_real,
+    check_simplex,
+)
 from pyroem.models.kmeans import kmeans
 
 COVARIANCE_TYPES = ge.COVARIANCE_TYPES
@@ -23,7 +31,7 @@ def _tiny_floor(p):
     return p.clamp_min(torch.finfo(p.dtype).tiny)
 
 
-class GaussianMixture(EMModel):
+class GaussianMixture(CheckedParams, EMModel):
     r"""
     A mixture of ``K`` Gaussians in ``D`` dimensions,
 
@@ -52,10 +60,17 @@ class GaussianMixture(EMModel):
     :param float reg_covar: added to the covariance diagonals after each M-step.
 
     Parameters (scikit-learn's shapes, readable and settable): ``weights (K,)``,
-    ``means (K, D)``, ``covariances``.
+    ``means (K, D)``, ``covariances``. A value that is set is checked (shape, finite,
+    ``weights`` a probability vector summing to 1, covariances symmetric positive
+    definite); a refused value raises ``ValueError`` and changes nothing.
+
+    Data: ``(N, D)`` (``(N,)`` when ``D = 1``); integer or boolean data become float64.
+    The Pyro ``model``, ``guide`` and :meth:`expected_statistics` take the prepared tensor
+    (:meth:`prepare`) and refuse any other shape or dtype.
     """
 
     inits = ("kmeans++", "random", "given")
+    checked_params = ("weights", "means")
     default_init = "kmeans++"
     guide_params = {"q_probs": (constraints.simplex, 1)}
 
@@ -82,14 +97,30 @@ class GaussianMixture(EMModel):
     def covariances(self, value):
         ge.set_covariances(self, value, (self.num_components,))
 
+    def _check_param(self, name, value):
+        K, D = self.num_components, self.dim
+        if name == "weights":
+            return _tiny_floor(check_simplex(value, "weights", (K,), self.dtype))
+        return check_real(value, "means", (K, D), self.dtype)
+
+    def _check_x(self, x):
+        """The model's argument: the prepared ``(N, D)`` tensor in the model's dtype
+        (``(N,)`` too when ``D = 1``), never reshaped into other points."""
+        if torch.is_tensor(x) and x.dim() == 1 and self.dim == 1:
+            x = x.unsqueeze(-1)
+        return check_model_data(x, (None, self.dim), self.dtype, "x", "gmm.prepare(x)")
+
     def _emission(self, z):
         return ge.distribution(self, (z,))
 
     # ------------------------------------------------------------------ model and guide
     @model_method
     def model(self, x):
-        """``z_n ~ Categorical(weights)``, ``x_n ~ N(means[z_n], covariances[z_n])``."""
-        x = x.reshape(-1, self.dim)
+        """``z_n ~ Categorical(weights)``, ``x_n ~ N(means[z_n], covariances[z_n])``.
+
+        :param torch.Tensor x: ``(N, D)`` in the model's dtype (as :meth:`prepare`
+            returns it); any other shape or dtype is a ``ValueError``."""
+        x = self._check_x(x)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
             pyro.sample("x", self._emission(z), obs=x)
@@ -98,7 +129,7 @@ class GaussianMixture(EMModel):
     def guide(self, x):
         """``z_n ~ Categorical(q_n)``: the local posterior, one row of ``q_probs`` per point
         (set exactly by EM's E-step, trained by SVI)."""
-        n = x.reshape(-1, self.dim).shape[0]
+        n = self._check_x(x).shape[0]
         if self._q_rows() != n:
             init = torch.full((n, self.num_components), 1.0 / self.num_components, dtype=self.dtype)
             self.q_probs = PyroParam(init, constraint=constraints.simplex, event_dim=1)
@@ -126,17 +157,27 @@ class GaussianMixture(EMModel):
         ``sx`` and ``sxx`` (first and second moments about ``shift``, the data mean;
         ``sxx`` is ``(K, D*D)`` for full/tied covariances, ``(K, D)`` otherwise).
         """
+        x = self._check_x(x)
         resp = posterior["x"]  # (K, N): q(z_n = k), or one-hot for hard EM
+        if resp.shape != (self.num_components, x.shape[0]):
+            raise ValueError(f"the posterior of 'x' must have shape ({self.num_components}, "
+                             f"{x.shape[0]}) for these data, got {tuple(resp.shape)}")
         kind = "full" if self.covariance_type in ("full", "tied") else "diag"
-        shift, design = gaussian_design(x.reshape(-1, self.dim), kind)  # [quad, lin, 1]
-        return split_moments(resp @ design, shift)  # every moment in one product
+        shift, design = gaussian_design(x, kind)  # [quad, lin, 1]
+        stats = split_moments(resp @ design, shift)  # every moment in one product
+        # components whose covariance that product cannot resolve in this dtype (float32,
+        # a component far from the data mean with a tiny spread) get theirs about their
+        # own mean
+        return ge.stable_moments(stats, self.covariance_type, self.reg_covar,
+                                 lambda: (resp.T, x))
 
     def maximize(self, stats):
         """M-step: the closed-form maximiser of Q (see the class docstring)."""
         # As scikit-learn: 10 eps keeps an empty component's mean finite (0/eps).
         nk = stats["n"] + 10 * torch.finfo(stats["n"].dtype).eps
-        ge.maximize(self, stats)
-        self.weights = _tiny_floor(nk / nk.sum())
+        with self.internal_updates():
+            ge.maximize(self, stats)
+            self.weights = _tiny_floor(nk / nk.sum())
 
     # ------------------------------------------------------------------ fitting hooks
     def _prepare(self, x, dtype=None):
@@ -194,11 +235,15 @@ class GaussianMixture(EMModel):
         return self._log_joint(x).argmax(-1)
 
     def sample(self, num_samples, seed=None):
-        """Draw ``num_samples`` points; returns ``(x (n, D), z (n,))``."""
+        """Draw ``num_samples`` points; returns ``(x (n, D), z (n,))``.
+
+        The draws come from a ``torch.Generator`` of their own (seeded with ``seed``, a
+        fresh seed when ``None``): the global random state (torch's, numpy's, Python's)
+        is neither read nor changed."""
         num_samples = check_positive_int("num_samples", num_samples)
-        with torch.no_grad(), pyro.poutine.block():
-            if seed is not None:
-                pyro.set_rng_seed(seed)
-            z = dist.Categorical(self.weights).sample((num_samples,))
-            x = self._emission(z).sample()
+        generator = self._generator(seed)
+        with torch.no_grad():
+            z = torch.multinomial(self.weights.detach(), num_samples, replacement=True,
+                                  generator=generator)
+            x = ge.sample(self, (z,), generator)
         return x, z

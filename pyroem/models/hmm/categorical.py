@@ -10,14 +10,14 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions.statistics import categorical_counts
-from pyroem.models.checks import check_positive_int
+from pyroem.models.checks import CheckedParams, check_positive_int, check_simplex
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.emissions import Emission
-from pyroem.models.hmm.probs import CheckedProbs, map_probs, safe_log
-from pyroem.models.hmm.sequences import pack_sequences
+from pyroem.models.hmm.probs import map_probs, safe_log
+from pyroem.models.hmm.sequences import check_padded, pack_sequences
 
 
-class CategoricalEmission(CheckedProbs, Emission):
+class CategoricalEmission(CheckedParams, Emission):
     r"""
     A categorical distribution over ``num_symbols`` symbols per state,
     :math:`p(x = m | z = k) = E_{km}`. Letter: ``e``.
@@ -32,7 +32,7 @@ class CategoricalEmission(CheckedProbs, Emission):
     letters = "e"
     inits = ("random", "given")
     default_init = "random"
-    probability_params = ("emission_probs",)
+    checked_params = ("emission_probs",)
 
     def __init__(self, num_states, num_symbols):
         super().__init__(num_states)
@@ -40,12 +40,15 @@ class CategoricalEmission(CheckedProbs, Emission):
         self.emission_probs = PyroParam(torch.full((self.num_states, M), 1.0 / M),
                                         constraint=constraints.simplex, event_dim=1)
 
-    def _probs_shape(self, name):
-        return (self.num_states, self.num_symbols)
+    def _check_param(self, name, value):
+        return check_simplex(value, name, (self.num_states, self.num_symbols), self.dtype)
 
     def pack(self, x, lengths=None, dtype=None):
         # symbols are integers whatever the dtype of the computation
         return pack_sequences(x, lengths, num_symbols=self.num_symbols)
+
+    def check(self, x, lengths):
+        return check_padded(x, lengths, num_symbols=self.num_symbols)
 
     def observe(self, t, z, x_t):
         pyro.sample(f"x_{t}", dist.Categorical(self.emission_probs[z]), obs=x_t)

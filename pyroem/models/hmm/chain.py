@@ -23,8 +23,8 @@ from torch.distributions import constraints
 
 from pyroem.infer.posteriors import ChainPosterior
 from pyroem.models.base import EMModel, model_method
-from pyroem.models.checks import check_option, check_positive_int
-from pyroem.models.hmm.probs import CheckedProbs, concentration, map_probs, safe_log
+from pyroem.models.checks import CheckedParams, check_option, check_positive_int, check_simplex
+from pyroem.models.hmm.probs import concentration, map_probs, safe_log
 from pyroem.models.hmm.recursions import forward_backward, path_statistics, viterbi
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
 
@@ -48,7 +48,7 @@ class emission_attribute:
         setattr(obj.emission, self.name, value)
 
 
-class HiddenMarkovModel(CheckedProbs, EMModel):
+class HiddenMarkovModel(CheckedParams, EMModel):
     r"""
     Base class of the hidden Markov models: the chain (start and transition
     probabilities, final states, data handling, E-step, decoding, sampling) composed with
@@ -102,7 +102,7 @@ class HiddenMarkovModel(CheckedProbs, EMModel):
 
     inits = ("given",)
     default_init = "given"
-    probability_params = ("start_probs", "trans_probs")
+    checked_params = ("start_probs", "trans_probs")
 
     def __init__(self, num_states, params=None, start_concentration=1.0,
                  trans_concentration=1.0, final_states=None, block_length=None):
@@ -120,9 +120,9 @@ class HiddenMarkovModel(CheckedProbs, EMModel):
         self.block_length = block_length
 
     # ------------------------------------------------------------------ parameters
-    def _probs_shape(self, name):
+    def _check_param(self, name, value):
         K = self.num_states
-        return (K,) if name == "start_probs" else (K, K)
+        return check_simplex(value, name, (K,) if name == "start_probs" else (K, K), self.dtype)
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
@@ -178,6 +178,7 @@ class HiddenMarkovModel(CheckedProbs, EMModel):
         :param x: padded data ``(B, T, ...)`` (as from :meth:`prepare`).
         :param lengths: ``(B,)``.
         """
+        self.emission.check(x, lengths)
         B, T = x.shape[:2]
         start, trans, emission = self.start_probs, self.trans_probs, self.emission
         log_final = None
@@ -210,6 +211,7 @@ class HiddenMarkovModel(CheckedProbs, EMModel):
         empty :meth:`guide`: the same objective as :meth:`model` under ``TraceEnum_ELBO``
         (the exact evidence), without tracing a Pyro site per frame.
         """
+        self.emission.check(x, lengths)
         log_emit = self.emission.log_prob(x, grad=True)
         log_trans = safe_log(self.trans_probs)
         alpha = safe_log(self.start_probs) + log_emit[:, 0]
@@ -236,7 +238,9 @@ class HiddenMarkovModel(CheckedProbs, EMModel):
             (zero on padding; one-hot for ``hard``), ``start (K,)`` (expected initial
             states), ``trans (K, K)`` (expected transitions, summed :math:`\xi`),
             ``log_prob (B,)`` per sequence and their sum ``log_evidence``.
+        :raises ValueError: on data other than :meth:`prepare` returns.
         """
+        self.emission.check(x, lengths)
         with torch.no_grad():
             log_emit = self.emission.log_prob(x)
             log_start = self.start_probs.detach().log()
@@ -252,6 +256,7 @@ class HiddenMarkovModel(CheckedProbs, EMModel):
 
     def expected_statistics(self, posterior, x, lengths):
         """Additive statistics: ``start``, ``trans`` and the emission's statistics."""
+        self.emission.check(x, lengths)
         stats = {"start": posterior.start, "trans": posterior.trans}
         stats.update(self.emission.expected_statistics(posterior.gamma, x))
         return stats

@@ -62,6 +62,15 @@ class Emission(PyroModule):
         frame (float vectors in ``dtype``, or integer symbols)."""
         raise NotImplementedError
 
+    def check(self, x, lengths):
+        """Refuse padded data that :meth:`pack` would not have returned (another frame
+        shape or dtype, NaN/inf, symbols out of range, bad lengths), with a
+        ``ValueError`` naming what was expected
+        (:func:`~pyroem.models.hmm.sequences.check_padded`). The chain calls it in its
+        ``model``, ``e_step`` and statistics, so that ``EM.step`` on wrong data changes
+        nothing."""
+        raise NotImplementedError
+
     def observe(self, t, z, x_t):
         """The emission of step ``t`` in the Pyro model: observe ``x_t`` (the frames of all
         sequences at time ``t``) given the state ``z`` (enumerated) with a ``pyro.sample``

@@ -7,20 +7,21 @@ import pyro
 import torch
 
 from pyroem.models import gaussian_emission as ge
-from pyroem.models.checks import check_option, check_positive_int
+from pyroem.models.checks import CheckedParams, check_option, check_positive_int, check_real
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.emissions import Emission
-from pyroem.models.hmm.sequences import pack_sequences
+from pyroem.models.hmm.sequences import check_padded, pack_sequences
 from pyroem.models.kmeans import kmeans
 
 
 def check_reg_covar(reg_covar):
-    if not reg_covar >= 0:
-        raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
+    if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float)) \
+            or not reg_covar >= 0 or reg_covar == float("inf"):
+        raise ValueError(f"reg_covar must be a finite number >= 0, got {reg_covar!r}")
     return float(reg_covar)
 
 
-class GaussianEmission(Emission):
+class GaussianEmission(CheckedParams, Emission):
     r"""
     One Gaussian per state, :math:`p(x | z = k) = \mathcal N(x | \mu_k, \Sigma_k)`, with
     the scikit-learn/hmmlearn covariance shapes (:mod:`~pyroem.models.gaussian_emission`,
@@ -43,6 +44,7 @@ class GaussianEmission(Emission):
     letters = "mc"
     inits = ("kmeans++", "random", "given")
     default_init = "kmeans++"
+    checked_params = ("means",)
 
     def __init__(self, num_states, dim=1, covariance_type="full", reg_covar=1e-6):
         super().__init__(num_states)
@@ -60,8 +62,14 @@ class GaussianEmission(Emission):
     def covariances(self, value):
         ge.set_covariances(self, value, (self.num_states,))
 
+    def _check_param(self, name, value):
+        return check_real(value, "means", (self.num_states, self.dim), self.dtype)
+
     def pack(self, x, lengths=None, dtype=None):
         return pack_sequences(x, lengths, dim=self.dim, dtype=dtype)
+
+    def check(self, x, lengths):
+        return check_padded(x, lengths, dim=self.dim, dtype=self.dtype)
 
     def observe(self, t, z, x_t):
         pyro.sample(f"x_{t}", ge.distribution(self, (z,)), obs=x_t)
@@ -73,7 +81,10 @@ class GaussianEmission(Emission):
 
     def expected_statistics(self, gamma, x):
         # gamma from forward_backward is a (B, T, K) view of a state-major tensor
-        return ge.state_major_moments(gamma.permute(1, 2, 0), x, self.covariance_type)
+        stats = ge.state_major_moments(gamma.permute(1, 2, 0), x, self.covariance_type)
+        return ge.stable_moments(stats, self.covariance_type, self.reg_covar,
+                                 lambda: (gamma.reshape(-1, self.num_states),
+                                          x.reshape(-1, self.dim)))
 
     def maximize(self, stats, params):
         if "m" in params or "c" in params:

@@ -12,16 +12,22 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.models import gaussian_emission as ge
-from pyroem.models.checks import check_option, check_positive_int
+from pyroem.models.checks import (
+    CheckedParams,
+    check_option,
+    check_positive_int,
+    check_real,
+    check_simplex,
+)
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.emissions import Emission
 from pyroem.models.hmm.gaussian import check_reg_covar
-from pyroem.models.hmm.probs import CheckedProbs, map_probs, safe_log
-from pyroem.models.hmm.sequences import pack_sequences
+from pyroem.models.hmm.probs import map_probs, safe_log
+from pyroem.models.hmm.sequences import check_padded, pack_sequences
 from pyroem.models.kmeans import kmeans
 
 
-class GMMEmission(CheckedProbs, Emission):
+class GMMEmission(CheckedParams, Emission):
     r"""
     A mixture of ``num_components`` Gaussians per state,
 
@@ -48,7 +54,7 @@ class GMMEmission(CheckedProbs, Emission):
     letters = "wmc"
     inits = ("kmeans++", "random", "given")
     default_init = "kmeans++"
-    probability_params = ("weights",)
+    checked_params = ("weights", "means")
 
     def __init__(self, num_states, num_components=1, dim=1, covariance_type="diag",
                  reg_covar=1e-6):
@@ -62,8 +68,11 @@ class GMMEmission(CheckedProbs, Emission):
                                  event_dim=1)
         ge.init_params(self, covariance_type, (K, M), self.dim)
 
-    def _probs_shape(self, name):
-        return (self.num_states, self.num_components)
+    def _check_param(self, name, value):
+        K, M = self.num_states, self.num_components
+        if name == "weights":
+            return check_simplex(value, "weights", (K, M), self.dtype)
+        return check_real(value, "means", (K, M, self.dim), self.dtype)
 
     @property
     def covariances(self):
@@ -76,6 +85,9 @@ class GMMEmission(CheckedProbs, Emission):
 
     def pack(self, x, lengths=None, dtype=None):
         return pack_sequences(x, lengths, dim=self.dim, dtype=dtype)
+
+    def check(self, x, lengths):
+        return check_padded(x, lengths, dim=self.dim, dtype=self.dtype)
 
     def observe(self, t, z, x_t):
         m = pyro.sample(f"m_{t}", dist.Categorical(self.weights[z]),
@@ -92,7 +104,15 @@ class GMMEmission(CheckedProbs, Emission):
 
     def expected_statistics(self, gamma, x):
         resp = self._joint_component(x).softmax(-1)
-        return ge.weighted_moments(gamma.unsqueeze(-1) * resp, x, self.covariance_type)
+        return self._moments(gamma.unsqueeze(-1) * resp, x)
+
+    def _moments(self, weights, x):
+        """Gaussian moments of ``x (B, T, D)`` under ``weights (B, T, K, M)``, stable in
+        the working dtype (:func:`~pyroem.models.gaussian_emission.stable_moments`)."""
+        stats = ge.weighted_moments(weights, x, self.covariance_type)
+        C = self.num_states * self.num_components
+        return ge.stable_moments(stats, self.covariance_type, self.reg_covar,
+                                 lambda: (weights.reshape(-1, C), x.reshape(-1, self.dim)))
 
     def maximize(self, stats, params):
         if "w" in params:
@@ -123,7 +143,7 @@ class GMMEmission(CheckedProbs, Emission):
             resp = resp / resp.sum(-1, keepdim=True)
         weights = x.new_zeros(mask.shape + (K * M,))
         weights[mask] = resp
-        stats = ge.weighted_moments(weights.reshape(mask.shape + (K, M)), x, self.covariance_type)
+        stats = self._moments(weights.reshape(mask.shape + (K, M)), x)
         ge.maximize(self, stats, "m" in params, "c" in params)
 
     def _nested_kmeans(self, frames, generator):

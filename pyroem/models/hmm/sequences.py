@@ -11,7 +11,7 @@ in ``[0, num_symbols)`` (categorical emissions).
 import numpy as np
 import torch
 
-from pyroem.models.checks import as_float_tensor, check_finite
+from pyroem.models.checks import as_float_tensor, check_finite, check_model_data
 
 SINGLE, LIST, PADDED = "single", "list", "padded"
 
@@ -140,7 +140,7 @@ def pack_sequences(x, lengths=None, *, dim=None, num_symbols=None, dtype=None, n
         tensor, a list of such, or a padded ``(B, T)`` tensor.
     :param lengths: ``(B,)`` lengths of a padded batch (all ``T`` when omitted).
     :param dtype: the floating dtype of vector data (``None``: the data's own, integer
-        data promoted to the default dtype).
+        or boolean data promoted to float64).
     :returns: ``padded`` of shape ``(B, T, D)`` (or ``(B, T)`` long for symbols; padding is
         zero), ``lengths (B,)`` long, and ``form`` (``"single"``, ``"list"``, ``"padded"``)
         so that results can be returned in the shape the data came in.
@@ -181,3 +181,39 @@ def unpack(values, lengths, form):
 def unpack_scalar(values, form):
     """Per-sequence results ``(B,)``: a 0-dim tensor for a single sequence."""
     return values[0] if form == SINGLE else values
+
+
+def check_padded(x, lengths, *, dim=None, num_symbols=None, dtype=None):
+    """
+    Check the arguments of an HMM's Pyro ``model``, ``e_step`` and statistics: the padded
+    batch and lengths that :func:`pack_sequences` returns (``m.prepare(x)``), nothing
+    reshaped or converted. Vector frames: ``x (B, T, dim)`` of ``dtype``, finite; symbol
+    frames: ``x (B, T)`` of an integer dtype with values in ``[0, num_symbols)``;
+    ``lengths (B,)`` integers in ``[1, T]``.
+
+    :raises ValueError: naming what was expected.
+    """
+    prepare = "m.prepare(x) or m.prepare(x_padded, lengths)"
+    symbols = num_symbols is not None
+    shape = (None, None) if symbols else (None, None, dim)
+    check_model_data(x, shape, None if symbols else dtype, "x", prepare)
+    if symbols:
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"x must hold integer symbols, got dtype {x.dtype} (use {prepare})")
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high >= num_symbols:
+            raise ValueError(f"x symbols must lie in [0, {num_symbols}), got values in "
+                             f"[{low}, {high}]")
+    else:
+        check_finite(x, "x")
+    B, T = x.shape[:2]
+    if not torch.is_tensor(lengths) or lengths.shape != (B,) or lengths.is_floating_point() \
+            or lengths.is_complex() or lengths.dtype == torch.bool:
+        got = (f"shape {tuple(lengths.shape)}, dtype {lengths.dtype}" if torch.is_tensor(lengths)
+               else type(lengths).__name__)
+        raise ValueError(f"lengths must be an integer tensor of shape ({B},), one per "
+                         f"sequence of x, got {got} (use {prepare})")
+    if int(lengths.min()) < 1 or int(lengths.max()) > T:
+        raise ValueError(f"lengths must lie in [1, {T}] (the padded length), got values in "
+                         f"[{int(lengths.min())}, {int(lengths.max())}]")
+    return x, lengths

@@ -32,14 +32,21 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.models.base import EMModel, model_method
-from pyroem.models.checks import as_float_tensor, check_finite, check_matrix, check_positive_int
+from pyroem.models.checks import (
+    CheckedParams,
+    check_covariance,
+    check_matrix,
+    check_model_data,
+    check_positive_int,
+    check_real,
+)
 from pyroem.models.plda.labels import encode_labels
 from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
 from pyroem.models.plda.scoring import PLDAScoring
 from pyroem.models.plda.summary import data_summary
 
 
-class PLDA(PLDAScoring, EMModel):
+class PLDA(CheckedParams, PLDAScoring, EMModel):
     r"""
     Two-covariance PLDA,
 
@@ -85,22 +92,26 @@ class PLDA(PLDAScoring, EMModel):
     :param float reg_covar: added to both covariance diagonals after each M-step.
 
     Parameters (readable and settable): ``mean (D,)``, ``between_cov (D, D)``,
-    ``within_cov (D, D)``. Data: embeddings ``(N, D)`` with ``(N,)`` labels of any
-    hashable type; the Pyro ``model``/``guide``/``e_step`` take the contiguous codes of
-    :func:`encode_labels`.
+    ``within_cov (D, D)``; a value that is set is checked (shape, finite, covariances
+    symmetric positive definite) and a refused one changes nothing. Data: embeddings
+    ``(N, D)`` with ``(N,)`` labels of any hashable type (integer or boolean embeddings
+    become float64); the Pyro ``model``/``guide``/``e_step`` take the prepared tensors
+    (:meth:`prepare`: the contiguous codes of :func:`encode_labels`) and refuse others.
     """
 
     inits = ("scatter", "given")
     default_init = "scatter"
     max_plate_nesting = 1
+    checked_params = ("mean",)
     guide_params = {"q_loc": (constraints.real, 1),
                     "q_scale_tril": (constraints.lower_cholesky, 2)}
 
     def __init__(self, dim, reg_covar=1e-6):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
-        if not (isinstance(reg_covar, (int, float)) and reg_covar >= 0):
-            raise ValueError(f"reg_covar must be a number >= 0, got {reg_covar!r}")
+        if isinstance(reg_covar, bool) or not (isinstance(reg_covar, (int, float))
+                                               and 0 <= reg_covar < math.inf):
+            raise ValueError(f"reg_covar must be a finite number >= 0, got {reg_covar!r}")
         self.reg_covar = float(reg_covar)
         D = self.dim
         self.mean = PyroParam(torch.zeros(D))
@@ -132,14 +143,25 @@ class PLDA(PLDAScoring, EMModel):
         self.within_scale_tril = self._check_cov("within_cov", value)
 
     def _check_cov(self, name, value):
-        value = check_finite(as_float_tensor(value, name, self.dtype), name)
-        if tuple(value.shape) != (self.dim, self.dim):
-            raise ValueError(f"{name} must have shape ({self.dim}, {self.dim}), got "
-                             f"{tuple(value.shape)}")
-        tril, info = torch.linalg.cholesky_ex(0.5 * (value + value.T))
-        if info.any():
-            raise ValueError(f"{name} must be symmetric positive definite")
-        return tril
+        return check_covariance(value, name, (self.dim, self.dim), self.dtype)
+
+    def _check_param(self, name, value):
+        return check_real(value, "mean", (self.dim,), self.dtype)
+
+    def _check_args(self, x, speaker):
+        """The arguments of the Pyro ``model``/``guide``/``e_step``/statistics: the
+        prepared embeddings ``(N, D)`` in the model's dtype and speaker codes ``(N,)``
+        (finiteness and contiguous codes are checked with the data summary, once per
+        data tensor)."""
+        prepare = "plda.prepare(embeddings, labels)"
+        check_model_data(x, (None, self.dim), self.dtype, "x", prepare)
+        if not torch.is_tensor(speaker) or speaker.shape != x.shape[:1] \
+                or speaker.is_floating_point() or speaker.is_complex() \
+                or speaker.dtype == torch.bool:
+            got = (f"shape {tuple(speaker.shape)}, dtype {speaker.dtype}"
+                   if torch.is_tensor(speaker) else type(speaker).__name__)
+            raise ValueError(f"speaker must be integer codes of shape ({x.shape[0]},), one "
+                             f"per embedding, got {got} (use {prepare})")
 
     def _basis(self):
         """The simultaneously diagonalising basis of the current covariances."""
@@ -161,6 +183,7 @@ class PLDA(PLDAScoring, EMModel):
         :param torch.Tensor x: embeddings ``(N, D)``.
         :param torch.LongTensor speaker: contiguous speaker codes ``(N,)``.
         """
+        self._check_args(x, speaker)
         num_speakers = int(speaker.max()) + 1
         mean, between, within = self.mean, self.between_scale_tril, self.within_scale_tril
         with pyro.plate("speakers", num_speakers):
@@ -178,6 +201,7 @@ class PLDA(PLDAScoring, EMModel):
         :math:`g_s`). That family contains the exact posterior, whose covariance depends
         on :math:`n_s` only, and needs ``G D^2`` memory instead of ``S D^2``. Set
         exactly by EM's E-step, trained by SVI; starts at the prior."""
+        self._check_args(x, speaker)
         counts = torch.bincount(speaker)
         distinct, group = torch.unique(counts, return_inverse=True)
         num_speakers, D = counts.shape[0], self.dim
@@ -219,6 +243,7 @@ class PLDA(PLDAScoring, EMModel):
         if hard:
             raise ValueError("PLDA's latent speaker means are continuous: there is no hard "
                              "(Viterbi) E-step; use method='em' or 'svi'")
+        self._check_args(x, speaker)
         with torch.no_grad():
             summary = data_summary(x, speaker)
             basis = self._basis()
@@ -251,6 +276,7 @@ class PLDA(PLDAScoring, EMModel):
         (:math:`\sum_s \sum_i E_q[(x_{si} - z_s)(x_{si} - z_s)^\top]`), all about
         ``shift`` (the data mean).
         """
+        self._check_args(x, speaker)
         summary = data_summary(x, speaker)
         post = posterior
         m = post.loc - summary.shift
@@ -281,8 +307,9 @@ class PLDA(PLDAScoring, EMModel):
                 raise ValueError(f"the M-step produced a {name} that is not positive definite; "
                                  "increase reg_covar or reduce dim (e.g. LDA projection)")
             trils.append(tril)
-        self.mean = mean_c + stats["shift"]
-        self.between_scale_tril, self.within_scale_tril = trils
+        with self.internal_updates():
+            self.mean = mean_c + stats["shift"]
+            self.between_scale_tril, self.within_scale_tril = trils
 
     # ------------------------------------------------------------------ fitting hooks
     def fit(self, embeddings, labels, method="em", **kwargs):
@@ -371,21 +398,39 @@ class PLDA(PLDAScoring, EMModel):
         """
         Draw embeddings from the model.
 
+        The draws come from a ``torch.Generator`` of their own (seeded with ``seed``, a
+        fresh seed when ``None``): the global random state (torch's, numpy's, Python's)
+        is neither read nor changed.
+
         :param int num_speakers: ``S``.
         :param num_per_speaker: an int, or ``S`` counts.
         :returns: ``(x (N, D), labels (N,), z (S, D))``.
         """
         num_speakers = check_positive_int("num_speakers", num_speakers)
-        counts = torch.as_tensor(num_per_speaker).long().reshape(-1)
-        if counts.numel() not in (1, num_speakers) or (counts < 1).any():
-            raise ValueError(f"num_per_speaker must be an int >= 1 or {num_speakers} such counts")
-        counts = counts.expand(num_speakers)
+        counts = _counts(num_per_speaker, num_speakers)
         labels = torch.repeat_interleave(torch.arange(num_speakers), counts)
-        with torch.no_grad(), pyro.poutine.block():
-            if seed is not None:
-                pyro.set_rng_seed(seed)
-            z = dist.MultivariateNormal(self.mean, scale_tril=self.between_scale_tril).sample(
-                (num_speakers,))
-            x = dist.MultivariateNormal(z[labels], scale_tril=self.within_scale_tril,
-                                        validate_args=False).sample()
+        generator = self._generator(seed)
+        with torch.no_grad():
+            mean = self.mean.detach()
+            between = self.between_scale_tril.detach()
+            within = self.within_scale_tril.detach()
+            eps = torch.randn(num_speakers, self.dim, generator=generator, dtype=mean.dtype)
+            z = mean + eps @ between.T
+            eps = torch.randn(labels.shape[0], self.dim, generator=generator, dtype=mean.dtype)
+            x = z[labels] + eps @ within.T
         return x, labels, z
+
+
+def _counts(num_per_speaker, num_speakers):
+    """``num_per_speaker`` (an int or ``S`` ints >= 1) as ``S`` counts."""
+    message = f"num_per_speaker must be an int >= 1 or {num_speakers} such counts, got "
+    try:
+        counts = torch.as_tensor(num_per_speaker)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(message + repr(num_per_speaker)) from None
+    if counts.is_floating_point() or counts.is_complex() or counts.dtype == torch.bool:
+        raise ValueError(message + f"dtype {counts.dtype}")
+    counts = counts.long().reshape(-1)
+    if counts.numel() not in (1, num_speakers) or (counts < 1).any():
+        raise ValueError(message + repr(num_per_speaker))
+    return counts.expand(num_speakers)

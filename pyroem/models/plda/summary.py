@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import torch
 
+from pyroem.models.checks import check_finite
+
 
 class _Summary(NamedTuple):
     counts: torch.Tensor  # (S,) n_s, in the data's dtype
@@ -24,6 +26,7 @@ def _compute_summary(x, speaker):
     if speaker.shape != x.shape[:1]:
         raise ValueError(f"speaker codes must have shape ({x.shape[0]},), got "
                          f"{tuple(speaker.shape)}")
+    check_finite(x, "x")
     if speaker.numel() and int(speaker.min()) < 0:
         raise ValueError("speaker codes must be >= 0")
     counts = torch.bincount(speaker).to(x.dtype)
