@@ -48,6 +48,32 @@ def gaussian_features(x, kind="full"):
     return _views(*gaussian_design(x, kind), x.shape[-1])
 
 
+# (id(owner), view geometry) -> (weakref to owner, version, radius)
+_RADII = {}
+
+
+def data_radius(x):
+    r"""
+    :math:`\max_n \lVert x_n - \text{center} \rVert` over the rows of ``x`` (``center`` as
+    :func:`gaussian_design`'s), cached per data tensor like the design: the scale of the
+    centred data that the rounding of the expanded Gaussian quadratic form grows with.
+    """
+    x = x.detach()
+    base = x if x._base is None else x._base
+    key = (id(base), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype)
+    hit = _RADII.get(key)
+    if hit is not None and hit[0]() is base and hit[1] == x._version:
+        return hit[2]
+    flat = x.reshape(-1, x.shape[-1])
+    if not flat.shape[0]:
+        return 0.0
+    radius = float((flat - flat.mean(0)).square().sum(-1).max().sqrt())
+    if flat.shape[0] > 1:
+        _RADII[key] = (weakref.ref(base, lambda _, k=key: _RADII.pop(k, None)), x._version,
+                       radius)
+    return radius
+
+
 def gaussian_design(x, kind="full"):
     r"""
     ``(center, design)`` with ``design = [quad, lin, 1]`` of shape ``batch_shape + (F,)``

@@ -7,7 +7,12 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 
-from pyroem.distributions.features import gaussian_design
+from pyroem.distributions.features import data_radius, gaussian_design
+
+#: Largest bound (nats) on the rounding error of the expanded quadratic form that
+#: ``log_prob`` accepts; parameter settings above it get their log-density computed
+#: directly, on data centred on their own mean (see :func:`design_error`).
+ROUNDING_TOLERANCE = 1e-2
 
 
 def _dot(a, b):
@@ -27,6 +32,63 @@ def _unexpand(t, event_dim=1):
         if stride == 0 and size > 1:
             t = t.narrow(dim, 0, 1)
     return t
+
+
+def design_error(loc, prec_norm, center, radius):
+    r"""
+    A bound on the rounding error (nats) of the expanded log-density: the three terms
+    :math:`x_c^\top \Lambda x_c`, :math:`2 x_c^\top \Lambda \mu_c` and
+    :math:`\mu_c^\top \Lambda \mu_c` are each at most
+    :math:`\lVert\Lambda\rVert (\lVert x_c\rVert + \lVert\mu_c\rVert)^2`, and they
+    are rounded relative to that size while their sum (the Mahalanobis distance) may be
+    much smaller: a covariance that is nearly singular (large :math:`\Lambda`) far from
+    the data mean, in float32. The bound is
+    :math:`\epsilon\, \lVert\Lambda\rVert_F (r + \lVert\mu - \text{center}\rVert)^2`
+    with :math:`r` the data's radius about ``center`` and :math:`\epsilon` the dtype's eps.
+
+    :param loc: means, ``batch + (D,)``.
+    :param prec_norm: a bound on :math:`\lVert\Lambda\rVert` per batch entry.
+    """
+    offset = (loc - center).norm(dim=-1)
+    return torch.finfo(loc.dtype).eps * prec_norm * (radius + offset).square()
+
+
+def _refined(d, value, center, out):
+    """``out`` (the expanded log-densities) with the entries of the parameter settings
+    whose :func:`design_error` exceeds :data:`ROUNDING_TOLERANCE` recomputed directly
+    (``d._direct_log_prob``, on data centred on each setting's mean)."""
+    loc, factor, prec_norm = d._direct_params()
+    with torch.no_grad():
+        risky = design_error(loc.detach(), prec_norm.detach(), center,
+                             data_radius(value)) > ROUNDING_TOLERANCE
+    if not bool(risky.any()):
+        return out
+    params = loc.shape[:-1]
+    values = value.shape[:value.dim() - 1]
+    ndim = out.dim()
+    p = (1,) * (ndim - len(params)) + tuple(params)
+    v = (1,) * (ndim - len(values)) + tuple(values)
+    if any(a > 1 and b > 1 for a, b in zip(p, v)):  # overlapping batch dims: all at once
+        direct = d._direct_log_prob(value, loc, factor)
+        return torch.where(risky.reshape(p), direct, out)
+    out = out.clone()
+    own = [i for i in range(ndim) if p[i] > 1]  # the parameters' batch dims
+    rest = tuple(v[i] for i in range(ndim) if i not in own)
+    flat_value = value.reshape(rest + value.shape[-1:])
+    flat_loc = loc.reshape((-1,) + loc.shape[-1:])
+    flat_factor = factor.reshape((-1,) + factor.shape[len(params):])
+    sizes = [p[i] for i in own]
+    for index in risky.reshape(sizes).nonzero().tolist():
+        at = [slice(None)] * ndim
+        flat = 0
+        for dim, i, n in zip(own, index, sizes):
+            at[dim] = i
+            flat = flat * n + i
+        target = out[tuple(at)]
+        lp = d._direct_log_prob(flat_value, flat_loc[flat], flat_factor[flat])
+        out[tuple(at)] = lp.reshape(target.shape) if lp.numel() == target.numel() \
+            else lp.expand(target.shape)
+    return out
 
 
 class MultivariateNormal(dist.MultivariateNormal):
@@ -49,7 +111,32 @@ class MultivariateNormal(dist.MultivariateNormal):
         if self._validate_args:
             self._validate_sample(value)
         center, design = gaussian_design(value, "full")
-        return _dot(design, self.design_weights(center))
+        return _refined(self, value, center, _dot(design, self.design_weights(center)))
+
+    def _direct_params(self):
+        """``(loc, scale_tril, prec_norm)`` broadcast to the unexpanded parameter batch,
+        with :math:`\lVert L^{-1} \rVert_F^2 \ge \lVert\Lambda\rVert_2`."""
+        tril = self._unbroadcasted_scale_tril
+        loc = _unexpand(self.loc)
+        batch = torch.broadcast_shapes(tril.shape[:-2], loc.shape[:-1])
+        dim = tril.shape[-1]
+        with torch.no_grad():
+            eye = torch.eye(dim, dtype=tril.dtype, device=tril.device)
+            inv = torch.linalg.solve_triangular(tril.detach(), eye, upper=False)
+            norm = inv.square().sum((-2, -1)).expand(batch)
+        return loc.expand(batch + (dim,)), tril.expand(batch + (dim, dim)), norm
+
+    @staticmethod
+    def _direct_log_prob(value, loc, tril):
+        """``log N(value | loc, tril tril^T)`` for one parameter setting, on the data
+        centred on ``loc`` (no expanded quadratic form)."""
+        diff = value - loc
+        sol = torch.linalg.solve_triangular(tril, diff.reshape(-1, diff.shape[-1]).T,
+                                            upper=False)
+        maha = sol.square().sum(0).reshape(diff.shape[:-1])
+        dim = loc.shape[-1]
+        half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return -0.5 * (maha + dim * math.log(2 * math.pi)) - half_log_det
 
     def design_weights(self, center):
         r"""
@@ -133,7 +220,24 @@ class DiagNormal(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         center, design = gaussian_design(value, "diag")
-        return _dot(design, self.design_weights(center))
+        return _refined(self, value, center, _dot(design, self.design_weights(center)))
+
+    def _direct_params(self):
+        """``(loc, scale, prec_norm)`` broadcast to the unexpanded parameter batch."""
+        scale, loc = _unexpand(self.scale), _unexpand(self.loc)
+        batch = torch.broadcast_shapes(scale.shape[:-1], loc.shape[:-1])
+        dim = loc.shape[-1]
+        with torch.no_grad():
+            norm = scale.detach().pow(-2).sum(-1).expand(batch)
+        return loc.expand(batch + (dim,)), scale.expand(batch + (dim,)), norm
+
+    @staticmethod
+    def _direct_log_prob(value, loc, scale):
+        """``log N(value | loc, diag(scale^2))`` for one parameter setting, on the data
+        centred on ``loc``."""
+        z = (value - loc) / scale
+        dim = loc.shape[-1]
+        return -0.5 * (z.square().sum(-1) + dim * math.log(2 * math.pi)) - scale.log().sum(-1)
 
     def design_weights(self, center):
         r"""

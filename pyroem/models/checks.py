@@ -38,6 +38,35 @@ def check_option(name, value, allowed):
     return value
 
 
+def check_reg_covar(reg_covar, name="reg_covar"):
+    """A finite number >= 0 (added to covariance diagonals)."""
+    if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float, np.number)) \
+            or not 0 <= reg_covar < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {reg_covar!r}")
+    return float(reg_covar)
+
+
+def check_seed(seed):
+    """``None`` or an integer seed (as ``torch.Generator.manual_seed`` takes)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    return int(seed)
+
+
+def make_generator(seed):
+    """A ``torch.Generator`` seeded with ``seed`` (a fresh nondeterministic seed when
+    ``None``): randomness that never reads or changes the global random state."""
+    seed = check_seed(seed)
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
 def check_positive_int(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -124,10 +153,12 @@ def check_model_data(x, shape, dtype, name="x", prepare="m.prepare(...)"):
     converted: a tensor of another width would otherwise be silently read as other
     points.
 
+    :param shape: sizes, ``None`` or a name (e.g. ``"B"``) for a free size.
     :param str prepare: how to get the right argument, for the message.
     """
     expected = "(" + ", ".join("N" if s is None else str(s) for s in shape) \
         + ("," if len(shape) == 1 else "") + ")"
+    shape = tuple(None if isinstance(s, str) else s for s in shape)
     if not torch.is_tensor(x):
         raise ValueError(f"{name} must be a tensor of shape {expected} (as {prepare} "
                          f"returns it), got {type(x).__name__}")

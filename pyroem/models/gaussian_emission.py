@@ -19,6 +19,8 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions import DiagNormal, MultivariateNormal, gaussian_design
+from pyroem.distributions.features import data_radius
+from pyroem.distributions.gaussian import ROUNDING_TOLERANCE, design_error
 from pyroem.distributions.statistics import (
     centred_moments,
     design_moments,
@@ -243,14 +245,26 @@ def state_major_log_prob(module, x):
     parameters.
     """
     K = module.means.shape[0]
-    center, design = gaussian_design(x.transpose(0, 1), _kind(module.covariance_type))
-    weights = distribution(module, (torch.arange(K),)).design_weights(center)
+    time_major = x.transpose(0, 1)
+    center, design = gaussian_design(time_major, _kind(module.covariance_type))
+    emission = distribution(module, (torch.arange(K),))
+    weights = emission.design_weights(center)
     T, B, F = design.shape
     if B < _MIN_BATCHED:
         # few sequences: one flat product; the (T, K, B) result is a view, and for one
         # sequence it is exactly the state-major layout
-        return (design.reshape(-1, F) @ weights.T).reshape(T, B, K).transpose(1, 2)
-    return torch.bmm(weights.expand(T, K, F), design.mT)
+        out = (design.reshape(-1, F) @ weights.T).reshape(T, B, K).transpose(1, 2)
+    else:
+        out = torch.bmm(weights.expand(T, K, F), design.mT)
+    # states whose expanded quadratic form rounds badly in this dtype (a nearly singular
+    # covariance far from the data mean, in float32): their log-densities directly
+    loc, factor, prec_norm = emission._direct_params()
+    with torch.no_grad():
+        risky = design_error(loc.detach(), prec_norm, center,
+                             data_radius(time_major)) > ROUNDING_TOLERANCE
+    for k in risky.nonzero().squeeze(-1).tolist():
+        out[:, k, :] = emission._direct_log_prob(time_major, loc[k], factor[k])
+    return out
 
 
 def state_major_moments(weights, x, covariance_type):

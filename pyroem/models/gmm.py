@@ -18,7 +18,9 @@ from pyroem.models.checks import (
     check_option,
     check_positive_int,
     check_real,
+    check_reg_covar,
     check_simplex,
+    make_generator,
 )
 from pyroem.models.kmeans import kmeans
 
@@ -79,9 +81,7 @@ class GaussianMixture(CheckedParams, EMModel):
         self.num_components = check_positive_int("num_components", num_components)
         self.dim = check_positive_int("dim", dim)
         self.covariance_type = check_option("covariance_type", covariance_type, COVARIANCE_TYPES)
-        if not reg_covar >= 0:
-            raise ValueError(f"reg_covar must be >= 0, got {reg_covar!r}")
-        self.reg_covar = float(reg_covar)
+        self.reg_covar = check_reg_covar(reg_covar)
         K, D = self.num_components, self.dim
         self.weights = PyroParam(torch.full((K,), 1.0 / K), constraint=constraints.simplex)
         ge.init_params(self, covariance_type, (K,), D)
@@ -241,7 +241,7 @@ class GaussianMixture(CheckedParams, EMModel):
         fresh seed when ``None``): the global random state (torch's, numpy's, Python's)
         is neither read nor changed."""
         num_samples = check_positive_int("num_samples", num_samples)
-        generator = self._generator(seed)
+        generator = make_generator(seed)
         with torch.no_grad():
             z = torch.multinomial(self.weights.detach(), num_samples, replacement=True,
                                   generator=generator)

@@ -23,7 +23,13 @@ from torch.distributions import constraints
 
 from pyroem.infer.posteriors import ChainPosterior
 from pyroem.models.base import EMModel, model_method
-from pyroem.models.checks import CheckedParams, check_option, check_positive_int, check_simplex
+from pyroem.models.checks import (
+    CheckedParams,
+    check_option,
+    check_positive_int,
+    check_simplex,
+    make_generator,
+)
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
 from pyroem.models.hmm.recursions import forward_backward, path_statistics, viterbi
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
@@ -351,11 +357,7 @@ class HiddenMarkovModel(CheckedParams, EMModel):
         """
         T = check_positive_int("num_steps", num_steps)
         B = 1 if num_sequences is None else check_positive_int("num_sequences", num_sequences)
-        g = torch.Generator()
-        if seed is None:
-            g.seed()
-        else:
-            g.manual_seed(int(seed))
+        g = make_generator(seed)
         with torch.no_grad():
             z = self._sample_states(T, B, g)
             x = self.emission.sample(z, g)

@@ -7,18 +7,17 @@ import pyro
 import torch
 
 from pyroem.models import gaussian_emission as ge
-from pyroem.models.checks import CheckedParams, check_option, check_positive_int, check_real
+from pyroem.models.checks import (
+    CheckedParams,
+    check_option,
+    check_positive_int,
+    check_real,
+    check_reg_covar,
+)
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.emissions import Emission
 from pyroem.models.hmm.sequences import check_padded, pack_sequences
 from pyroem.models.kmeans import kmeans
-
-
-def check_reg_covar(reg_covar):
-    if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float)) \
-            or not reg_covar >= 0 or reg_covar == float("inf"):
-        raise ValueError(f"reg_covar must be a finite number >= 0, got {reg_covar!r}")
-    return float(reg_covar)
 
 
 class GaussianEmission(CheckedParams, Emission):

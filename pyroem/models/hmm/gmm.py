@@ -17,11 +17,11 @@ from pyroem.models.checks import (
     check_option,
     check_positive_int,
     check_real,
+    check_reg_covar,
     check_simplex,
 )
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.emissions import Emission
-from pyroem.models.hmm.gaussian import check_reg_covar
 from pyroem.models.hmm.probs import map_probs, safe_log
 from pyroem.models.hmm.sequences import check_padded, pack_sequences
 from pyroem.models.kmeans import kmeans

@@ -195,7 +195,7 @@ def check_padded(x, lengths, *, dim=None, num_symbols=None, dtype=None):
     """
     prepare = "m.prepare(x) or m.prepare(x_padded, lengths)"
     symbols = num_symbols is not None
-    shape = (None, None) if symbols else (None, None, dim)
+    shape = ("B", "T") if symbols else ("B", "T", dim)
     check_model_data(x, shape, None if symbols else dtype, "x", prepare)
     if symbols:
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:

@@ -39,6 +39,8 @@ from pyroem.models.checks import (
     check_model_data,
     check_positive_int,
     check_real,
+    check_reg_covar,
+    make_generator,
 )
 from pyroem.models.plda.labels import encode_labels
 from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
@@ -109,10 +111,7 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
     def __init__(self, dim, reg_covar=1e-6):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
-        if isinstance(reg_covar, bool) or not (isinstance(reg_covar, (int, float))
-                                               and 0 <= reg_covar < math.inf):
-            raise ValueError(f"reg_covar must be a finite number >= 0, got {reg_covar!r}")
-        self.reg_covar = float(reg_covar)
+        self.reg_covar = check_reg_covar(reg_covar)
         D = self.dim
         self.mean = PyroParam(torch.zeros(D))
         self.between_scale_tril = PyroParam(torch.eye(D), constraint=constraints.lower_cholesky)
@@ -409,7 +408,7 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
         num_speakers = check_positive_int("num_speakers", num_speakers)
         counts = _counts(num_per_speaker, num_speakers)
         labels = torch.repeat_interleave(torch.arange(num_speakers), counts)
-        generator = self._generator(seed)
+        generator = make_generator(seed)
         with torch.no_grad():
             mean = self.mean.detach()
             between = self.between_scale_tril.detach()

@@ -69,8 +69,11 @@ class PLDAScoring:
             raise ValueError("enroll needs at least one embedding")
         test = as_float_tensor(test, "test", self.dtype)
         single = test.dim() == 1
-        scores = self.score_means(enroll.mean(0, keepdim=True), [enroll.shape[0]],
-                                  test.unsqueeze(0) if single else test)[0]
+        if single and test.shape[0] != self.dim:
+            raise ValueError(f"test must have shape ({self.dim},) or (M, {self.dim}), got "
+                             f"{tuple(test.shape)}")
+        test = check_matrix(test.unsqueeze(0) if single else test, self.dim, "test")
+        scores = self.score_means(enroll.mean(0, keepdim=True), [enroll.shape[0]], test)[0]
         return scores[0] if single else scores
 
     def score_matrix(self, enroll_sets, tests):
