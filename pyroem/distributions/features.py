@@ -48,8 +48,30 @@ def gaussian_features(x, kind="full"):
     return _views(*gaussian_design(x, kind), x.shape[-1])
 
 
-# (id(owner), view geometry) -> (weakref to owner, version, radius)
-_RADII = {}
+# (id(owner), view geometry, what) -> (weakref to owner, version, value): small facts
+# about a data tensor (its radius, that it is finite), kept while it is alive and unmodified
+_FACTS = {}
+
+
+def _fact(x, what, compute):
+    """``compute(x)``, cached per data tensor (and view geometry) like the design."""
+    if x.requires_grad:
+        return compute(x.detach())
+    base = x if x._base is None else x._base
+    key = (id(base), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype, what)
+    hit = _FACTS.get(key)
+    if hit is not None and hit[0]() is base and hit[1] == x._version:
+        return hit[2]
+    value = compute(x)
+    _FACTS[key] = (weakref.ref(base, lambda _, k=key: _FACTS.pop(k, None)), x._version, value)
+    return value
+
+
+def _radius(x):
+    flat = x.reshape(-1, x.shape[-1])
+    if not flat.shape[0]:
+        return 0.0
+    return float((flat - flat.mean(0)).square().sum(-1).max().sqrt())
 
 
 def data_radius(x):
@@ -58,20 +80,15 @@ def data_radius(x):
     :func:`gaussian_design`'s), cached per data tensor like the design: the scale of the
     centred data that the rounding of the expanded Gaussian quadratic form grows with.
     """
-    x = x.detach()
-    base = x if x._base is None else x._base
-    key = (id(base), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype)
-    hit = _RADII.get(key)
-    if hit is not None and hit[0]() is base and hit[1] == x._version:
-        return hit[2]
-    flat = x.reshape(-1, x.shape[-1])
-    if not flat.shape[0]:
-        return 0.0
-    radius = float((flat - flat.mean(0)).square().sum(-1).max().sqrt())
-    if flat.shape[0] > 1:
-        _RADII[key] = (weakref.ref(base, lambda _, k=key: _RADII.pop(k, None)), x._version,
-                       radius)
-    return radius
+    return _fact(x, "radius", _radius)
+
+
+def all_finite(x):
+    """Whether every entry of the floating tensor ``x`` is finite, cached per data tensor
+    (observed data are checked once, not on every EM iteration)."""
+    if not x.is_floating_point():
+        return True
+    return _fact(x, "finite", lambda t: bool(torch.isfinite(t).all()))
 
 
 def gaussian_design(x, kind="full"):

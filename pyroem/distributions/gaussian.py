@@ -43,7 +43,7 @@ def design_error(loc, prec_norm, center, radius):
     are rounded relative to that size while their sum (the Mahalanobis distance) may be
     much smaller: a covariance that is nearly singular (large :math:`\Lambda`) far from
     the data mean, in float32. The bound is
-    :math:`\epsilon\, \lVert\Lambda\rVert_F (r + \lVert\mu - \text{center}\rVert)^2`
+    :math:`\epsilon\, \lVert\Lambda\rVert (r + \lVert\mu - \text{center}\rVert)^2`
     with :math:`r` the data's radius about ``center`` and :math:`\epsilon` the dtype's eps.
 
     :param loc: means, ``batch + (D,)``.
@@ -114,7 +114,7 @@ class MultivariateNormal(dist.MultivariateNormal):
         return _refined(self, value, center, _dot(design, self.design_weights(center)))
 
     def _direct_params(self):
-        """``(loc, scale_tril, prec_norm)`` broadcast to the unexpanded parameter batch,
+        r"""``(loc, scale_tril, prec_norm)`` broadcast to the unexpanded parameter batch,
         with :math:`\lVert L^{-1} \rVert_F^2 \ge \lVert\Lambda\rVert_2`."""
         tril = self._unbroadcasted_scale_tril
         loc = _unexpand(self.loc)

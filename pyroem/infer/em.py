@@ -21,7 +21,7 @@ class ParameterSnapshot:
 
     def __init__(self, modules=(), store=True):
         self.entries = []  # (container, key, tensor object, saved values)
-        self.checked = []  # (name, module or None, attribute or store name)
+        self.checked = []  # (name, module or None, attribute or store name, container, key)
         for module in modules:
             for prefix, sub in module.named_modules():
                 skip = {g + "_unconstrained" for g in getattr(sub, "guide_params", {})}
@@ -32,12 +32,13 @@ class ParameterSnapshot:
                     self.entries.append((sub._parameters, key, p, p.detach().clone()))
                     attr = key[:-len("_unconstrained")]
                     attr = attr if key.endswith("_unconstrained") and attr in constrained else key
-                    self.checked.append((prefix + "." + attr if prefix else attr, sub, attr))
+                    self.checked.append((prefix + "." + attr if prefix else attr, sub, attr,
+                                         sub._parameters, key))
         if store:
             params = pyro.get_param_store()._params
             for name, p in params.items():
                 self.entries.append((params, name, p, p.detach().clone()))
-                self.checked.append((name, None, name))
+                self.checked.append((name, None, name, params, name))
 
     def restore(self):
         """Put every saved parameter back, bit for bit (the same tensor objects)."""
@@ -54,12 +55,17 @@ class ParameterSnapshot:
         the one the model uses) that is NaN or inf, or ``None``."""
         store = pyro.get_param_store()
         with torch.no_grad():
-            for name, module, attr in self.checked:
+            for name, module, attr, container, key in self.checked:
+                tensor = container.get(key)
+                if tensor is None:
+                    continue
+                if tensor.is_floating_point() and bool(torch.isfinite(tensor).all()):
+                    continue  # finite unconstrained values: finite constrained ones
                 if module is None:
                     if attr not in store._params:
                         continue
-                    unconstrained = store._params[attr]
-                    value = transform_to(store._constraints.get(attr, constraints.real))(unconstrained)
+                    constraint = store._constraints.get(attr, constraints.real)
+                    value = transform_to(constraint)(store._params[attr])
                 else:
                     value = getattr(module, attr)
                 if not torch.is_tensor(value) or not value.is_floating_point():

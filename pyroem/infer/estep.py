@@ -14,6 +14,7 @@ from pyro.ops.rings import LogRing, MapRing
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_site_shape
 
+from pyroem.distributions.features import all_finite
 from pyroem.infer.posteriors import DiscretePosterior
 
 
@@ -114,9 +115,9 @@ def check_observed(site):
     value = site["value"]
     if not torch.is_tensor(value) or not value.is_floating_point() or site["mask"] is False:
         return
-    bad = ~torch.isfinite(value)
-    if not bool(bad.any()):
+    if all_finite(value):
         return
+    bad = ~torch.isfinite(value)
     mask = site["mask"]
     if torch.is_tensor(mask):
         event_dim = min(getattr(site["fn"], "event_dim", 0), value.dim())

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from pyro.nn import PyroParam
 
+from pyroem.distributions.features import all_finite
+
 #: promoted dtype of integer or boolean data for a Gaussian model (DESIGN.md section 3)
 INTEGER_DATA_DTYPE = torch.float64
 
@@ -42,7 +44,7 @@ def check_reg_covar(reg_covar, name="reg_covar"):
     """A finite number >= 0 (added to covariance diagonals)."""
     if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float, np.number)) \
             or not 0 <= reg_covar < math.inf:
-        raise ValueError(f"{name} must be a finite number >= 0, got {reg_covar!r}")
+        raise ValueError(f"{name} must be >= 0 and finite (a number), got {reg_covar!r}")
     return float(reg_covar)
 
 
@@ -117,7 +119,7 @@ def first_bad_index(bad):
 def check_finite(x, name="x"):
     """Raise ``ValueError`` naming the first NaN or inf of ``x`` (the missing-value
     mechanism, ``obs_mask``, is mentioned for NaN)."""
-    if not x.is_floating_point():
+    if not x.is_floating_point() or all_finite(x):
         return x
     bad = ~torch.isfinite(x)
     if bad.any():
@@ -210,7 +212,7 @@ def check_positive(value, name, shape, dtype):
 
 def simplex_tolerance(dtype):
     """How far from 1 the sum of a probability row may be (then it is renormalised)."""
-    return max(1e-6, 100 * torch.finfo(dtype).eps)
+    return max(1e-5, 100 * torch.finfo(dtype).eps)
 
 
 def check_simplex(value, name, shape, dtype):

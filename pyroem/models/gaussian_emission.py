@@ -164,7 +164,7 @@ def stable_moments(stats, covariance_type, reg_covar, data):
     (:func:`~pyroem.distributions.statistics.centred_moments`, two-pass as
     scikit-learn); ``stats["shift"]`` is then per component.
 
-    The covariance about the new mean is :math:`S/n - \bar x \bar x^	op`, both terms
+    The covariance about the new mean is :math:`S/n - \bar x \bar x^\top`, both terms
     about the data mean: for a component far from the data mean with a small spread the
     subtraction cancels, and the rounding of :math:`S` (about
     :math:`\epsilon\, \mathrm{tr}(S/n)` with :math:`\epsilon` the dtype's eps, times a
