@@ -617,3 +617,26 @@ def test_setters_accept_valid_values_and_round_off():
     h = GaussianHMM(2, 2, params="mc").double()
     h.trans_probs = [[1.0, 0.0], [0.5, 0.5]]  # structural zeros are fine
     assert float(h.trans_probs.detach()[0, 1]) == 0.0
+
+
+# ---------------------------------------------------------------------- missing values
+def masked_user_model(data, mask):
+    weights = pyro.param("weights", torch.tensor([0.5, 0.5], dtype=F64),
+                         constraint=constraints.simplex)
+    locs = pyro.param("locs", torch.tensor([-1.0, 1.0], dtype=F64))
+    with pyro.plate("data", data.shape[0]):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("x", dist.Normal(locs[z], 1.0), obs=data, obs_mask=mask)
+
+
+def test_values_that_obs_mask_marks_missing_may_be_anything():
+    y = _with(Y, 3, NAN)
+    mask = ~y.isnan()
+    EM(masked_user_model).step(y.nan_to_num(), mask)  # the hint of the error message
+    with pyro.validation_enabled(False):  # Pyro's own check off: NaN itself, masked
+        EM(masked_user_model).step(y, mask)
+    assert torch.isfinite(pyro.param("locs")).all()
+    before = state_of("user")
+    with pytest.raises(ValueError, match=r"site 'x_observed'.*inf at index \(5,\)"):
+        EM(masked_user_model).step(_with(y, 5, INF).nan_to_num(nan=0.0, posinf=INF), mask)
+    assert bitwise_equal(before, state_of("user"))

@@ -132,7 +132,7 @@ def check_observed(site):
     index = _first_index(bad)
     found = float(value[index])
     hint = (" A NaN meant as a missing value must be marked missing: "
-            f"pyro.sample('{site['name']}', ..., obs=x, obs_mask=~x.isnan())"
+            f"pyro.sample('{site['name']}', ..., obs=x.nan_to_num(), obs_mask=~x.isnan())"
             if math.isnan(found) else "")
     raise ValueError(f"the observed value of site '{site['name']}' contains NaN or inf "
                      f"(first: {found} at index {index}); observed data must be finite.{hint}")

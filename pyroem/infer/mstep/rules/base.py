@@ -16,6 +16,7 @@ import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import Independent
 
+from pyroem.distributions.features import all_finite
 from pyroem.infer.mstep.provenance import Selection, params_reached
 from pyroem.infer.mstep.reduce import weighted_sum
 
@@ -53,6 +54,16 @@ def _masked_weight(weight, extra, masks):
     return weight
 
 
+def _masked_value(value):
+    """The site's value with non-finite entries as 0: the E-step has checked that every
+    observed value its mask keeps is finite, so these are values ``obs_mask`` marks
+    missing (weight 0), which must not turn a statistic ``0 * nan`` into NaN."""
+    if (torch.is_tensor(value) and value.is_floating_point() and not value.requires_grad
+            and not all_finite(value)):
+        return torch.where(torch.isfinite(value), value, torch.zeros((), dtype=value.dtype))
+    return value
+
+
 class WeightedSite:
     r"""
     One sample site as a rule sees it.
@@ -61,14 +72,15 @@ class WeightedSite:
     :ivar fn: its distribution without Masked/Independent/Expanded wrappers.
     :ivar torch.Tensor weight: the posterior weight :math:`w` of each position (data item
         times enumerated values), in ``fn``'s batch shape and times the masks.
-    :ivar torch.Tensor value: the site's value :math:`x` (a parameter for a prior factor).
+    :ivar torch.Tensor value: the site's value :math:`x` (a parameter for a prior factor;
+        missing values of ``obs_mask``, weight 0, read as 0).
     """
 
     def __init__(self, site, weight, names):
         self.name = site["name"]
         self.fn, extra, masks = unwrap(site["fn"])
         self.weight = _masked_weight(weight, extra, masks)
-        self.value = site["value"]
+        self.value = _masked_value(site["value"])
         self._names = names
         self._ignored = set(_NOT_ARGUMENTS)
 
