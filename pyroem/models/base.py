@@ -21,7 +21,7 @@ from pyroem.infer.loop import (
 )
 from pyroem.infer.recorders import EMDecomposition, ExactEvidence, SVIDecomposition
 from pyroem.models import checkpoint
-from pyroem.models.checks import check_option, check_positive_int
+from pyroem.models.checks import check_option, check_positive_int, check_seed, make_generator
 from pyroem.models.state import ModelState
 
 METHODS = ("em", "viterbi", "svi")
@@ -107,14 +107,6 @@ class EMModel(ModelState, PyroModule):
         return self._data(*data)
 
     # ------------------------------------------------------------------ starting values
-    def _generator(self, seed):
-        generator = torch.Generator()
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(int(seed))
-        return generator
-
     def _to_data_dtype(self, args):
         # float data set the dtype (a model computes in its data's dtype); integer data
         # (symbols) keep the model's
@@ -134,11 +126,12 @@ class EMModel(ModelState, PyroModule):
         """
         init = self.default_init if init is None else init
         check_option("init", init, self.inits)
+        seed = check_seed(seed)
         args = self._prepare(*data)
         self._check_fit(args)
         with self._transaction():
             self._to_data_dtype(args)
-            self._initialize(args, init, self._generator(seed))
+            self._initialize(args, init, make_generator(seed))
         return self
 
     @contextlib.contextmanager
@@ -198,6 +191,10 @@ class EMModel(ModelState, PyroModule):
         max_iter = check_positive_int("max_iter", max_iter)
         num_restarts = 1 if init == "given" else check_positive_int("num_restarts", num_restarts)
         Convergence(tol)  # checks tol before anything changes
+        seed = check_seed(seed)
+        if method == "svi" and not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                                    and lr > 0):
+            raise ValueError(f"lr must be a number > 0, got {lr!r}")
         args = self._prepare(*data)
         self._check_fit(args)
         options = dict(method=method, max_iter=max_iter, tol=tol, progress=progress, lr=lr,
@@ -217,7 +214,7 @@ class EMModel(ModelState, PyroModule):
             if restart:
                 self.load_state_dict(start)
             restart_seed = None if seed is None else int(seed) + restart
-            self._initialize(args, init, self._generator(restart_seed))
+            self._initialize(args, init, make_generator(restart_seed))
             hist = self._fit_once(args, seed=restart_seed, **options)
             hist.restart = restart
             if best is None or hist.final_log_likelihood > best.final_log_likelihood:
@@ -290,7 +287,8 @@ class EMModel(ModelState, PyroModule):
     def bic(self, *data):
         r"""Bayesian information criterion :math:`-2 \log p(X) + p \log N` (lower is better)."""
         args = self._data(*data)
-        return float(-2 * self.log_prob(*data).sum() + self.num_parameters * math.log(self._num_items(args)))
+        penalty = self.num_parameters * math.log(self._num_items(args))
+        return float(-2 * self.log_prob(*data).sum() + penalty)
 
     def aic(self, *data):
         r"""Akaike information criterion :math:`-2 \log p(X) + 2p` (lower is better)."""

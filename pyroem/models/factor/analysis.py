@@ -9,7 +9,7 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.models.base import model_method
-from pyroem.models.checks import check_option, check_positive_int
+from pyroem.models.checks import check_option, check_positive_int, make_generator
 from pyroem.models.factor.common import FactorModel, check_dims, check_reg_covar
 from pyroem.models.factor.gaussian import factor_terms, ppca_closed_form
 from pyroem.models.factor.mstep import factor_statistics, maximize_factors
@@ -217,7 +217,7 @@ class FactorAnalysis(FactorModel):
         """Draw ``num_samples`` points from a ``torch.Generator`` seeded with ``seed``
         (a fresh seed when ``None``); returns ``(x (n, D), z (n, L))``."""
         num_samples = check_positive_int("num_samples", num_samples)
-        generator = self._generator(seed)
+        generator = make_generator(seed)
         z = self._sample_noise((num_samples, self.latent_dim), generator)
         eps = self._sample_noise((num_samples, self.dim), generator)
         x = z @ self.components + self.mean + eps * self.noise_variance.sqrt()

@@ -10,7 +10,7 @@ from pyro.ops.indexing import Vindex
 from torch.distributions import constraints
 
 from pyroem.models.base import model_method
-from pyroem.models.checks import check_positive_int
+from pyroem.models.checks import check_positive_int, make_generator
 from pyroem.models.factor.common import FactorModel, check_dims, check_reg_covar
 from pyroem.models.factor.gaussian import factor_terms, ppca_closed_form
 from pyroem.models.factor.mstep import factor_statistics, maximize_factors
@@ -256,7 +256,7 @@ class MixtureOfFactorAnalyzers(FactorModel):
         """Draw ``num_samples`` points from a ``torch.Generator`` seeded with ``seed``;
         returns ``(x (n, D), k (n,), z (n, L))``."""
         num_samples = check_positive_int("num_samples", num_samples)
-        generator = self._generator(seed)
+        generator = make_generator(seed)
         k = torch.multinomial(self.weights.cpu(), num_samples, replacement=True,
                               generator=generator).to(self.psi.device)
         z = self._sample_noise((num_samples, self.latent_dim), generator)
