@@ -11,7 +11,8 @@ The ``pyroem`` command line::
 
 ``DATA`` is a ``.npy`` array or a CSV file (comma-separated numbers, one item per row;
 ``#`` comment lines and a header, a first row none of whose fields is a number, are
-skipped; any other field that is not a number is an error naming its row and column). Model families are registered in
+skipped; any other field that is not a number is an error naming its row and column).
+Model families are registered in
 :data:`~pyroem.cli.commands.FAMILIES`: each knows its fit options, how to build and fit a
 model, how to save and load its parameters and how to score and sample, so a family is
 added in one place.

@@ -16,8 +16,8 @@ from pyroem.models.gmm import COVARIANCE_TYPES
 class Family:
     """
     A model family on the command line. Subclasses set ``name``, ``help`` and
-    ``model_class`` (the model its ``.npz`` checkpoints hold) and implement the methods below; register an instance in
-    :data:`~pyroem.cli.commands.FAMILIES`.
+    ``model_class`` (the model its ``.npz`` checkpoints hold) and implement the methods
+    below; register an instance in :data:`~pyroem.cli.commands.FAMILIES`.
     """
 
     name = ""

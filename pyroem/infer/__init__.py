@@ -18,5 +18,6 @@ from pyroem.infer.protocols import ClosedFormProvider, EStepProvider, Plan, Post
 
 __all__ = ["EM", "AutoMStep", "ChainPosterior", "ClosedFormMStep", "ClosedFormProvider",
            "Decomposition", "DiscretePosterior", "EStepProvider", "GaussianPosterior", "History",
-           "NumericalMStep", "Plan", "Posterior", "PosteriorWriter", "ZeroVarianceELBO", "compare", "decompose", "exact_posterior",
+           "NumericalMStep", "Plan", "Posterior", "PosteriorWriter", "ZeroVarianceELBO", "compare",
+           "decompose", "exact_posterior",
            "expected_log_joint", "fit_em", "guide_entropy", "posterior_elbo_samples"]

@@ -17,7 +17,8 @@ def compare(model, *data, methods=METHODS, max_iter=100, tol=0.0, init=None, see
     The initial parameters are drawn once (``model.initialize(*data, init=init,
     seed=seed)``, as :meth:`~pyroem.models.EMModel.fit` starts); each method then starts
     from that state (``load_state_dict``) with ``fit(..., init="given")``, and the model
-    is left as it was (its state and fit results restored). Every history carries, besides ``log_likelihood`` (the
+    is left as it was (its state and fit results restored). Every history carries, besides
+    ``log_likelihood`` (the
     method's own objective: :math:`\log p(X, \hat Z)` for Viterbi) and ``seconds`` (the
     method's time only; each method is warmed up first by one throw-away iteration),
     ``records["log_evidence"]``: the exact :math:`\log p(X|\eta_t)`

@@ -186,46 +186,52 @@ def stable_moments(stats, covariance_type, reg_covar, data):
     comps, dim = tuple(n.shape), shift.shape[-1]
     if shift.dim() != 1 or not n.is_floating_point():
         return stats
-    kind = _kind(covariance_type)
     num = math.prod(comps)
-    nf = n.reshape(num)
-    sx = stats["sx"].reshape(num, dim)
+    nf, sx = n.reshape(num), stats["sx"].reshape(num, dim)
     sxx = stats["sxx"].reshape(num, -1)
-    eps = torch.finfo(n.dtype).eps
-    nk = nf + 10 * eps
-    xbar = sx / nk.unsqueeze(-1)
-    gamma = eps * (_ROUNDING + float(nf.sum()) ** 0.5)
-    if kind == "full":
-        second = sxx.reshape(num, dim, dim) / nk[:, None, None]
-        cov = scatter_about(nf, sx, sxx, xbar) / nk[:, None, None]
-        margin = gamma * second.diagonal(dim1=-2, dim2=-1).sum(-1)
-        if covariance_type == "tied":  # the pooled covariance decides, per tied group
-            group = nf.reshape(comps[:-1] + (-1,))
-            total = group.sum(-1, keepdim=True).clamp_min(torch.finfo(n.dtype).tiny)
-            share = (group / total).reshape(num)
-            cov = (cov * share[:, None, None]).reshape(comps[:-1] + (-1, dim, dim)).sum(-3)
-            margin = (margin * share).reshape(comps[:-1] + (-1,)).sum(-1)
-        eye = torch.eye(dim, dtype=cov.dtype, device=cov.device)
-        shifted = 0.5 * (cov + cov.mT) + (reg_covar - margin)[..., None, None] * eye
-        risky = torch.linalg.cholesky_ex(shifted).info > 0
-        if covariance_type == "tied":
-            risky = risky.unsqueeze(-1).expand(comps).reshape(num)
-    else:
-        second = sxx / nk.unsqueeze(-1)
-        var = scatter_about(nf.unsqueeze(-1), sx, sxx, xbar, "diag") / nk.unsqueeze(-1)
-        risky = (var + reg_covar <= gamma * second).any(-1)
+    xbar = sx / (nf + 10 * torch.finfo(n.dtype).eps).unsqueeze(-1)
+    risky = _unresolved(nf, sx, sxx, xbar, comps, covariance_type, reg_covar)
     if not bool(risky.any()):
         return stats
     idx = risky.nonzero().squeeze(-1)
     weights, x = data()
     refs = shift + xbar[idx]
-    fixed = centred_moments(weights[:, idx], x, refs, kind)
+    fixed = centred_moments(weights[:, idx], x, refs, _kind(covariance_type))
     out_n, out_sx, out_sxx = nf.clone(), sx.clone(), sxx.clone()
     out_shift = shift.expand(num, dim).clone()
     out_n[idx], out_sx[idx], out_sxx[idx], out_shift[idx] = (
         fixed["n"], fixed["sx"], fixed["sxx"], refs)
     return {"n": out_n.reshape(comps), "sx": out_sx.reshape(comps + (dim,)),
             "sxx": out_sxx.reshape(comps + (-1,)), "shift": out_shift.reshape(comps + (dim,))}
+
+
+def _unresolved(nf, sx, sxx, xbar, comps, covariance_type, reg_covar):
+    """``(C,)`` bool: the flat components whose covariance plus ``reg_covar`` is not
+    positive definite with the rounding margin of :func:`stable_moments` (for ``tied``,
+    those whose pooled covariance is not)."""
+    num, dim = nf.shape[0], sx.shape[-1]
+    eps = torch.finfo(nf.dtype).eps
+    nk = nf + 10 * eps
+    gamma = eps * (_ROUNDING + float(nf.sum()) ** 0.5)
+    if _kind(covariance_type) != "full":
+        second = sxx / nk.unsqueeze(-1)
+        var = scatter_about(nf.unsqueeze(-1), sx, sxx, xbar, "diag") / nk.unsqueeze(-1)
+        return (var + reg_covar <= gamma * second).any(-1)
+    second = sxx.reshape(num, dim, dim) / nk[:, None, None]
+    cov = scatter_about(nf, sx, sxx, xbar) / nk[:, None, None]
+    margin = gamma * second.diagonal(dim1=-2, dim2=-1).sum(-1)
+    if covariance_type == "tied":  # the pooled covariance decides, per tied group
+        group = nf.reshape(comps[:-1] + (-1,))
+        total = group.sum(-1, keepdim=True).clamp_min(torch.finfo(nf.dtype).tiny)
+        share = (group / total).reshape(num)
+        cov = (cov * share[:, None, None]).reshape(comps[:-1] + (-1, dim, dim)).sum(-3)
+        margin = (margin * share).reshape(comps[:-1] + (-1,)).sum(-1)
+    eye = torch.eye(dim, dtype=cov.dtype, device=cov.device)
+    shifted = 0.5 * (cov + cov.mT) + (reg_covar - margin)[..., None, None] * eye
+    risky = torch.linalg.cholesky_ex(shifted).info > 0
+    if covariance_type == "tied":
+        risky = risky.unsqueeze(-1).expand(comps).reshape(num)
+    return risky
 
 
 # Below this many sequences per frame the batched products of the state-major layout are

@@ -23,7 +23,8 @@ def expected_log_joint(model, posterior, args, kwargs, max_plate_nesting):
     to each factor as in the E-step.
 
     :param callable model: the Pyro model.
-    :param posterior: a :class:`~pyroem.infer.posteriors.DiscretePosterior` of the same model and data.
+    :param posterior: a :class:`~pyroem.infer.posteriors.DiscretePosterior` of the same model
+        and data.
     :param int max_plate_nesting: as used by the E-step.
     :rtype: torch.Tensor
     """

@@ -40,10 +40,10 @@ from pyroem.models.checks import (
     check_positive_int,
     check_real,
     check_reg_covar,
-    make_generator,
 )
 from pyroem.models.plda.labels import encode_labels
 from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
+from pyroem.models.plda.sampling import sample_speakers
 from pyroem.models.plda.scoring import PLDAScoring
 from pyroem.models.plda.summary import data_summary
 
@@ -374,25 +374,7 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
         D = self.dim
         return D + D * (D + 1)
 
-    # ------------------------------------------------------------------ scoring
-    def log_prob(self, embeddings, labels):
-        r"""
-        :math:`\log p(X_s)` of each speaker's embeddings (jointly Gaussian), shape
-        ``(S,)`` in the order of :func:`encode_labels` (sorted labels).
-        """
-        x, speaker = self._data(embeddings, labels)
-        with torch.no_grad():
-            summary = data_summary(x, speaker)
-            basis = self._basis()
-            lp, _, _ = self._speaker_terms(summary, basis)
-            resid = (x - summary.shift - summary.means[speaker]) @ basis.transform.T
-            quad = torch.zeros_like(lp).index_add_(0, speaker, resid.square().sum(-1))
-        return lp - 0.5 * quad
-
-    def posterior(self, embeddings, labels):
-        """The exact :class:`SpeakerPosterior` of every speaker (sorted labels)."""
-        return self.e_step(*self._data(embeddings, labels))
-
+    # ------------------------------------------------------------------ sampling
     def sample(self, num_speakers, num_per_speaker, seed=None):
         """
         Draw embeddings from the model.
@@ -405,31 +387,6 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
         :param num_per_speaker: an int, or ``S`` counts.
         :returns: ``(x (N, D), labels (N,), z (S, D))``.
         """
-        num_speakers = check_positive_int("num_speakers", num_speakers)
-        counts = _counts(num_per_speaker, num_speakers)
-        labels = torch.repeat_interleave(torch.arange(num_speakers), counts)
-        generator = make_generator(seed)
-        with torch.no_grad():
-            mean = self.mean.detach()
-            between = self.between_scale_tril.detach()
-            within = self.within_scale_tril.detach()
-            eps = torch.randn(num_speakers, self.dim, generator=generator, dtype=mean.dtype)
-            z = mean + eps @ between.T
-            eps = torch.randn(labels.shape[0], self.dim, generator=generator, dtype=mean.dtype)
-            x = z[labels] + eps @ within.T
-        return x, labels, z
-
-
-def _counts(num_per_speaker, num_speakers):
-    """``num_per_speaker`` (an int or ``S`` ints >= 1) as ``S`` counts."""
-    message = f"num_per_speaker must be an int >= 1 or {num_speakers} such counts, got "
-    try:
-        counts = torch.as_tensor(num_per_speaker)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(message + repr(num_per_speaker)) from None
-    if counts.is_floating_point() or counts.is_complex() or counts.dtype == torch.bool:
-        raise ValueError(message + f"dtype {counts.dtype}")
-    counts = counts.long().reshape(-1)
-    if counts.numel() not in (1, num_speakers) or (counts < 1).any():
-        raise ValueError(message + repr(num_per_speaker))
-    return counts.expand(num_speakers)
+        return sample_speakers(self.mean.detach(), self.between_scale_tril.detach(),
+                               self.within_scale_tril.detach(), num_speakers,
+                               num_per_speaker, seed)

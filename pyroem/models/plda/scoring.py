@@ -1,14 +1,34 @@
-r"""PLDA verification scores: log-likelihood ratios of "same speaker" against "different
-speakers" with ``n`` enrolment embeddings (Ioffe, 2006; Kaldi's ``plda.cc``)."""
+r"""PLDA scores: per-speaker log-likelihoods, the posterior, and verification
+log-likelihood ratios of "same speaker" against "different speakers" with ``n``
+enrolment embeddings (Ioffe, 2006; Kaldi's ``plda.cc``)."""
 
 import torch
 
 from pyroem.models.checks import as_float_tensor, check_finite, check_matrix
+from pyroem.models.plda.summary import data_summary
 
 
 class PLDAScoring:
     """Scoring methods of :class:`~pyroem.models.PLDA` (which provides ``dim``, ``dtype``,
-    ``mean`` and ``_basis()``)."""
+    ``mean``, ``_data``, ``_basis()``, ``_speaker_terms`` and ``e_step``)."""
+
+    def log_prob(self, embeddings, labels):
+        r"""
+        :math:`\log p(X_s)` of each speaker's embeddings (jointly Gaussian), shape
+        ``(S,)`` in the order of :func:`encode_labels` (sorted labels).
+        """
+        x, speaker = self._data(embeddings, labels)
+        with torch.no_grad():
+            summary = data_summary(x, speaker)
+            basis = self._basis()
+            lp, _, _ = self._speaker_terms(summary, basis)
+            resid = (x - summary.shift - summary.means[speaker]) @ basis.transform.T
+            quad = torch.zeros_like(lp).index_add_(0, speaker, resid.square().sum(-1))
+        return lp - 0.5 * quad
+
+    def posterior(self, embeddings, labels):
+        """The exact :class:`SpeakerPosterior` of every speaker (sorted labels)."""
+        return self.e_step(*self._data(embeddings, labels))
 
     def score_means(self, enroll_means, enroll_counts, tests):
         r"""
