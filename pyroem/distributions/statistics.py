@@ -15,6 +15,8 @@ component, ``batch + (D,)``, for moments from :func:`centred_moments`): with wei
 additive over data, so batches, chunks and processes sum them before the maximiser.
 """
 
+import torch
+
 
 def split_moments(product, shift):
     r"""
@@ -113,3 +115,20 @@ def categorical_counts(weights, values, num_categories):
     # one pass over the rows, each adding its E weights at its category (no one-hot)
     counts = weights.new_zeros(num_categories, weights.shape[1])
     return counts.index_add_(0, values.reshape(-1).long(), weights).T
+
+
+def regularized_cholesky(cov, reg_covar, what):
+    r"""
+    The lower Cholesky factor of :math:`	frac12 (\Sigma + \Sigma^	op) + \epsilon I` (the
+    M-step's covariance update, ``reg_covar`` :math:`= \epsilon` added to the diagonal),
+    batched over leading dims.
+
+    :param str what: the rest of the error message: what is not positive definite and what
+        to do about it.
+    :raises ValueError: when a matrix is not positive definite.
+    """
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    tril, info = torch.linalg.cholesky_ex(0.5 * (cov + cov.mT) + reg_covar * eye)
+    if bool(info.any()):
+        raise ValueError(f"the M-step produced {what}")
+    return tril

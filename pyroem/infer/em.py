@@ -193,9 +193,10 @@ class EM:
                 e.add_note("pyroem: the M-step failed; every parameter was restored to its "
                            "value before the step")
             raise
-        strategies = getattr(self.m_step, "strategies", None)
-        if strategies:
-            self.plan.params = dict(strategies)
+        if not isinstance(self.m_step, ClosedFormMStep):  # a closed form's routes are fixed
+            strategies = getattr(self.m_step, "strategies", None)
+            if strategies:
+                self.plan.params = dict(strategies)
 
     def step(self, *args, **kwargs):
         r"""

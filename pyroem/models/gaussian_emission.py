@@ -24,6 +24,7 @@ from pyroem.distributions.gaussian import ROUNDING_TOLERANCE, design_error
 from pyroem.distributions.statistics import (
     centred_moments,
     design_moments,
+    regularized_cholesky,
     scatter_about,
     split_moments,
 )
@@ -326,15 +327,10 @@ def _full_update(module, stats, mu, nk):
     cov = scatter_about(stats["n"], stats["sx"], stats["sxx"], mu) / nk[..., None, None]
     if module.covariance_type == "tied":
         cov = (cov * nk[..., None, None]).sum(-3) / nk.sum(-1)[..., None, None]
-    eye = torch.eye(module.dim, dtype=cov.dtype, device=cov.device)
-    cov = 0.5 * (cov + cov.mT) + module.reg_covar * eye
-    tril, info = torch.linalg.cholesky_ex(cov)
-    if info.any():
-        raise ValueError(
-            "the M-step produced a covariance that is not positive definite (a "
-            "component or state collapsed onto too few points); increase reg_covar "
-            "or decrease the number of components or states")
-    return tril
+    return regularized_cholesky(
+        cov, module.reg_covar, "a covariance that is not positive definite (a component or "
+        "state collapsed onto too few points); increase reg_covar or decrease the number of "
+        "components or states")
 
 
 def _diag_update(module, stats, mu, nk):

@@ -31,6 +31,7 @@ import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
+from pyroem.distributions.statistics import regularized_cholesky
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import (
     CheckedParams,
@@ -297,15 +298,10 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
         mean_c = stats["sum_z"] / stats["num_speakers"]
         between = stats["sum_zz"] / stats["num_speakers"] - torch.outer(mean_c, mean_c)
         within = stats["sum_within"] / stats["num_embeddings"]
-        trils = []
-        for name, cov in (("between_cov", between), ("within_cov", within)):
-            cov = 0.5 * (cov + cov.T) + self.reg_covar * torch.eye(
-                self.dim, dtype=cov.dtype, device=cov.device)
-            tril, info = torch.linalg.cholesky_ex(cov)
-            if info.any():
-                raise ValueError(f"the M-step produced a {name} that is not positive definite; "
-                                 "increase reg_covar or reduce dim (e.g. LDA projection)")
-            trils.append(tril)
+        trils = [regularized_cholesky(cov, self.reg_covar,
+                                      f"a {name} that is not positive definite; increase "
+                                      "reg_covar or reduce dim (e.g. LDA projection)")
+                 for name, cov in (("between_cov", between), ("within_cov", within))]
         with self.internal_updates():
             self.mean = mean_c + stats["shift"]
             self.between_scale_tril, self.within_scale_tril = trils

@@ -18,7 +18,11 @@ import torch
 import torch.distributions as td
 
 from pyroem.distributions import DiagNormal, gaussian_design, gaussian_features
-from pyroem.distributions.statistics import scatter_about, split_moments
+from pyroem.distributions.statistics import (
+    regularized_cholesky,
+    scatter_about,
+    split_moments,
+)
 from pyroem.infer.mstep.provenance import compact
 from pyroem.infer.mstep.rules.base import MStepRule, Stats, safe_ratio
 from pyroem.infer.mstep.rules.registry import register_rule
@@ -147,12 +151,9 @@ class MultivariateNormalRule(MStepRule):
         if arg == "covariance_matrix":
             new = cov
         else:
-            tril, info = torch.linalg.cholesky_ex(cov)
-            if info.any():
-                raise ValueError(
-                    "the automatic M-step produced a covariance that is not positive "
-                    "definite (a component collapsed onto too few points); use fewer "
-                    "components or more data")
+            tril = regularized_cholesky(
+                cov, 0.0, "a covariance that is not positive definite (a component collapsed "
+                "onto too few points); use fewer components or more data")
             new = tril if arg == "scale_tril" else torch.cholesky_inverse(tril)
         keep = ~(den > 0).all(-1).all(-1)
         return torch.where(keep[..., None, None], old, new)
