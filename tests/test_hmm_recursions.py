@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pyroem.models.hmm.recursions import forward_backward, viterbi
+from pyroem.ops.recursions import forward_backward, viterbi
 
 
 def _problem(K=3, T=6, B=3, seed=0, zero=True):

@@ -244,7 +244,7 @@ def state_major_log_prob(module, x):
     r"""
     ``log N(x_{bt} | mu_k, Sigma_k)`` of sequences ``x (B, T, D)`` under components of
     shape ``(K,)``, laid out **state-major per frame**: shape ``(T, K, B)``, the layout
-    of :func:`~pyroem.models.hmm.recursions.forward_backward`'s recursion (pass it
+    of :func:`~pyroem.ops.recursions.forward_backward`'s recursion (pass it
     ``.permute(2, 0, 1)``). One batched product
     :math:`W\,\phi(x_t)^\top` per frame, with ``W`` the components'
     :meth:`~pyroem.distributions.DiagNormal.design_weights` and :math:`\phi` the cached
@@ -277,7 +277,7 @@ def state_major_log_prob(module, x):
 def state_major_moments(weights, x, covariance_type):
     """:func:`weighted_moments` of ``x (B, T, D)`` with state-major weights ``(T, K, B)``
     (as :func:`state_major_log_prob`; the posteriors of
-    :func:`~pyroem.models.hmm.recursions.forward_backward` are such a tensor, viewed as
+    :func:`~pyroem.ops.recursions.forward_backward` are such a tensor, viewed as
     ``(B, T, K)``): one batched product with the time-major design, summed over frames."""
     shift, design = gaussian_design(x.transpose(0, 1), _kind(covariance_type))
     _, K, B = weights.shape

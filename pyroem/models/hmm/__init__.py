@@ -1,7 +1,8 @@
 """
 Hidden Markov models: a chain (:mod:`~pyroem.models.hmm.chain`) composed with an emission
 family (:mod:`~pyroem.models.hmm.emissions`), fitted by Baum-Welch (exact EM), Viterbi
-training or SVI, with the vectorised recursions of :mod:`~pyroem.models.hmm.recursions`.
+training or SVI, with the vectorised recursions of :mod:`~pyroem.ops.recursions` (shared
+with the generic engine, so they live a layer below the models).
 
 - :mod:`~pyroem.models.hmm.chain`: :class:`HiddenMarkovModel`, the chain (start,
   transitions, final states), the data, the Pyro model, the E-step, decoding, sampling;
@@ -9,9 +10,6 @@ training or SVI, with the vectorised recursions of :mod:`~pyroem.models.hmm.recu
 - :mod:`~pyroem.models.hmm.gaussian`, :mod:`~pyroem.models.hmm.categorical`,
   :mod:`~pyroem.models.hmm.gmm`: one family each, its emission and its model
   (:class:`GaussianHMM`, :class:`CategoricalHMM`, :class:`GMMHMM`);
-- :mod:`~pyroem.models.hmm.recursions`: forward-backward and Viterbi (pure functions),
-  with :mod:`~pyroem.models.hmm.scaled` (one block) and :mod:`~pyroem.models.hmm.blocked`
-  (:math:`O(\\sqrt T)` Python steps);
 - :mod:`~pyroem.models.hmm.sequences`: sequence data (one, a list, or padded with lengths);
 - :mod:`~pyroem.models.hmm.probs`: probability rows (checks, Dirichlet MAP).
 """

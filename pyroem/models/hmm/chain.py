@@ -9,7 +9,7 @@ The chain of a hidden Markov model,
 composed with an emission (:mod:`~pyroem.models.hmm.emissions`) that supplies
 :math:`p(x | \theta_k)`. The chain owns the start, transition and final states, the
 sequence data (lengths, padding), the Pyro model, the E-step (the recursions of
-:mod:`~pyroem.models.hmm.recursions`), its part of the M-step, decoding and sampling.
+:mod:`~pyroem.ops.recursions`), its part of the M-step, decoding and sampling.
 """
 
 import math
@@ -31,7 +31,7 @@ from pyroem.models.checks import (
     make_generator,
 )
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
-from pyroem.models.hmm.recursions import forward_backward, path_statistics, viterbi
+from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
 
 DECODERS = ("viterbi", "map")

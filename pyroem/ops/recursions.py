@@ -10,8 +10,8 @@ one padded layout. A Python step costs microseconds, so the count of sequential 
 what matters:
 
 - many chains, or short ones: one block, the scaled recursion of
-  :mod:`~pyroem.models.hmm.scaled`, state-major ``(T, K, B)``;
-- a long chain: about :math:`\sqrt T` blocks (:mod:`~pyroem.models.hmm.blocked`): the
+  :mod:`~pyroem.ops.scaled`, state-major ``(T, K, B)``;
+- a long chain: about :math:`\sqrt T` blocks (:mod:`~pyroem.ops.blocked`): the
   transfer matrices of all blocks at once, the block boundaries stitched, then the
   recursion inside all blocks at once; :math:`O(\sqrt T)` Python steps instead of
   :math:`T`.
@@ -42,14 +42,14 @@ import math
 
 import torch
 
-from pyroem.models.hmm.blocked import (
+from pyroem.ops.blocked import (
     MAX_PLUS_WORK,
     auto_block_length,
     blocked_forward_backward,
     layout,
     where,
 )
-from pyroem.models.hmm.scaled import finite_max, scaled_forward_backward
+from pyroem.ops.scaled import finite_max, scaled_forward_backward
 
 
 def forward_backward(log_start, trans, log_emit, lengths, final=None, block_length=None):

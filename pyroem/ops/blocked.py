@@ -10,14 +10,14 @@ A chain of ``S = T - 1`` steps is cut into ``nb`` blocks of ``L`` steps
 2. **stitch**: the exact filtered vector at each block boundary,
    :math:`\hat\alpha_{b+1} \propto \hat\alpha_b M_b`, and the scaled backward vector,
    :math:`\hat\beta_{b-1} = M_b \hat\beta_b / \prod_{t \in b} c_t` (``nb`` small steps);
-3. **inside**: the ordinary scaled recursion (:mod:`~pyroem.models.hmm.scaled`) inside
+3. **inside**: the ordinary scaled recursion (:mod:`~pyroem.ops.scaled`) inside
    all blocks at once, each block started from its exact boundary vector.
 
 Because each block's forward recursion starts from the exact normalised filtered
 distribution :math:`p(z_{t_0} | x_{1:t_0})`, the per-step normalisers inside a block are
 the one-step predictive likelihoods :math:`c_t = p(x_t | x_{1:t-1})`, as without blocks.
 Padded steps (beyond each chain's length) are identity steps. The layout helpers here are
-also those of the max-product recursion (:func:`~pyroem.models.hmm.recursions.viterbi`).
+also those of the max-product recursion (:func:`~pyroem.ops.recursions.viterbi`).
 """
 
 import math
@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from pyroem.models.hmm.scaled import drifts, finite_max, safe_reciprocal
+from pyroem.ops.scaled import drifts, finite_max, safe_reciprocal
 
 # Blocks multiply the work of a step by K (K x K matrices instead of vectors) and save
 # Python steps; they pay while a step is too small to fill the machine. Measured
@@ -156,7 +156,7 @@ def _stitch_backward(last, P, R, C):
     block's end) back: :math:`\hat\beta_{b-1} = e^{R_b - C_b} \odot (P_b \hat\beta_b)`,
     with :math:`C_b = \sum_{t \in b} \log c_t` the forward normalisers of block ``b``
     (so :math:`\hat\alpha \odot \hat\beta` is the posterior), capped at the largest
-    float as in :func:`~pyroem.models.hmm.scaled.scaled_forward_backward`. In NumPy, as
+    float as in :func:`~pyroem.ops.scaled.scaled_forward_backward`. In NumPy, as
     :func:`_stitch`.
     """
     B, nb, K = R.shape
@@ -215,7 +215,7 @@ def _inside_backward(y, trans, es, inv, masks):
     r"""Phase 3b: the Rabiner-scaled backward recursion inside all blocks at once from
     the block ends ``y (B, nb, K)``: :math:`\hat\beta_{t-1} = A u_t` with
     :math:`u_t = e_t \odot \hat\beta_t / c_t` written over ``es`` (zero on padding), ratios
-    beyond the float range capped (see :func:`~pyroem.models.hmm.scaled._backward`).
+    beyond the float range capped (see :func:`~pyroem.ops.scaled._backward`).
     Returns ``bw (L, B, nb, K)`` and :math:`\hat\beta` of each block's start frame."""
     L = es.shape[0]
     big = torch.finfo(es.dtype).max
@@ -266,7 +266,7 @@ def _block_posteriors(trans, a0, y0, fw, bw, u, x_start, valid, T):
 def blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, length):
     r"""
     Forward-backward in blocks of ``length`` steps (the module docstring), Rabiner-scaled;
-    arguments and results as :func:`~pyroem.models.hmm.recursions.forward_backward`
+    arguments and results as :func:`~pyroem.ops.recursions.forward_backward`
     (``final_w``: the final states' indicator in the emissions' dtype, or ``None``).
     """
     log_emit = log_emit.contiguous()
