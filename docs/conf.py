@@ -7,6 +7,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))  # document the working tree, installed or not
+sys.path.insert(0, str(DOCS / "_ext"))
 
 import pyroem
 
@@ -17,7 +18,7 @@ release = version = pyroem.__version__
 
 extensions = [
     "sphinx.ext.autodoc",
-    "sphinx.ext.mathjax",
+    "mathml",
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "myst_nb",
@@ -41,6 +42,10 @@ suppress_warnings = ["mystnb.unknown_mime_type"]
 
 source_suffix = {".rst": "restructuredtext", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+
+# Math is rendered to MathML at build time (docs/_ext/mathml.py): no CDN, no JavaScript,
+# so every formula shows offline.
+html_math_renderer = "mathml"
 
 html_theme = "alabaster"
 html_static_path = []
