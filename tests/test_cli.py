@@ -123,6 +123,12 @@ def test_help_and_demo_parser(capsys):
     assert code == 0 and "--quiet" in out
 
 
+def test_version(capsys):
+    import pyroem
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith(f"pyroem {pyroem.__version__} ")
+
+
 @pytest.mark.parametrize("content, words", [
     ("1,2\n3,4\n5\n", ["line 3", "expected 2 values, got 1"]),        # ragged
     ("a,b\n1,2\nx,4\n", ["line 3", "'x' is not a number"]),             # text after the header

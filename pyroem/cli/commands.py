@@ -12,8 +12,10 @@ import sys
 import warnings
 from pathlib import Path
 
+import pyro
 import torch
 
+import pyroem
 from pyroem.cli.gmm import GMMFamily
 from pyroem.cli.hmm import HMMFamily
 from pyroem.cli.io import CLIError, load_params, save_params, write_array
@@ -257,6 +259,9 @@ def build_parser():
     """The parser of ``pyroem``: ``demo``, and ``fit``, ``score`` and ``sample`` with one
     sub-command per registered family."""
     parser = _Parser(prog="pyroem", description="Exact EM for Pyro models.")
+    parser.add_argument("--version", action="version",
+                        version=f"pyroem {pyroem.__version__} (torch {torch.__version__}, "
+                                f"pyro-ppl {pyro.__version__})")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_demo_parser(sub)
     family_subs = []
