@@ -89,7 +89,7 @@ def min_dcf(target_scores, nontarget_scores, p_target=0.01, c_miss=1.0, c_fa=1.0
 
 
 def plot_det(target_scores, nontarget_scores, path=None, ax=None, label=None,
-             limits=(0.001, 0.5)):
+             limits=(0.001, 0.5), title=None):
     r"""
     Plot the DET curve on normal-deviate (probit) axes and mark the EER.
 
@@ -99,6 +99,7 @@ def plot_det(target_scores, nontarget_scores, path=None, ax=None, label=None,
     :param ax: a matplotlib ``Axes`` to draw into (else a new figure is made).
     :param str label: legend label of the curve (the EER is appended).
     :param limits: the range of both error probabilities shown.
+    :param str title: the title (default: a DET-curve title, unless ``ax`` has one).
     :returns: the ``Axes``.
     """
     from statistics import NormalDist
@@ -130,6 +131,8 @@ def plot_det(target_scores, nontarget_scores, path=None, ax=None, label=None,
     ax.set_ylabel("miss probability (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right")
+    if title is not None or not ax.get_title():
+        ax.set_title(title or "DET curve (the EER marked on each)")
     if path is not None:
         ax.figure.savefig(path, dpi=120, bbox_inches="tight")
     return ax

@@ -1,11 +1,15 @@
 r"""
 Figures that make EM visible (matplotlib; headless-safe).
 
-Every figure function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot``,
-so no GUI backend is needed or changed), saves it when given ``path`` and returns it. The
-numbers a figure draws come from functions that return them (:func:`em_bound_path`,
-:func:`decomposition_series`, :func:`convergence_series`), so they can be checked apart
-from the picture.
+Every figure function draws into the matplotlib ``Axes`` given as ``ax=`` (a pair for the
+two-panel figures), or into a new :class:`matplotlib.figure.Figure` built directly (no
+``pyplot``, so no GUI backend is needed or changed); it saves the figure when given ``path``
+and returns the ``Axes`` (``ax.figure`` is the figure: ``display(ax.figure)`` in a notebook).
+Every figure has a title, axes labelled with their units and a legend where it draws more
+than one series; series differ by line style and marker as well as colour, so that they
+read in grey print. The numbers a figure draws come from functions that return them
+(:func:`em_bound_path`, :func:`decomposition_series`, :func:`convergence_series`), so they
+can be checked apart from the picture.
 """
 
 import copy
@@ -34,11 +38,23 @@ The curves of the EM-bound figure along :math:`\eta(t)`, :math:`\eta(0) = \eta_{
 """
 
 
-def _finish(fig, path):
-    fig.tight_layout()
+def _axes(ax, figsize, count=1, **subplots):
+    """``(axes, new)``: the given Axes, or those of a new figure (``new`` is then True)."""
+    if ax is not None:
+        if count > 1 and len(ax) != count:
+            raise ValueError(f"ax must be a sequence of {count} Axes, got {len(ax)}")
+        return ax, False
+    fig = Figure(figsize=figsize)
+    return (fig.subplots(1, count, **subplots) if count > 1 else fig.add_subplot()), True
+
+
+def _finish(ax, path, new):
+    fig = (ax[0] if isinstance(ax, (list, tuple)) or hasattr(ax, "shape") else ax).figure
+    if new:
+        fig.tight_layout()
     if path is not None:
-        fig.savefig(path)
-    return fig
+        fig.savefig(path, dpi=120)
+    return ax
 
 
 def _model_param_names(model, args):
@@ -110,7 +126,8 @@ def _bound_path(model, args, num_points, t_range):
                        float(log_evidence[i_old]), float(log_evidence[i_new]))
 
 
-def plot_em_bound(model, *data, path=None, num_points=61, t_range=(-0.75, 2.0), bound=None):
+def plot_em_bound(model, *data, path=None, num_points=61, t_range=(-0.75, 2.0), bound=None,
+                  ax=None):
     r"""
     Figure (a): :math:`\log p(X|\eta)` and the bound :math:`\mathcal L(q_{old}, \eta)`
     along a line through :math:`\eta_{old}` and :math:`\eta_{new}`, touching at
@@ -118,13 +135,13 @@ def plot_em_bound(model, *data, path=None, num_points=61, t_range=(-0.75, 2.0), 
 
     :param bound: an :class:`EMBoundPath` already computed (else computed here).
     :param str path: save the figure there.
-    :returns: the :class:`~matplotlib.figure.Figure`.
+    :param ax: a matplotlib ``Axes`` to draw into (else a new figure).
+    :returns: the ``Axes``.
     """
     b = em_bound_path(model, *data, num_points=num_points, t_range=t_range) if bound is None else bound
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot()
+    ax, new = _axes(ax, (6.4, 4.4))
     ax.plot(b.t, b.log_evidence, color="tab:red", lw=2, label=r"$\log p(X|\eta)$")
-    ax.plot(b.t, b.bound, color="tab:blue", lw=2,
+    ax.plot(b.t, b.bound, color="tab:blue", lw=2, ls="--",
             label=r"$\mathcal{L}(q_{old}, \eta)$, $q_{old} = p(Z|X,\eta_{old})$")
     i_new = int((b.t == 1).nonzero())
     ax.axvline(0.0, color="grey", ls=":", lw=1)
@@ -140,14 +157,14 @@ def plot_em_bound(model, *data, path=None, num_points=61, t_range=(-0.75, 2.0), 
                 xytext=(8, -22), fontsize=8)
     ax.set_xticks([0.0, 1.0])
     ax.set_xticklabels([r"$\eta_{old}$", r"$\eta_{new}$"])
-    ax.set_xlabel(r"$\eta(t) = \eta_{old} + t\,(\eta_{new} - \eta_{old})$")
-    ax.set_ylabel("nats")
+    ax.set_xlabel(r"parameters along $\eta(t) = \eta_{old} + t\,(\eta_{new} - \eta_{old})$")
+    ax.set_ylabel("log-likelihood (nats)")
     lo = float(b.log_evidence.min())
     span = float(b.log_evidence.max()) - lo
     ax.set_ylim(lo - 0.5 * span, float(b.log_evidence.max()) + 0.15 * span)
     ax.legend(loc="lower center", fontsize=8)
     ax.set_title("EM maximises a lower bound that touches the evidence at $\\eta_{old}$")
-    return _finish(fig, path)
+    return _finish(ax, path, new)
 
 
 def convergence_series(history):
@@ -173,43 +190,64 @@ def convergence_series(history):
             torch.tensor(ll, dtype=torch.float64))
 
 
-def plot_convergence(histories, path=None, num_items=None):
+_STYLES = {"em": ("tab:red", "-", "o"), "viterbi": ("tab:green", "--", "s"),
+           "svi": ("tab:blue", "-.", "^")}
+
+
+def _style(label, i):
+    """Colour, line style and marker of a method: distinct in grey print too."""
+    return _STYLES.get(label, (f"C{i + 3}", (0, (1, 1)), "dv<>ph"[i % 6]))
+
+
+def plot_convergence(histories, path=None, num_items=None, ax=None):
     r"""
     Figure (b): :math:`\log p(X)` of several methods (e.g. from
-    :func:`~pyroem.infer.compare`) against iterations and against wall-clock seconds.
-    Viterbi's own objective :math:`\log p(X, \hat Z)` is drawn dotted.
+    :func:`~pyroem.infer.compare`) against iterations and against wall-clock seconds,
+    both on logarithmic axes (EM's tens of iterations and SVI's hundreds of steps then
+    show side by side). Viterbi's own objective :math:`\log p(X, \hat Z)` is drawn dotted.
 
     :param dict histories: ``{label: History}``.
     :param int num_items: divide by it to plot nats per item.
-    :returns: the :class:`~matplotlib.figure.Figure`.
+    :param ax: a pair of matplotlib ``Axes`` (iterations, seconds) to draw into.
+    :returns: the pair of ``Axes``.
     """
     if not histories:
         raise ValueError("histories is empty")
     scale = 1.0 / num_items if num_items else 1.0
-    fig = Figure(figsize=(10, 4))
-    ax_it, ax_s = fig.subplots(1, 2, sharey=True)
-    colors = {"em": "tab:red", "viterbi": "tab:green", "svi": "tab:blue"}
+    (ax_it, ax_s), new = _axes(ax, (10, 4), count=2, sharey=True)
     for i, (label, hist) in enumerate(histories.items()):
         iters, secs, ll = convergence_series(hist)
-        color = colors.get(label, f"C{i + 3}")
-        ax_it.plot(iters, ll * scale, color=color, label=f"{label}: log p(X)")
-        ax_s.plot(secs, ll * scale, color=color, label=label)
+        color, ls, marker = _style(label, i)
+        every = max(1, len(ll) // 12)
+        ax_it.plot(iters + 1, ll * scale, color=color, ls=ls, marker=marker, ms=4,
+                   markevery=every, label=f"{label}: log p(X)")
+        ax_s.plot(secs, ll * scale, color=color, ls=ls, marker=marker, ms=4, markevery=every,
+                  label=label)
         if "log_evidence" in hist.records and hist.method == "viterbi":
             own = torch.tensor(hist.log_likelihood, dtype=torch.float64) * scale
-            ax_it.plot(iters[: len(own)], own, color=color, ls=":",
+            ax_it.plot(iters[: len(own)] + 1, own, color=color, ls=":",
                        label=f"{label}: log p(X, Z_hat)")
-    ylabel = "log p(X) per item" if num_items else "log p(X)"
-    ax_it.set_xlabel("iteration")
-    ax_it.set_ylabel(ylabel)
-    ax_s.set_xlabel("seconds")
+    ax_it.set_xscale("log")
+    ax_s.set_xscale("symlog", linthresh=_first_positive(ax_s))
+    ax_s.set_xlim(left=0.0)
+    ax_it.set_xlabel("iteration + 1 (log scale; 1 = the start)")
+    for axis in (ax_it, ax_s):  # the y axis is shared; a label on each panel all the same
+        axis.set_ylabel("log p(X) per item (nats)" if num_items else "log p(X) (nats)")
+    ax_s.set_xlabel("wall-clock time (s, log scale beyond the first step)")
     ax_it.legend(fontsize=8)
     ax_s.legend(fontsize=8)
-    ax_it.set_title("against iterations")
-    ax_s.set_title("against wall-clock time")
-    return _finish(fig, path)
+    ax_it.set_title("convergence against iterations")
+    ax_s.set_title("convergence against wall-clock time")
+    return _finish((ax_it, ax_s), path, new)
 
 
-def plot_mixture(gmm, x, path=None, num_std=(1.0, 2.0)):
+def _first_positive(ax):
+    """The smallest positive time drawn: below it the time axis is linear (it holds 0)."""
+    times = [t for line in ax.lines for t in line.get_xdata() if t > 0]
+    return min(times) if times else 1.0
+
+
+def plot_mixture(gmm, x, path=None, num_std=(1.0, 2.0), ax=None, labels=("x[0]", "x[1]")):
     r"""
     Figure (c): 2-D data coloured by their responsibilities
     :math:`r_{nk} = p(z_n = k|x_n)` (each point's colour is the :math:`r`-weighted mix of
@@ -218,7 +256,10 @@ def plot_mixture(gmm, x, path=None, num_std=(1.0, 2.0)):
 
     :param gmm: a fitted :class:`~pyroem.models.GaussianMixture` with ``dim=2``.
     :param x: data of shape ``(N, 2)``.
-    :returns: the :class:`~matplotlib.figure.Figure`.
+    :param ax: a matplotlib ``Axes`` to draw into (else a new figure).
+    :param labels: the two axes' labels, with their units (e.g.
+        ``("eruption (min)", "waiting (min)")``).
+    :returns: the ``Axes``.
     """
     if gmm.dim != 2:
         raise ValueError(f"plot_mixture draws 2-D mixtures only, got dim={gmm.dim}")
@@ -231,8 +272,7 @@ def plot_mixture(gmm, x, path=None, num_std=(1.0, 2.0)):
     K = gmm.num_components
     base = palette[torch.arange(K) % len(palette)]
     colors = (resp @ base).clamp(0, 1)
-    fig = Figure(figsize=(6, 5))
-    ax = fig.add_subplot()
+    ax, new = _axes(ax, (6, 5))
     ax.scatter(x[:, 0].double(), x[:, 1].double(), c=colors.numpy(), s=12, lw=0)
     covs = ge.full_covariances(gmm.covariances, gmm.covariance_type, (gmm.num_components,),
                                gmm.dim).double()
@@ -245,13 +285,16 @@ def plot_mixture(gmm, x, path=None, num_std=(1.0, 2.0)):
             width, height = 2 * n * evals.flip(0).clamp_min(0).sqrt()
             ax.add_patch(Ellipse(means[k].tolist(), float(width), float(height), angle=angle,
                                  fill=False, color=base[k].tolist(), lw=2 if n == num_std[0] else 1))
-        ax.plot(*means[k].tolist(), "x", color="black")
+        ax.plot(*means[k].tolist(), "x", color="black", label="component means" if k == 0 else None)
         ax.annotate(f"{float(weights[k]):.2f}", means[k].tolist(), textcoords="offset points",
                     xytext=(5, 5), fontsize=8)
     ax.set_title(f"{K}-component mixture: ellipses at {', '.join(f'{n:g}' for n in num_std)} sd, "
                  "points coloured by responsibility", fontsize=9)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.legend(fontsize=8, loc="best")
     ax.autoscale_view()
-    return _finish(fig, path)
+    return _finish(ax, path, new)
 
 
 def decomposition_series(history):
@@ -275,26 +318,33 @@ def decomposition_series(history):
     return (t, *col)
 
 
-def plot_decomposition(history, path=None):
+def plot_decomposition(history, path=None, ax=None):
     r"""
     Figure (d): :math:`\log p(X) = \mathrm{ELBO}(q, \eta) + \mathrm{KL}(q\|p(Z|X,\eta))`
     after every E-step (KL falls to zero) and every M-step (ELBO and evidence rise, KL
     opens up again).
 
     :param history: a history from ``fit(..., record_decomposition=True)``.
-    :returns: the :class:`~matplotlib.figure.Figure`.
+    :param ax: a pair of matplotlib ``Axes`` (the bound above, the KL below) to draw into.
+    :returns: the pair of ``Axes``.
     """
     t, log_evidence, elbo, kl = decomposition_series(history)
-    fig = Figure(figsize=(7, 5.5))
-    ax, ax_kl = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    if ax is None:
+        fig = Figure(figsize=(7, 5.5))
+        ax, new = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]}), True
+    else:
+        (ax, new) = _axes(ax, None, count=2)
+    ax, ax_kl = ax
     ax.plot(t, log_evidence, "-o", color="tab:red", ms=3, label="log p(X)")
-    ax.plot(t, elbo, "-o", color="tab:blue", ms=3, label="ELBO(q) = Q + H")
-    ax.fill_between(t, elbo, log_evidence, color="tab:orange", alpha=0.4, label="KL(q || p(Z|X))")
-    ax.set_ylabel("nats")
+    ax.plot(t, elbo, "--s", color="tab:blue", ms=3, label="ELBO(q) = Q + H")
+    ax.fill_between(t, elbo, log_evidence, color="tab:orange", alpha=0.4, hatch="//",
+                    label="KL(q || p(Z|X))")
+    ax.set_ylabel("log-likelihood (nats)")
     ax.legend(fontsize=8)
     ax.set_title("log p(X) = ELBO + KL: the E-step closes the gap, the M-step raises the ELBO",
                  fontsize=9)
-    ax_kl.bar(t, kl, width=0.3, color="tab:orange")
-    ax_kl.set_ylabel("KL")
+    ax_kl.bar(t, kl, width=0.3, color="tab:orange", hatch="//", label="KL(q || p(Z|X))")
+    ax_kl.set_ylabel("KL (nats)")
     ax_kl.set_xlabel("iteration (E-step at i, M-step at i + 1/2)")
-    return _finish(fig, path)
+    ax_kl.set_title("the gap: zero after each E-step", fontsize=9)
+    return _finish((ax, ax_kl), path, new)

@@ -68,6 +68,8 @@ def test_plot_det_writes_a_file(tmp_path):
     ax = plot_det(rng.normal(2, 1, 100), rng.normal(0, 1, 100), path=path, label="toy")
     assert path.exists() and path.stat().st_size > 1000
     assert "EER" in ax.get_legend().get_texts()[0].get_text()
+    assert ax.get_title() and "probability (%)" in ax.get_xlabel()
+    assert plot_det([2.0, 3.0], [0.0, 2.5], ax=ax, title="mine").get_title() == "mine"
 
 
 def test_bad_inputs():

@@ -3,6 +3,7 @@
 import matplotlib
 import pytest
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch.distributions import MultivariateNormal as TorchMVN
 
@@ -72,13 +73,17 @@ def test_em_bound_other_covariances(faithful, covariance_type):
     assert int(b.bound.argmax()) == int((b.t == 1).nonzero())
 
 
-def test_every_figure_is_written_headless(faithful, tmp_path):
+def _all_axes(result):
+    return list(result) if isinstance(result, (list, tuple)) or hasattr(result, "shape") else [result]
+
+
+def test_every_figure_is_written_headless_and_labelled(faithful, tmp_path):
     backend = matplotlib.get_backend()
     gmm = started_gmm()
     hists = compare(gmm, faithful, max_iter=4, init="given")
-    hist = hists["em"]
+    hist = hists["em"]  # compare records the decomposition
     fitted = started_gmm()
-    fitted.fit(faithful, init="given", max_iter=20)
+    fitted.fit(faithful, init="given", max_iter=20, tol=0)
     figures = {
         "bound.png": plot.plot_em_bound(gmm, faithful, num_points=9, path=tmp_path / "bound.png"),
         "convergence.png": plot.plot_convergence(hists, num_items=272,
@@ -86,10 +91,32 @@ def test_every_figure_is_written_headless(faithful, tmp_path):
         "mixture.png": plot.plot_mixture(fitted, faithful, path=tmp_path / "mixture.png"),
         "decomposition.pdf": plot.plot_decomposition(hist, path=tmp_path / "decomposition.pdf"),
     }
-    for name, fig in figures.items():
-        assert isinstance(fig, Figure)
+    for name, result in figures.items():
+        axes = _all_axes(result)
+        assert all(isinstance(ax, Axes) for ax in axes), name
         assert (tmp_path / name).stat().st_size > 1000
+        for ax in axes:  # a title and both axes labelled, on every panel
+            assert ax.get_title() and ax.get_ylabel(), (name, ax)
+        assert axes[-1].get_xlabel(), name
+        # more than one series drawn: a legend says which is which
+        assert any(ax.get_legend() is not None for ax in axes), name
+    # the iterations axis is logarithmic: EM's few iterations and SVI's many both show
+    assert figures["convergence.png"][0].get_xscale() == "log"
     assert matplotlib.get_backend() == backend
+
+
+def test_figures_draw_into_given_axes(faithful):
+    fig = Figure()
+    ax = fig.add_subplot()
+    fitted = started_gmm()
+    fitted.fit(faithful, init="given", max_iter=3, tol=0)
+    assert plot.plot_mixture(fitted, faithful, ax=ax, labels=("a (min)", "b (min)")) is ax
+    assert ax.get_xlabel() == "a (min)" and len(fig.axes) == 1
+    pair = Figure().subplots(1, 2)
+    hists = compare(started_gmm(), faithful, methods=("em",), max_iter=2, init="given")
+    assert tuple(plot.plot_convergence(hists, ax=pair)) == tuple(pair)
+    with pytest.raises(ValueError, match="2 Axes"):
+        plot.plot_convergence(hists, ax=[ax])
 
 
 def test_decomposition_series_adds_up(faithful):

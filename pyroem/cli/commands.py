@@ -16,6 +16,7 @@ import pyro
 import torch
 
 import pyroem
+from pyroem.cli.family import Family
 from pyroem.cli.gmm import GMMFamily
 from pyroem.cli.hmm import HMMFamily
 from pyroem.cli.io import CLIError, load_params, save_params, write_array
@@ -90,10 +91,10 @@ def _tensors(data):
 def _fit(args):
     family = _family(args)
     _check_output(args.output)
-    if args.plot:
+    if getattr(args, "plot", None):
         _check_plot_path(args.plot)
     data = family.read_data(args.data, args)
-    if args.plot:
+    if getattr(args, "plot", None):
         family.check_plot(data)
     model = family.build(data, args)
     options = {"method": args.method, "max_iter": args.max_iter, "tol": args.tol,
@@ -119,7 +120,7 @@ def _fit(args):
         else:
             save_params(family.params(model), args.output)
         print(f"parameters written to {args.output}")
-    if args.plot:
+    if getattr(args, "plot", None):
         family.plot(model, data, args.plot)
         print(f"plot written to {args.plot}")
     return 0
@@ -230,7 +231,8 @@ def _add_fit_parser(fit_sub, family):
     p.add_argument("--seed", type=_seed, default=0, help="seed of the initialisation")
     p.add_argument("--output", "-o", metavar="PARAMS",
                    help="write the fitted parameters (.npz or .json)")
-    p.add_argument("--plot", metavar="PNG", help="write a figure of the fit")
+    if type(family).plot is not Family.plot:  # offered only where a family draws one
+        p.add_argument("--plot", metavar="PNG", help="write a figure of the fit")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_fit)
 

@@ -61,7 +61,8 @@ class Family:
         raise NotImplementedError
 
     def plot(self, model, data, path):
-        """Write a figure of the fit to ``path``."""
+        """Write a figure of the fit to ``path``. A family that does not override this
+        draws no figure, and ``pyroem fit`` then does not offer ``--plot`` for it."""
         raise CLIError(f"--plot is not available for {self.name}")
 
     def check_plot(self, data):

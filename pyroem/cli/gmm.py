@@ -4,7 +4,6 @@ point per row; the parameter file holds the weights, means and covariances; ``--
 draws 2-D data coloured by component with the components' 1- and 2-sigma ellipses.
 """
 
-import math
 
 import numpy as np
 import torch
@@ -12,7 +11,6 @@ import torch
 from pyroem.cli.family import Family, add_gaussian_options, gaussian_params, mean_lines, save_figure
 from pyroem.cli.io import CLIError, param_arrays, param_options, read_array
 from pyroem.models import GaussianMixture
-from pyroem.models import gaussian_emission as ge
 
 
 class GMMFamily(Family):
@@ -66,26 +64,11 @@ class GMMFamily(Family):
             raise CLIError(f"--plot needs 2-D data, got {data[0].shape[1]} columns")
 
     def plot(self, model, data, path):
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Ellipse
+        """The fitted mixture (:func:`pyroem.plot.plot_mixture`): points coloured by
+        responsibility, each component's 1 and 2 sd ellipses."""
+        from pyroem.plot import plot_mixture
 
-        x = data[0]
-        labels = model.predict(torch.as_tensor(x)).numpy()
-        cov = ge.full_covariances(model.covariances, model.covariance_type,
-                                  (model.num_components,), model.dim).numpy()
-        fig = Figure(figsize=(6, 4.5))
-        ax = fig.add_subplot()
-        ax.scatter(x[:, 0], x[:, 1], c=labels, cmap="tab10", vmin=0, vmax=9, s=10, alpha=0.7)
-        for k, (mean, c) in enumerate(zip(model.means.detach().numpy(), cov)):
-            values, vectors = np.linalg.eigh(c)
-            angle = math.degrees(math.atan2(vectors[1, -1], vectors[0, -1]))
-            for n_std in (1, 2):  # ellipses at 1 and 2 standard deviations
-                width, height = 2 * n_std * np.sqrt(values[::-1])
-                ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False,
-                                     color=f"C{k % 10}", lw=1.5 if n_std == 1 else 0.8))
-            ax.plot(*mean, "k+", ms=10)
-        ax.set_title(f"Gaussian mixture, K={model.num_components} ({model.covariance_type})")
-        ax.set_xlabel("x[0]")
-        ax.set_ylabel("x[1]")
-        fig.tight_layout()
-        save_figure(fig, path)
+        ax = plot_mixture(model, torch.as_tensor(data[0]), labels=("column 1", "column 2"))
+        ax.set_title(f"Gaussian mixture, K={model.num_components} ({model.covariance_type}): "
+                     "ellipses at 1, 2 sd", fontsize=9)
+        save_figure(ax.figure, path)

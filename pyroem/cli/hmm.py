@@ -100,14 +100,18 @@ class HMMFamily(Family):
         fig = Figure(figsize=(8, 1.2 + 1.6 * D))
         axes = fig.subplots(D, 1, sharex=True, squeeze=False)[:, 0]
         t = np.arange(len(x))
+        markers = "o^sDvP*Xh<>p"
         for d, ax in enumerate(axes):
             ax.plot(t, x[:, d], color="0.75", lw=0.8, zorder=1)
-            ax.scatter(t, x[:, d], c=z, cmap="tab10", vmin=0, vmax=9, s=10, zorder=2)
+            for k in np.unique(z):  # one marker and colour per state: a legend, grey print
+                ax.scatter(t[z == k], x[z == k, d], color=f"C{k % 10}", marker=markers[k % 12],
+                           s=10, zorder=2, label=f"state {k}" if d == 0 else None)
             for end in np.cumsum(lengths)[:-1]:  # sequence boundaries
                 ax.axvline(end - 0.5, color="k", lw=0.6, ls=":")
             ax.set_ylabel(f"x[{d}]")
         axes[0].set_title(f"Gaussian HMM, K={model.num_states}: frames coloured by Viterbi state")
-        axes[-1].set_xlabel("frame")
+        axes[0].legend(fontsize=7, ncol=min(model.num_states, 6), loc="upper right")
+        axes[-1].set_xlabel("frame (in file order; dotted lines end sequences)")
         fig.tight_layout()
         save_figure(fig, path)
 
