@@ -107,9 +107,11 @@ def _fit(args):
     hist = model.fit(*tensors, method=options.pop("method"), **options)
     n = model._num_items(model._data(*tensors))
     status = "converged" if hist.converged else "not converged"
-    objective = "log p(X, Z_hat)" if args.method == "viterbi" else "log p(X)"
-    print(f"{family.name} fitted by {args.method}: {hist.num_iters} iterations ({status}), "
-          f"{objective}/N = {hist.final_log_likelihood / n:.6f}")
+    # the final log-likelihood, once: that of the fitted parameters (Viterbi training's own
+    # objective, log p(X, Z_hat), is another number, so it is named apart)
+    own = (f"; training objective log p(X, Z_hat)/N = {hist.final_log_likelihood / n:.6f}"
+           if args.method == "viterbi" else "")
+    print(f"{family.name} fitted by {args.method}: {hist.num_iters} iterations ({status}){own}")
     print(f"log p(X)/N = {float(model.log_prob(*tensors).sum()) / n:.6f}, "
           f"BIC = {model.bic(*tensors):.4f}")
     for line in family.summary(model):
