@@ -1,4 +1,5 @@
-r"""Detection metrics for verification scores: DET curve, EER, minDCF.
+r"""Detection metrics for verification scores: DET curve, EER, minDCF, and for calibrated
+log-likelihood ratios the actual DCF and :math:`C_\text{llr}`.
 
 A trial with score :math:`s` is accepted at threshold :math:`\theta` when
 :math:`s \ge \theta`. Over targets (same speaker) and non-targets,
@@ -86,6 +87,43 @@ def min_dcf(target_scores, nontarget_scores, p_target=0.01, c_miss=1.0, c_fa=1.0
     p_fa, p_miss, _ = det_curve(target_scores, nontarget_scores)
     cost = c_miss * p_target * p_miss + c_fa * (1 - p_target) * p_fa
     return float(cost.min() / min(c_miss * p_target, c_fa * (1 - p_target)))
+
+
+def actual_dcf(llr_target, llr_nontarget, p_target=0.01, c_miss=1.0, c_fa=1.0):
+    r"""
+    Actual normalised detection cost of calibrated log-likelihood ratios: the cost at the
+    Bayes threshold :math:`\theta = \log\frac{C_\text{fa}(1 - P_\text{tar})}
+    {C_\text{miss} P_\text{tar}}` (accept when :math:`\ell \ge \theta`), normalised as
+    :func:`min_dcf`. It equals :func:`min_dcf` only for well-calibrated scores; the
+    difference is the calibration loss at that operating point.
+    """
+    if not 0 < p_target < 1:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target!r}")
+    if not (c_miss > 0 and c_fa > 0):
+        raise ValueError("c_miss and c_fa must be > 0")
+    tar = _scores(llr_target, "llr_target")
+    non = _scores(llr_nontarget, "llr_nontarget")
+    theta = np.log(c_fa * (1 - p_target) / (c_miss * p_target))
+    cost = c_miss * p_target * np.mean(tar < theta) + c_fa * (1 - p_target) * np.mean(non >= theta)
+    return float(cost / min(c_miss * p_target, c_fa * (1 - p_target)))
+
+
+def cllr(llr_target, llr_nontarget):
+    r"""
+    The log-likelihood-ratio cost (Brümmer and du Preez, 2006), in bits:
+
+    .. math::
+
+        C_\text{llr} = \frac{1}{2 \log 2} \Big(\frac{1}{N_\text{tar}}
+        \sum_\text{tar} \log(1 + e^{-\ell}) + \frac{1}{N_\text{non}}
+        \sum_\text{non} \log(1 + e^{\ell})\Big).
+
+    0 for perfect, 1 for an uninformative system (every :math:`\ell = 0`); above 1 for
+    scores worse than that (e.g. badly calibrated).
+    """
+    tar = _scores(llr_target, "llr_target")
+    non = _scores(llr_nontarget, "llr_nontarget")
+    return float((np.logaddexp(0, -tar).mean() + np.logaddexp(0, non).mean()) / (2 * np.log(2)))
 
 
 def plot_det(target_scores, nontarget_scores, path=None, ax=None, label=None,

@@ -250,8 +250,9 @@ def test_plda_fit_score_sample(capsys, tmp_path, plda_csv):
         np.testing.assert_allclose(saved["within_cov"], api.within_cov.numpy(), rtol=1e-8)
     code, out, _ = run(capsys, "score", "plda", params, path)
     assert code == 0
-    np.testing.assert_allclose(np.loadtxt(out.splitlines()), api.log_prob(x, labels).numpy(),
-                               rtol=1e-8)
+    rows = np.loadtxt(out.splitlines())  # one per row; a speaker's rows sum to log p(X_s)
+    per_speaker = np.bincount(np.unique(labels.numpy(), return_inverse=True)[1], weights=rows)
+    np.testing.assert_allclose(per_speaker, api.log_prob(x, labels).numpy(), rtol=1e-8)
     code, out, _ = run(capsys, "sample", "plda", params, 3, "--seed", 1)
     rows = np.loadtxt(out.splitlines(), delimiter=",")
     assert code == 0 and rows.shape == (15, 4) and set(rows[:, 0]) == {0, 1, 2}

@@ -8,6 +8,7 @@ The ``pyroem`` command line::
     pyroem sample gmm PARAMS N [--seed S] [--output FILE]
     pyroem fit hmm DATA [--states K] [--lengths FILE | --ids] [...]   (also score, sample)
     pyroem fit plda DATA [--reg-covar R] [...]                         (also score, sample)
+    pyroem score plda PARAMS DATA --trials TRIALS [--enroll F] [--cohort F [--top-k K]]
 
 ``DATA`` is a ``.npy`` array or a CSV file (comma-separated numbers, one item per row;
 ``#`` comment lines and a header, a first row none of whose fields is a number, are
@@ -28,7 +29,7 @@ The package's modules:
 - :mod:`pyroem.cli.family`: the :class:`~pyroem.cli.family.Family` base class and the
   helpers that families of Gaussian components share;
 - :mod:`pyroem.cli.gmm`, :mod:`pyroem.cli.hmm`, :mod:`pyroem.cli.plda`: one model family
-  each;
+  each; :mod:`pyroem.cli.trials`: verification trial lists for PLDA;
 - :mod:`pyroem.cli.commands`: the registry of families, the argument parser, the
   sub-commands ``fit``, ``score``, ``sample`` and ``demo``, and
   :func:`~pyroem.cli.commands.main`.

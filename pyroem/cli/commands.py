@@ -132,6 +132,8 @@ def _score(args):
     family = _family(args)
     _check_output(args.output)
     model = _load_model(family, args.params)
+    if getattr(args, "trials", None):  # a verification trial list (PLDA)
+        return family.score_trials(model, args)
     data = family.read_data(args.data, args)
     scores = family.score(model, _tensors(data))
     write_array(scores, args.output)
@@ -244,6 +246,7 @@ def _add_score_parser(score_sub, family):
     p.add_argument("params", metavar="PARAMS", help="parameters written by 'pyroem fit'")
     p.add_argument("data", metavar="DATA", help="data file (.npy or .csv)")
     family.add_data_arguments(p)
+    family.add_score_arguments(p)
     p.add_argument("--output", "-o", metavar="FILE",
                    help="write the scores here (.npy or CSV) instead of stdout")
     p.set_defaults(func=_score)

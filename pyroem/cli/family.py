@@ -60,6 +60,9 @@ class Family:
         fresh draws)."""
         raise NotImplementedError
 
+    def add_score_arguments(self, parser):
+        """Options of ``pyroem score FAMILY`` beyond the common ones (none by default)."""
+
     def plot(self, model, data, path):
         """Write a figure of the fit to ``path``. A family that does not override this
         draws no figure, and ``pyroem fit`` then does not offer ``--plot`` for it."""

@@ -1,16 +1,23 @@
 """
 ``pyroem fit|score|sample plda``: the two-covariance PLDA family. ``DATA`` is
 ``(N, 1 + D)``, the speaker label in the first column (an integer or a name) and one
-embedding per row; ``score`` gives one log-likelihood per speaker (in sorted-label order)
-and ``sample`` draws speakers with five embeddings each, the label column first.
+embedding per row. ``score`` gives one number per row: :math:`\log p(x_n \mid` the rows
+of the same speaker above it :math:`)`, so that a speaker's rows add up to
+:math:`\log p(X_s)` (the chain rule); with ``--trials`` it scores a verification trial
+list instead (:mod:`pyroem.cli.trials`). ``sample`` draws speakers with five embeddings
+each, the label column first.
 """
+
+import sys
 
 import numpy as np
 import torch
 
 from pyroem.cli.family import Family
+from pyroem.cli import trials
 from pyroem.cli.io import CLIError, param_arrays, param_options, read_labelled
 from pyroem.models import PLDA
+from pyroem.models.plda import encode_labels
 
 
 class PLDAFamily(Family):
@@ -71,12 +78,51 @@ class PLDAFamily(Family):
         return model
 
     def score(self, model, data):
-        # per-speaker log p(x_s1, ..., x_sn) in sorted-label order
+        """Per row, :math:`\log p(x_n | x_{s,1..n-1})`: the log-likelihood of each row given
+        the rows of its speaker above it (a speaker's rows sum to :math:`\log p(X_s)`)."""
         if data[0].shape[1] != model.dim:
             raise CLIError(f"PLDA data for this model needs a label column and {model.dim} "
                            f"embedding columns ({model.dim + 1} in all), got "
                            f"{data[0].shape[1] + 1} columns")
-        return model.log_prob(*data).numpy()
+        labels = data[1].tolist() if hasattr(data[1], "tolist") else list(data[1])
+        x, (codes, _) = torch.as_tensor(data[0]), encode_labels(labels)
+        # every prefix x_{s,1..j} of every speaker as a pseudo-speaker of its own
+        rows, prefix, first = [], [], []
+        for s in range(int(codes.max()) + 1):
+            idx = torch.nonzero(codes == s)[:, 0]
+            for j in range(1, len(idx) + 1):
+                first.append(j == 1)
+                rows.append(idx[:j])
+                prefix += [len(first) - 1] * j
+        with torch.no_grad():
+            joint = model.log_prob(x[torch.cat(rows)], torch.tensor(prefix))
+        first = torch.tensor(first)
+        previous = torch.cat([joint.new_zeros(1), joint[:-1]])
+        conditional = torch.where(first, joint, joint - previous)
+        order = torch.cat([r[-1:] for r in rows])  # the row each prefix ends with
+        return conditional[order.argsort()].numpy()
+
+    def add_score_arguments(self, parser):
+        parser.add_argument("--trials", metavar="FILE",
+                            help="score a trial list ('ENROLL_ID TEST_ID [target|nontarget]' "
+                                 "per line): DATA's first column is then the row id")
+        parser.add_argument("--enroll", metavar="FILE",
+                            help="with --trials: the enrolment rows (default: DATA)")
+        parser.add_argument("--cohort", metavar="FILE",
+                            help="with --trials: s-normalise against these rows (id column first)")
+        parser.add_argument("--top-k", type=int, default=None,
+                            help="with --cohort: adaptive s-norm over the top K cohort scores")
+
+    def score_trials(self, model, args):
+        """Score a trial list; a summary line on stderr when the trials carry keys."""
+        if args.top_k is not None and args.cohort is None:
+            raise CLIError("--top-k needs --cohort")
+        enroll, test, keys, scores = trials.score_trials(
+            model, args.trials, args.data, args.enroll, args.cohort, args.top_k)
+        trials.write_trial_scores(enroll, test, scores, args.output)
+        if keys is not None:
+            print(trials.summary(keys, scores), file=sys.stderr)
+        return 0
 
     def sample(self, model, num_samples, seed=None):
         # num_samples speakers with 5 embeddings each; the label column first
