@@ -24,7 +24,9 @@ and leave a fitted estimator as it was when a ``fit`` is refused.
 
 
 from pyroem.sklearn.base import EMEstimator
-from pyroem.sklearn.hmm import GaussianHMM
+from pyroem.sklearn.hmm import GMMHMM, CategoricalHMM, GaussianHMM
 from pyroem.sklearn.mixture import GaussianMixture
+from pyroem.sklearn.sequences import HMMEstimator
 
-__all__ = ["EMEstimator", "GaussianHMM", "GaussianMixture"]
+__all__ = ["GMMHMM", "CategoricalHMM", "EMEstimator", "GaussianHMM", "GaussianMixture",
+           "HMMEstimator"]

@@ -143,7 +143,7 @@ class EMEstimator(DensityMixin, BaseEstimator):
                              f"{self.n_components}, n_samples = {X.shape[0]}")
         tol = self._model_tol(X.shape[0])
         data = self._model_args(X, **fit_params)
-        model = self._make_model(X.shape[1])
+        model = self._make_model(X.shape[1] if X.dim() > 1 else 1)
         history = model.fit(*data, method=self.method, max_iter=self._max_iter(), tol=tol,
                             init=self._init_option(), num_restarts=self.n_init,
                             seed=self._seed())

@@ -1,17 +1,16 @@
-"""hmmlearn's :class:`~hmmlearn.hmm.GaussianHMM` API on pyroem's model."""
+"""hmmlearn's API (:class:`~hmmlearn.hmm.GaussianHMM`, :class:`~hmmlearn.hmm.CategoricalHMM`,
+:class:`~hmmlearn.hmm.GMMHMM`) on pyroem's models."""
 
 from typing import ClassVar
 
-import numpy as np
-import torch
-from sklearn.utils.validation import check_is_fitted
-
+from pyroem.models import GMMHMM as _GMMHMM
+from pyroem.models import CategoricalHMM as _CategoricalHMM
 from pyroem.models import GaussianHMM as _GaussianHMM
 from pyroem.models import gaussian_emission as ge
-from pyroem.sklearn.base import EMEstimator, _check_n_samples
+from pyroem.sklearn.sequences import HMMEstimator
 
 
-class GaussianHMM(EMEstimator):
+class GaussianHMM(HMMEstimator):
     r"""
     A hidden Markov model with Gaussian emissions fitted by Baum-Welch (exact EM), Viterbi
     training or SVI, with the API of :class:`hmmlearn.hmm.GaussianHMM`; see
@@ -96,20 +95,6 @@ class GaussianHMM(EMEstimator):
         self.n_init = n_init
         self.method = method
 
-    def _check_params(self):
-        super()._check_params()
-        k = self.n_components
-        for name, shape in (("startprob_prior", (k,)), ("transmat_prior", (k, k))):
-            value = getattr(self, name)
-            try:
-                prior = np.asarray(value, dtype=np.float64)
-                np.broadcast_to(prior, shape)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a number or an array broadcasting to "
-                                 f"{shape} (n_components={k}), got {value!r}") from None
-            if not (np.isfinite(prior).all() and (prior >= 0).all()):
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-
     def _make_model(self, n_features):
         return _GaussianHMM(self.n_components, n_features, self.covariance_type,
                             self.reg_covar, params=self.params,
@@ -117,130 +102,143 @@ class GaussianHMM(EMEstimator):
                             trans_concentration=self.transmat_prior)
 
     def _export(self, model):
-        self.startprob_ = model.start_probs.detach().numpy()
-        self.transmat_ = model.trans_probs.detach().numpy()
+        self._export_chain(model)
         self.means_ = model.means.detach().numpy()
         self.covars_ = ge.full_covariances(model.covariances, model.covariance_type,
                                            (model.num_states,), model.dim).numpy()
 
+
+
+class CategoricalHMM(HMMEstimator):
+    r"""
+    A hidden Markov model over discrete symbols, with the API of
+    :class:`hmmlearn.hmm.CategoricalHMM`; see :class:`pyroem.models.CategoricalHMM`.
+
+    ``X`` is ``(n_samples, 1)`` of integer symbols ``0 .. n_features - 1`` (hmmlearn's
+    layout), the sequences one after another, with ``lengths`` or ``sequence_ids`` as for
+    :class:`GaussianHMM`.
+
+    :param int n_components: number of hidden states ``K``.
+    :param startprob_prior: Dirichlet concentration of the start probabilities.
+    :param transmat_prior: Dirichlet concentration of each transition row.
+    :param int n_features: number of symbols; ``None``: one more than the largest symbol
+        seen by ``fit``.
+    :param str params: trained parameters, letters of ``"ste"`` (start, transitions,
+        emissions).
+    :param str init_params: ``"random"``: emission rows from a flat Dirichlet (start and
+        transitions uniform).
+
+    The other parameters as :class:`GaussianHMM`. Fitted attributes: ``startprob_``,
+    ``transmat_``, ``emissionprob_ (K, n_features)``, ``n_features_`` (symbols),
+    ``converged_``, ``n_iter_``, ``lower_bound_``, ``model_``.
+    """
+
+    _inits: ClassVar[dict] = {"random": "random"}
+    _integer_params = ("n_components", "n_iter", "n_init")
+    _nonnegative_params = ("tol",)
+    _choices: ClassVar[dict] = {"method": ("em", "viterbi", "svi"), "algorithm": ("viterbi", "map")}
+
+    def __init__(self, n_components=1, startprob_prior=1.0, transmat_prior=1.0, *,
+                 n_features=None, algorithm="viterbi", random_state=None, n_iter=10, tol=1e-2,
+                 params="ste", init_params="random", n_init=1, method="em"):
+        self.n_components = n_components
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.n_features = n_features
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.params = params
+        self.init_params = init_params
+        self.n_init = n_init
+        self.method = method
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True  # symbols are integers >= 0
+        return tags
+
+    def _validate(self, X, reset):
+        """Integer symbols in one column, as a ``(n_samples,)`` long tensor."""
+        x = super()._validate(X, reset).double()
+        if x.shape[1] != 1:
+            raise ValueError(f"X must hold one column of integer symbols, got {x.shape[1]}")
+        x = x[:, 0]
+        if ((x < 0) | (x != x.round())).any():
+            raise ValueError("X must hold integer symbols >= 0")
+        symbols = getattr(self, "n_features_", None) if not reset else self.n_features
+        if symbols is not None and (x >= symbols).any():
+            raise ValueError(f"X holds symbol {int(x.max())}, beyond n_features={symbols} "
+                             f"symbols (0 .. {symbols - 1})")
+        return x.long()
+
+    def _make_model(self, n_features):
+        # n_features of the data is 1 (the symbol column); the model's is the alphabet
+        self.n_features_ = self.n_features or int(self._last_symbols) + 1
+        # float64 probabilities, as hmmlearn (symbols carry no floating dtype to follow)
+        return _CategoricalHMM(self.n_components, self.n_features_, params=self.params,
+                               start_concentration=self.startprob_prior,
+                               trans_concentration=self.transmat_prior).double()
+
     def _model_args(self, X, lengths=None, sequence_ids=None):
-        """``X`` split into its sequences (a list of tensors, or ``X`` itself when it is
-        one sequence)."""
-        n = X.shape[0]
-        if lengths is not None and sequence_ids is not None:
-            raise ValueError("give lengths or sequence_ids, not both")
-        if sequence_ids is not None:
-            ids = np.asarray(sequence_ids).reshape(-1)
-            if ids.shape[0] != n:
-                raise ValueError(f"sequence_ids must have one entry per row of X ({n}), got "
-                                 f"{ids.shape[0]}")
-            starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-            lengths = np.diff(np.concatenate([[0], starts, [n]]))
-        if lengths is None:
-            return (X,)
-        lengths = np.asarray(lengths)
-        if lengths.ndim != 1 or lengths.shape[0] == 0 or lengths.dtype.kind not in "iu":
-            raise ValueError(f"lengths must be a non-empty 1-D array of integers, got "
-                             f"{lengths!r}")
-        if (lengths < 1).any() or lengths.sum() != n:
-            raise ValueError(f"lengths must be >= 1 and sum to the number of rows of X "
-                             f"({n}), got a sum of {int(lengths.sum())}")
-        return (list(torch.split(X, lengths.tolist())),)
+        self._last_symbols = int(X.max())
+        return super()._model_args(X, lengths, sequence_ids)
 
-    def _max_iter(self):
-        return self.n_iter
+    def _export(self, model):
+        self._export_chain(model)
+        self.emissionprob_ = model.emission_probs.detach().numpy()
 
-    def _model_tol(self, n_samples):
-        # hmmlearn's tol is on the total log-likelihood; the model's is per frame
-        if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
-            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
-        return float(self.tol) / n_samples
 
-    def _lower_bound(self, history, n_samples):
-        return float(history.final_log_likelihood)  # hmmlearn's: the total
+class GMMHMM(HMMEstimator):
+    r"""
+    A hidden Markov model with Gaussian-mixture emissions, with the API of
+    :class:`hmmlearn.hmm.GMMHMM`; see :class:`pyroem.models.GMMHMM`.
 
-    def fit(self, X, y=None, lengths=None, sequence_ids=None):
-        """
-        Fit by ``method`` with ``n_init`` initialisations, keeping the best.
+    :param int n_components: number of hidden states ``K``.
+    :param int n_mix: mixture components per state ``M`` (hmmlearn's name).
+    :param str covariance_type: ``"diag"`` (default), ``"full"``, ``"spherical"`` or
+        ``"tied"``, with hmmlearn's GMMHMM shapes.
+    :param str params: trained parameters, letters of ``"stwmc"`` (``w``: mixture weights).
 
-        :param X: frames ``(n_samples, n_features)``, the sequences one after another.
-        :param y: ignored (scikit-learn's API).
-        :param lengths: lengths of the sequences (summing to ``n_samples``); ``None``: one
-            sequence.
-        :param sequence_ids: alternatively, one id per row (runs of equal ids are sequences).
-        :returns: ``self``.
-        """
-        return super().fit(X, y, lengths=lengths, sequence_ids=sequence_ids)
+    The other parameters as :class:`GaussianHMM`. Fitted attributes: ``startprob_``,
+    ``transmat_``, ``weights_ (K, M)``, ``means_ (K, M, D)``, ``covars_`` (hmmlearn's shape
+    for ``covariance_type``), ``converged_``, ``n_iter_``, ``lower_bound_``, ``model_``.
+    """
 
-    def fit_predict(self, X, y=None, lengths=None, sequence_ids=None):
-        """Fit, then :meth:`predict` ``X``."""
-        return self.fit(X, y, lengths, sequence_ids).predict(X, lengths, sequence_ids)
+    _integer_params = ("n_components", "n_mix", "n_iter", "n_init")
+    _nonnegative_params = ("tol", "reg_covar")
+    _choices: ClassVar[dict] = {"covariance_type": ge.COVARIANCE_TYPES,
+                                "method": ("em", "viterbi", "svi"),
+                                "algorithm": ("viterbi", "map")}
 
-    def _sequences(self, X, lengths, sequence_ids):
-        return self._model_args(self._fitted(X), lengths, sequence_ids)[0]
+    def __init__(self, n_components=1, n_mix=1, startprob_prior=1.0, transmat_prior=1.0, *,
+                 covariance_type="diag", reg_covar=1e-6, algorithm="viterbi", random_state=None,
+                 n_iter=10, tol=1e-2, params="stwmc", init_params="kmeans", n_init=1,
+                 method="em"):
+        self.n_components = n_components
+        self.n_mix = n_mix
+        self.startprob_prior = startprob_prior
+        self.transmat_prior = transmat_prior
+        self.covariance_type = covariance_type
+        self.reg_covar = reg_covar
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.n_iter = n_iter
+        self.tol = tol
+        self.params = params
+        self.init_params = init_params
+        self.n_init = n_init
+        self.method = method
 
-    @staticmethod
-    def _concat(values):
-        return (torch.cat(values) if isinstance(values, list) else values).numpy()
+    def _make_model(self, n_features):
+        return _GMMHMM(self.n_components, self.n_mix, n_features, self.covariance_type,
+                       self.reg_covar, params=self.params,
+                       start_concentration=self.startprob_prior,
+                       trans_concentration=self.transmat_prior)
 
-    def score(self, X, y=None, lengths=None, sequence_ids=None):
-        r"""Total log-likelihood :math:`\sum_b \log p(x^{(b)}_{1:T_b})` of the sequences
-        (as hmmlearn; higher is better)."""
-        seqs = self._sequences(X, lengths, sequence_ids)
-        return float(self.model_.log_prob(seqs).sum())
-
-    def score_samples(self, X, lengths=None, sequence_ids=None):
-        r"""
-        As hmmlearn: the total log-likelihood and the per-frame posteriors.
-
-        :returns: ``(log_prob, posteriors)``, ``posteriors (n_samples, n_components)``
-            holding :math:`\gamma_t(k) = p(z_t = k | x)`.
-        """
-        seqs = self._sequences(X, lengths, sequence_ids)
-        return (float(self.model_.log_prob(seqs).sum()),
-                self._concat(self.model_.posterior(seqs)))
-
-    def decode(self, X, lengths=None, algorithm=None, sequence_ids=None):
-        """
-        As hmmlearn: ``(log_prob, states)``; ``log_prob`` is :math:`\\sum_b \\max_z \\log
-        p(x, z)` for ``"viterbi"`` and :math:`\\log p(X)` for ``"map"``.
-        """
-        seqs = self._sequences(X, lengths, sequence_ids)
-        algorithm = self.algorithm if algorithm is None else algorithm
-        if not isinstance(algorithm, str) or algorithm not in self._choices["algorithm"]:
-            raise ValueError(f"unknown algorithm {algorithm!r}; expected one of "
-                             f"{sorted(self._choices['algorithm'])}")
-        log_prob, states = self.model_.decode(seqs, algorithm=algorithm)
-        return float(log_prob.sum()), self._concat(states)
-
-    def predict(self, X, lengths=None, sequence_ids=None):
-        """The decoded state of each frame (decoder ``algorithm``), shape ``(n_samples,)``."""
-        return self.decode(X, lengths, sequence_ids=sequence_ids)[1]
-
-    def predict_proba(self, X, lengths=None, sequence_ids=None):
-        """Per-frame posteriors :math:`\\gamma_t(k)`, shape ``(n_samples, n_components)``."""
-        return self.score_samples(X, lengths, sequence_ids)[1]
-
-    def bic(self, X, lengths=None, sequence_ids=None):
-        """Bayesian information criterion (lower is better; free parameters of ``params``
-        only, as hmmlearn)."""
-        seqs = self._sequences(X, lengths, sequence_ids)
-        return self.model_.bic(seqs)
-
-    def aic(self, X, lengths=None, sequence_ids=None):
-        """Akaike information criterion (lower is better)."""
-        seqs = self._sequences(X, lengths, sequence_ids)
-        return self.model_.aic(seqs)
-
-    def sample(self, n_samples=1, random_state=None):
-        """
-        One sequence of ``n_samples`` frames, seeded from ``random_state`` (else the
-        estimator's) without touching the global random state.
-
-        :returns: ``(X (n_samples, n_features), Z (n_samples,))``, ``Z`` the states.
-        """
-        check_is_fitted(self, "model_")
-        _check_n_samples(n_samples)
-        seed = self._seed(random_state)
-        x, z = self.model_.sample(n_samples, seed=seed)
-        return x.numpy(), z.numpy()
+    def _export(self, model):
+        self._export_chain(model)
+        self.weights_ = model.weights.detach().numpy()
+        self.means_ = model.means.detach().numpy()
+        self.covars_ = model.covariances.numpy()
