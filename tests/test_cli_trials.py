@@ -13,8 +13,7 @@ from pyroem.models import PLDA
 
 def write_rows(path, names, x):
     with open(path, "w") as f:
-        for name, row in zip(names, x):
-            f.write(name + "," + ",".join(repr(float(v)) for v in row) + "\n")
+        f.writelines(name + "," + ",".join(repr(float(v)) for v in row) + "\n" for name, row in zip(names, x))
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def setup(tmp_path_factory):
     write_rows(d / "train.csv", names, x)
     assert main(["fit", "plda", str(d / "train.csv"), "-o", str(d / "plda.npz"), "-q"]) == 0
     x_eval, y_eval, _ = truth.sample(5, 4, seed=1)
-    enroll_rows = [(f"model{int(s)}", v) for s, v in zip(y_eval, x_eval) if True][::2]
+    enroll_rows = [(f"model{int(s)}", v) for s, v in zip(y_eval, x_eval)][::2]
     test_rows = [(f"utt{i}", v) for i, v in enumerate(x_eval)][1::2]
     write_rows(d / "enroll.csv", [n for n, _ in enroll_rows], [v for _, v in enroll_rows])
     write_rows(d / "test.csv", [n for n, _ in test_rows], [v for _, v in test_rows])
@@ -36,7 +35,7 @@ def setup(tmp_path_factory):
     (d / "trials.txt").write_text("\n".join(lines) + "\n")
     cohort, _, _ = truth.sample(12, 1, seed=2)
     write_rows(d / "cohort.csv", [f"c{i}" for i in range(len(cohort))], cohort)
-    return d, x, names, dict(enroll_rows=enroll_rows, test_rows=test_rows, cohort=cohort)
+    return d, x, names, {"enroll_rows": enroll_rows, "test_rows": test_rows, "cohort": cohort}
 
 
 def read_scores(text):

@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from pyroem.datasets import load_old_faithful
-from pyroem.sklearn import GMMHMM, CategoricalHMM
+from pyroem.sklearn import GMMHMM, PLDA, CategoricalHMM, FactorAnalysis, LinearGaussianSSM
 
 # As for GaussianHMM (tests/test_sklearn.py): rows are frames of a sequence, so the
 # checks that shuffle or subset rows do not apply.
@@ -34,10 +34,22 @@ CATEGORICAL_CHECKS = dict(SEQUENCE_CHECKS, **{name: _FLOAT_MATRIX for name in (
     "check_fit2d_predict1d", "check_positive_only_tag_during_fit")})
 
 
+# The state-space model's transform (smoothed means) depends on the whole sequence.
+SSM_CHECKS = {name: "rows are frames of a sequence: the smoothed state of a frame depends "
+                    "on its neighbours" for name in SEQUENCE_CHECKS}
+
+
+def expected_failures(est):
+    """The checks that do not apply to ``est``, with why (FactorAnalysis and PLDA pass all)."""
+    return {CategoricalHMM: CATEGORICAL_CHECKS, GMMHMM: SEQUENCE_CHECKS,
+            LinearGaussianSSM: SSM_CHECKS}.get(type(est), {})
+
+
 @parametrize_with_checks([GMMHMM(2, 2, n_iter=5, random_state=0),
-                          CategoricalHMM(2, n_iter=5, random_state=0)],
-                         expected_failed_checks=lambda est: CATEGORICAL_CHECKS
-                         if isinstance(est, CategoricalHMM) else SEQUENCE_CHECKS)
+                          CategoricalHMM(2, n_iter=5, random_state=0),
+                          FactorAnalysis(1, max_iter=50), PLDA(max_iter=20),
+                          LinearGaussianSSM(1, max_iter=10)],
+                         expected_failed_checks=expected_failures)
 def test_estimator_checks(estimator, check):
     check(estimator)
 
@@ -105,3 +117,91 @@ def test_gmmhmm_is_the_model_fitted_directly_with_hmmlearn_shapes():
         # the estimator's scores are its model's
         assert est.score(x) == pytest.approx(float(est.model_.log_prob(torch.as_tensor(x)).sum()))
     clone(est).set_params(n_mix=3)
+
+
+def test_factor_analysis_against_scikit_learn():
+    from sklearn import decomposition
+    from sklearn.datasets import load_wine
+
+    X = load_wine().data
+    X = (X - X.mean(0)) / X.std(0)
+    ours = FactorAnalysis(2, tol=1e-10, max_iter=5000).fit(X)
+    ref = decomposition.FactorAnalysis(2, tol=1e-10, max_iter=5000).fit(X)
+    # the same optimum (up to rotation of the factors): the same mean log-likelihood
+    assert ours.score(X) == pytest.approx(ref.score(X), rel=1e-6)
+    # with our parameters, scikit-learn's own formulas give our scores and posterior means
+    ref.components_, ref.noise_variance_, ref.mean_ = (ours.components_, ours.noise_variance_,
+                                                       ours.mean_)
+    np.testing.assert_allclose(ours.score_samples(X), ref.score_samples(X), rtol=1e-9)
+    np.testing.assert_allclose(ours.transform(X), ref.transform(X), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(ours.get_covariance(), ref.get_covariance(), rtol=1e-9)
+    assert not hasattr(ours, "predict")
+    with pytest.raises(ValueError, match="n_features = 13"):
+        FactorAnalysis(13).fit(X)
+    ppca = FactorAnalysis(2, noise="isotropic").fit(X)
+    assert np.ptp(ppca.noise_variance_) == 0
+
+
+def test_plda_transform_score_and_grid_search():
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pyroem.models import PLDA as ModelPLDA
+
+    truth = ModelPLDA(4).to(torch.float64)
+    x, labels, _ = truth.sample(30, 6, seed=0)
+    X, y = x.numpy(), [f"speaker{int(s)}" for s in labels]
+    est = PLDA(n_components=2).fit(X, y)
+    # the transform diagonalises both covariances: T W T' = I, T B T' = diag(psi)
+    T = est._transform
+    np.testing.assert_allclose(T @ est.within_covariance_ @ T.T, np.eye(4), atol=1e-10)
+    np.testing.assert_allclose(T @ est.between_covariance_ @ T.T, np.diag(est.psi_), atol=1e-10)
+    assert est.transform(X).shape == (len(X), 2) and (np.diff(est.psi_) <= 0).all()
+    assert est.score(X, y) == pytest.approx(float(est.model_.log_prob(x, y).sum()) / len(X))
+    assert est.llr(X[:3], X[3]) == pytest.approx(float(est.model_.llr(x[:3], x[3])))
+    assert list(est.classes_) == sorted(set(y))
+    groups = [int(s) for s in labels]  # whole speakers per fold
+    search = GridSearchCV(make_pipeline(StandardScaler(), PLDA()),
+                          {"plda__reg_covar": [1e-6, 10.0]}, cv=GroupKFold(3))
+    search.fit(X, y, groups=groups)
+    assert search.best_params_["plda__reg_covar"] == 1e-6  # a huge floor fits worse
+    with pytest.raises(ValueError, match="requires y"):
+        PLDA().fit(X, None)
+
+
+def test_state_space_model_against_pykalman():
+    from pykalman import KalmanFilter
+
+    from pyroem.models import LinearGaussianSSM as ModelSSM
+
+    truth = ModelSSM(2, 3).double()
+    truth.set_parameters(transition_matrix=[[0.9, 0.2], [-0.3, 0.8]],
+                         observation_matrix=[[1.0, 0.0], [0.5, 1.0], [0.0, 2.0]],
+                         transition_cov=0.1 * torch.eye(2, dtype=torch.float64),
+                         observation_cov=0.5 * torch.eye(3, dtype=torch.float64))
+    x, _ = truth.sample(300, seed=0)
+    X = x.numpy()
+    est = LinearGaussianSSM(2, max_iter=20, tol=0).fit(X, lengths=[120, 180])
+    kf = KalmanFilter(transition_matrices=est.transition_matrices_,
+                      observation_matrices=est.observation_matrices_,
+                      transition_covariance=est.transition_covariance_,
+                      observation_covariance=est.observation_covariance_,
+                      initial_state_mean=est.initial_state_mean_,
+                      initial_state_covariance=est.initial_state_covariance_)
+    want = kf.loglikelihood(X[:120]) + kf.loglikelihood(X[120:])
+    assert est.score(X, lengths=[120, 180]) == pytest.approx(want, rel=1e-9)
+    smoothed = np.concatenate([kf.smooth(X[:120])[0], kf.smooth(X[120:])[0]])
+    np.testing.assert_allclose(est.transform(X, lengths=[120, 180]), smoothed, atol=1e-8)
+    assert est.transform(X).shape == (300, 2)
+
+
+def test_import_without_scikit_learn_names_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "try:\n    import pyroem.sklearn\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pyroem[sklearn]" in out

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 # Operator names latex2mathml does not define, written as the operator names they are.
 _OPERATORS = {"arg"}
-_OPERATOR = re.compile(r"\\(%s)(?![A-Za-z])" % "|".join(sorted(_OPERATORS)))
+_OPERATOR = re.compile(r"\\(" + "|".join(sorted(_OPERATORS)) + r")(?![A-Za-z])")
 
 # latex2mathml writes an unknown command as an identifier that still holds its backslash.
 _UNKNOWN = re.compile(r"<m[io][^>]*>(\\[A-Za-z]+)</m[io]>")

@@ -1,9 +1,9 @@
-"""
+r"""
 ``pyroem fit|score|sample plda``: the two-covariance PLDA family. ``DATA`` is
 ``(N, 1 + D)``, the speaker label in the first column (an integer or a name) and one
-embedding per row. ``score`` gives one number per row: :math:`\log p(x_n \mid` the rows
-of the same speaker above it :math:`)`, so that a speaker's rows add up to
-:math:`\log p(X_s)` (the chain rule); with ``--trials`` it scores a verification trial
+embedding per row. ``score`` gives one number per row,
+:math:`\log p(x_n \mid x_{s,1}, \dots, x_{s,n-1})`: the row given the rows of its speaker
+above it, so that a speaker's rows add up to :math:`\log p(X_s)` (the chain rule); with ``--trials`` it scores a verification trial
 list instead (:mod:`pyroem.cli.trials`). ``sample`` draws speakers with five embeddings
 each, the label column first.
 """
@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import torch
 
-from pyroem.cli.family import Family
 from pyroem.cli import trials
+from pyroem.cli.family import Family
 from pyroem.cli.io import CLIError, param_arrays, param_options, read_labelled
 from pyroem.models import PLDA
 from pyroem.models.plda import encode_labels
@@ -78,7 +78,7 @@ class PLDAFamily(Family):
         return model
 
     def score(self, model, data):
-        """Per row, :math:`\log p(x_n | x_{s,1..n-1})`: the log-likelihood of each row given
+        r"""Per row, :math:`\log p(x_n | x_{s,1..n-1})`: the log-likelihood of each row given
         the rows of its speaker above it (a speaker's rows sum to :math:`\log p(X_s)`)."""
         if data[0].shape[1] != model.dim:
             raise CLIError(f"PLDA data for this model needs a label column and {model.dim} "

@@ -10,6 +10,7 @@ row. The scores are PLDA log-likelihood ratios, optionally s-normalised against 
 """
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ def read_trials(path):
     """``(enroll_ids, test_ids, keys)``: lists of strings and, when every line has a key,
     a bool array (else ``None``)."""
     try:
-        lines = open(path).read().splitlines()
+        lines = Path(path).read_text().splitlines()
     except OSError as e:
         raise CLIError(f"{path}: cannot read the trial list ({e.strerror})") from None
     enroll, test, keys = [], [], []

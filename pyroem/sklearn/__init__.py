@@ -12,8 +12,15 @@ generalises best)::
 
     search = GridSearchCV(GaussianMixture(), {"n_components": [1, 2, 3]}).fit(x)
 
-:class:`GaussianHMM` follows hmmlearn instead (rows are the frames of sequences given by
-``lengths``; ``score`` is the total log-likelihood).
+:class:`GaussianHMM`, :class:`CategoricalHMM` and :class:`GMMHMM` follow hmmlearn instead
+(rows are the frames of sequences given by ``lengths``; ``score`` is the total
+log-likelihood), and so does :class:`LinearGaussianSSM` (pykalman's parameters; its
+``transform`` gives the smoothed states). :class:`FactorAnalysis` is
+:class:`sklearn.decomposition.FactorAnalysis`'s API (a transformer); :class:`PLDA` is a
+supervised transformer (``fit(X, y)`` with speaker labels) and a scorer of verification
+trials (``llr``, ``score_matrix``). Each passes scikit-learn's estimator checks, except
+those listed with their reasons in ``tests/test_sklearn*.py`` (rows of a sequence are not
+exchangeable; a categorical HMM takes one column of integer symbols).
 
 The fitted pyroem model is kept as ``model_`` (its ``history`` holds the per-iteration
 log-likelihood). As scikit-learn's estimators, they raise
@@ -22,11 +29,19 @@ scikit-learn's :class:`~sklearn.exceptions.ConvergenceWarning` when a fit ends u
 and leave a fitted estimator as it was when a ``fit`` is refused.
 """
 
+try:
+    import sklearn  # noqa: F401
+except ImportError:  # say which extra brings it, not only that the import failed
+    raise ImportError("pyroem.sklearn needs scikit-learn, which is not installed: "
+                      "pip install 'pyroem[sklearn]' (or pip install scikit-learn)") from None
 
 from pyroem.sklearn.base import EMEstimator
+from pyroem.sklearn.factor import FactorAnalysis
 from pyroem.sklearn.hmm import GMMHMM, CategoricalHMM, GaussianHMM
 from pyroem.sklearn.mixture import GaussianMixture
+from pyroem.sklearn.plda import PLDA
 from pyroem.sklearn.sequences import HMMEstimator
+from pyroem.sklearn.ssm import LinearGaussianSSM
 
-__all__ = ["GMMHMM", "CategoricalHMM", "EMEstimator", "GaussianHMM", "GaussianMixture",
-           "HMMEstimator"]
+__all__ = ["GMMHMM", "PLDA", "CategoricalHMM", "EMEstimator", "FactorAnalysis", "GaussianHMM",
+           "GaussianMixture", "HMMEstimator", "LinearGaussianSSM"]

@@ -138,9 +138,10 @@ class EMEstimator(DensityMixin, BaseEstimator):
     def _fit(self, X, fit_params):
         self._check_params()
         X = self._validate(X, reset=True)
-        if X.shape[0] < self.n_components:  # scikit-learn's words
+        k = getattr(self, "n_components", None) or 1  # PLDA's may be None
+        if X.shape[0] < k:  # scikit-learn's words
             raise ValueError(f"Expected n_samples >= n_components but got n_components = "
-                             f"{self.n_components}, n_samples = {X.shape[0]}")
+                             f"{k}, n_samples = {X.shape[0]}")
         tol = self._model_tol(X.shape[0])
         data = self._model_args(X, **fit_params)
         model = self._make_model(X.shape[1] if X.dim() > 1 else 1)
@@ -226,3 +227,16 @@ def _check_n_samples(n_samples):
     if (isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral)
             or n_samples < 1):
         raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+
+
+class unavailable:  # lower case: read like a method name in the class bodies
+    """A method of the base that a subclass does not have: reading it raises
+    ``AttributeError`` with ``reason``, so ``hasattr`` is False (scikit-learn's tags)."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        raise AttributeError(self.reason)

@@ -35,28 +35,8 @@ class HMMEstimator(EMEstimator):
         self.transmat_ = model.trans_probs.detach().numpy()
 
     def _model_args(self, X, lengths=None, sequence_ids=None):
-        """``X`` split into its sequences (a list of tensors, or ``X`` itself when it is
-        one sequence)."""
-        n = X.shape[0]
-        if lengths is not None and sequence_ids is not None:
-            raise ValueError("give lengths or sequence_ids, not both")
-        if sequence_ids is not None:
-            ids = np.asarray(sequence_ids).reshape(-1)
-            if ids.shape[0] != n:
-                raise ValueError(f"sequence_ids must have one entry per row of X ({n}), got "
-                                 f"{ids.shape[0]}")
-            starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-            lengths = np.diff(np.concatenate([[0], starts, [n]]))
-        if lengths is None:
-            return (X,)
-        lengths = np.asarray(lengths)
-        if lengths.ndim != 1 or lengths.shape[0] == 0 or lengths.dtype.kind not in "iu":
-            raise ValueError(f"lengths must be a non-empty 1-D array of integers, got "
-                             f"{lengths!r}")
-        if (lengths < 1).any() or lengths.sum() != n:
-            raise ValueError(f"lengths must be >= 1 and sum to the number of rows of X "
-                             f"({n}), got a sum of {int(lengths.sum())}")
-        return (list(torch.split(X, lengths.tolist())),)
+        """``X`` split into its sequences (:func:`split_sequences`)."""
+        return (split_sequences(X, lengths, sequence_ids),)
 
     def _max_iter(self):
         return self.n_iter
@@ -155,3 +135,29 @@ class HMMEstimator(EMEstimator):
         seed = self._seed(random_state)
         x, z = self.model_.sample(n_samples, seed=seed)
         return x.numpy(), z.numpy()
+
+
+def split_sequences(X, lengths=None, sequence_ids=None):
+    """``X``'s rows split into sequences by ``lengths`` or ``sequence_ids`` (runs of equal
+    ids): a list of tensors, or ``X`` itself when it is one sequence."""
+    n = X.shape[0]
+    if lengths is not None and sequence_ids is not None:
+        raise ValueError("give lengths or sequence_ids, not both")
+    if sequence_ids is not None:
+        ids = np.asarray(sequence_ids).reshape(-1)
+        if ids.shape[0] != n:
+            raise ValueError(f"sequence_ids must have one entry per row of X ({n}), got "
+                             f"{ids.shape[0]}")
+        starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+        lengths = np.diff(np.concatenate([[0], starts, [n]]))
+    if lengths is None:
+        return X
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or lengths.shape[0] == 0 or lengths.dtype.kind not in "iu":
+        raise ValueError(f"lengths must be a non-empty 1-D array of integers, got "
+                         f"{lengths!r}")
+    if (lengths < 1).any() or lengths.sum() != n:
+        raise ValueError(f"lengths must be >= 1 and sum to the number of rows of X "
+                         f"({n}), got a sum of {int(lengths.sum())}")
+    return list(torch.split(X, lengths.tolist()))
+
