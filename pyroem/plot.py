@@ -59,7 +59,7 @@ def _finish(ax, path, new):
 
 def _model_param_names(model, args):
     """Names of the parameters :math:`\\eta` the model (not the guide) reads."""
-    import pyro.poutine as poutine
+    from pyro import poutine
 
     with torch.no_grad(), poutine.block(hide_types=["sample"]):
         trace = poutine.trace(model.model).get_trace(*args)

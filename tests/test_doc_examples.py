@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.rst"))
 
-_MD_BLOCK = re.compile(r"(<!-- fragment -->\s*\n)?```python\n(.*?)```", re.S)
+_MD_BLOCK = re.compile(r"(<!-- fragment -->\s*\n)?```python\n(.*?)```", re.DOTALL)
 _RST_BLOCK = re.compile(r"(\.\. fragment\s*\n\s*\n)?\.\. code-block:: python\n\n((?:[ \t]+.*\n|\n)+)")
 
 
