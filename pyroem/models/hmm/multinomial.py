@@ -43,7 +43,7 @@ class MultinomialEmission(CheckedParams, CountEmission):
         self.n_trials = None if n_trials is None else check_positive_int("n_trials", n_trials)
         M = self.num_symbols
         self.emission_probs = PyroParam(torch.full((self.num_states, M), 1.0 / M),
-                                        constraint=constraints.simplex, event_dim=1)
+                                        constraint=constraints.simplex)
 
     def _check_param(self, name, value):
         return check_simplex(value, name, (self.num_states, self.num_symbols), self.dtype)
