@@ -182,8 +182,9 @@ class MarkovChainGuide:
 
     The E-step hands its posterior over at no cost; the chain's conditionals (a backward
     pass) are computed when the guide's q is next read (the guide runs, SVI steps, a
-    decomposition), so that a fit that never reads q does not pay for it. Until then
-    the guide's parameters are absent from ``state_dict`` (never stale).
+    decomposition, ``m.q_trans_logits`` is read), so that a fit that never reads q does
+    not pay for it. Until then the guide's parameters are absent from ``state_dict``
+    (never stale); loading a state drops the pending posterior.
     """
 
     guide_params = _GUIDE_PARAMS
@@ -227,19 +228,30 @@ class MarkovChainGuide:
         q = self._parameters.get("q_trans_logits_unconstrained")
         return None if q is None else (q.shape[0], q.shape[1] + 1)
 
+    def __getattr__(self, name):
+        # reading q_start_logits / q_trans_logits after an E-step reads its posterior
+        if name in _GUIDE_PARAMS and self.__dict__.get("_pending_q") is not None:
+            self._write_pending()
+        return super().__getattr__(name)
+
+    def _write_pending(self):
+        """Compute the pending posterior's chain (a backward pass) into q."""
+        pending = self.__dict__["_pending_q"]
+        object.__setattr__(self, "_pending_q", None)
+        with torch.no_grad():
+            factors = pending.chain_factors
+            q = point_mass_chain(pending.gamma) if factors is None else posterior_chain(*factors)
+        self._set_q(*q)
+
     def _q_for(self, B, T):
         """Make the guide's q a chain for ``B`` sequences of ``T`` steps: the pending
         posterior of the last E-step if it is for such data, else the one it holds, else
         uniform."""
         pending = self.__dict__.get("_pending_q")
         if pending is not None:
-            object.__setattr__(self, "_pending_q", None)
             if tuple(pending.gamma.shape[:2]) == (B, T):
-                with torch.no_grad():
-                    factors = pending.chain_factors
-                    q = point_mass_chain(pending.gamma) if factors is None else \
-                        posterior_chain(*factors)
-                return self._set_q(*q)
+                return self._write_pending()
+            object.__setattr__(self, "_pending_q", None)  # for other data
         if self._q_shape() != (B, T):
             K = self.num_states
             self._set_q(torch.zeros(B, K, dtype=self.dtype),
