@@ -14,19 +14,17 @@ from pyroem.models.hmm.sequences import check_padded, pack_sequences
 
 
 def check_support(x, lengths, support, name="x"):
-    """Refuse frames (not padding) outside ``support``: ``"counts"`` (integers >= 0) or
-    ``"binary"`` (0 or 1), with a ``ValueError`` naming the first bad value."""
-    keep = torch.arange(x.shape[1]) < lengths.unsqueeze(-1)
-    frames = x[keep]
+    """Refuse values outside ``support``: ``"counts"`` (integers >= 0) or ``"binary"``
+    (0 or 1), with a ``ValueError`` naming the first bad value. Padding is checked too:
+    :func:`~pyroem.models.hmm.sequences.pack_sequences` sets it to zero, a valid value."""
     if support == "binary":
-        bad = (frames != 0) & (frames != 1)
+        bad = (x != 0) & (x != 1)
         what = "0 or 1"
     else:
-        bad = (frames < 0) | (frames != frames.round())
+        bad = (x < 0) | (torch.frac(x) != 0)
         what = "non-negative integer counts"
     if bool(bad.any()):
-        value = float(frames[bad][0])
-        raise ValueError(f"{name} must hold {what}, got {value}")
+        raise ValueError(f"{name} must hold {what}, got {float(x[bad][0])}")
     return x
 
 

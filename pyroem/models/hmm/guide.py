@@ -11,7 +11,7 @@ held per sequence as parameters: ``q_start_logits (B, K)`` and
 :math:`p(z_t = j | z_{t-1} = i, X) = \xi_t(i, j) / \gamma_{t-1}(i) \propto
 A_{ij}\, b_t(j)\, \beta_t(j)` and :math:`p(z_1 | X) \propto \pi\, b_1\, \beta_1`, with
 the backward messages :math:`\beta_t(k) = p(x_{t+1:T} | z_t = k)` (times the final-state
-indicator). :func:`posterior_chain` computes them in log space; with it written into the
+indicator). :func:`posterior_chain` computes them (rescaled per step); written into the
 guide, :math:`\mathrm{KL}(q \| p(Z|X)) = 0`.
 
 **Expectations over q.** Its marginals follow by a forward pass over q,
@@ -53,33 +53,37 @@ def _frame_mask(lengths, T):
     return torch.arange(T) < lengths.unsqueeze(-1)
 
 
-def _normalise(logits, K):
-    """Log-probability rows; a row without any possible value becomes uniform (it is
-    never reached: its state has probability zero under q)."""
-    norm = logits.logsumexp(-1, keepdim=True)
-    return torch.where(torch.isfinite(norm), logits - norm, -math.log(K))
-
-
-def _log_backward(log_trans, log_emit, lengths, log_final):
-    r"""Log backward messages :math:`\log\beta_t`, ``(B, T, K)``; zero on padding."""
-    B, T, K = log_emit.shape
-    beta = log_emit.new_zeros(B, T, K)
-    last = lengths - 1
-    cur = log_final.expand(B, K)
+def _backward(trans, emit, lengths, final):
+    r"""Backward messages :math:`\beta_t`, ``(B, T, K)``, each step rescaled to a maximum
+    of one (the conditionals normalise per row, so any positive scale per step will do);
+    ``emit`` are the emission likelihoods, each frame rescaled alike; one on padding."""
+    B, T, K = emit.shape
+    beta = emit.new_ones(B, T, K)
+    last = (lengths - 1).unsqueeze(-1)
+    cur = final.expand(B, K)
+    beta[:, T - 1] = torch.where(last == T - 1, final, 1)
     for t in range(T - 2, -1, -1):
-        step = (log_trans + (log_emit[:, t + 1] + cur).unsqueeze(-2)).logsumexp(-1)
-        cur = torch.where((t == last).unsqueeze(-1), log_final,
-                          torch.where((t < last).unsqueeze(-1), step, 0))
+        step = (emit[:, t + 1] * cur) @ trans.T
+        step = step / step.amax(-1, keepdim=True).clamp_min(torch.finfo(step.dtype).tiny)
+        cur = torch.where(t == last, final, torch.where(t < last, step, 1))
         beta[:, t] = cur
-    beta[:, T - 1] = torch.where((last == T - 1).unsqueeze(-1), log_final, 0)
     return beta
+
+
+def _log_rows(w, K):
+    """Logs of rows normalised to sum one; a row without mass becomes uniform (it is
+    never reached: its state has probability zero under q)."""
+    total = w.sum(-1, keepdim=True)
+    return torch.where(total > 0, safe_log(w / total.clamp_min(torch.finfo(w.dtype).tiny)),
+                       -math.log(K))
 
 
 def posterior_chain(log_start, log_trans, log_emit, lengths, log_final=None):
     r"""
     The exact posterior of a batch of chains as a Markov chain:
     ``(log_q_start (B, K), log_q_trans (B, T - 1, K, K))``, normalised log-probabilities
-    (uniform rows on padding and for states of probability zero).
+    (uniform rows on padding and for states of probability zero), computed in float64
+    (the rescaled backward recursion) and returned in ``log_emit``'s dtype.
 
     :param log_start: :math:`\log\pi`, ``(K,)``.
     :param log_trans: :math:`\log A`, ``(K, K)``.
@@ -88,14 +92,18 @@ def posterior_chain(log_start, log_trans, log_emit, lengths, log_final=None):
     :param log_final: :math:`\log \mathbb 1_F`, ``(K,)`` (``None``: every state may end).
     """
     B, T, K = log_emit.shape
-    if log_final is None:
-        log_final = log_emit.new_zeros(K)
-    beta = _log_backward(log_trans, log_emit, lengths, log_final)
-    log_q_start = _normalise(log_start + log_emit[:, 0] + beta[:, 0], K)
-    joint = log_trans + (log_emit[:, 1:] + beta[:, 1:]).unsqueeze(-2)  # (B, T-1, K, K)
+    f64 = torch.float64
+    # likelihoods rescaled per frame to a maximum of one (the scale cancels per row)
+    emit = (log_emit.to(f64) - log_emit.to(f64).amax(-1, keepdim=True).clamp_min(
+        torch.finfo(f64).min)).exp()
+    trans, start = log_trans.to(f64).exp(), log_start.to(f64).exp()
+    final = emit.new_ones(K) if log_final is None else log_final.to(f64).exp()
+    beta = _backward(trans, emit, lengths, final)
+    log_q_start = _log_rows(start * emit[:, 0] * beta[:, 0], K)
+    joint = trans * (emit[:, 1:] * beta[:, 1:]).unsqueeze(-2)  # (B, T-1, K, K)
     live = _frame_mask(lengths, T)[:, 1:, None, None]
-    log_q_trans = torch.where(live, _normalise(joint, K), -math.log(K))
-    return log_q_start, log_q_trans
+    log_q_trans = torch.where(live, _log_rows(joint, K), -math.log(K))
+    return log_q_start.to(log_emit.dtype), log_q_trans.to(log_emit.dtype)
 
 
 def point_mass_chain(gamma):
