@@ -13,7 +13,7 @@ from pyroem.models.hmm.emissions import Emission
 from pyroem.models.hmm.sequences import check_padded, pack_sequences
 
 
-def check_support(x, lengths, support, name="x"):
+def check_support(x, support, name="x"):
     """Refuse values outside ``support``: ``"counts"`` (integers >= 0) or ``"binary"``
     (0 or 1), with a ``ValueError`` naming the first bad value. Padding is checked too:
     :func:`~pyroem.models.hmm.sequences.pack_sequences` sets it to zero, a valid value."""
@@ -41,12 +41,12 @@ class CountEmission(Emission):
 
     def pack(self, x, lengths=None, dtype=None):
         padded, lengths, form = pack_sequences(x, lengths, dim=self.dim, dtype=dtype)
-        check_support(padded, lengths, self.support)
+        check_support(padded, self.support)
         return padded, lengths, form
 
     def check(self, x, lengths):
         check_padded(x, lengths, dim=self.dim, dtype=self.dtype)
-        return check_support(x, lengths, self.support), lengths
+        return check_support(x, self.support), lengths
 
     def frame_moments(self, gamma, x):
         r""":math:`n_k = \sum_{b,t} \gamma_{b,t}(k)` and
