@@ -232,3 +232,14 @@ def test_refused_data_leave_the_model_untouched():
     with pytest.raises(ValueError, match="non-negative integer"):
         m.fit(torch.tensor([1.0, 2.0, -3.0, 4.0]))
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items() if torch.is_tensor(v))
+
+
+def test_seatbelts_counts_are_the_known_series():
+    # R's UKDriverDeaths: January 1969 starts 1687, 1508, 1507, 1385; the law from
+    # February 1983 (month 170 of 192) to the end
+    from pyroem.datasets import load_seatbelts
+
+    counts, law = load_seatbelts()
+    assert counts.shape == law.shape == (192,) and counts.dtype == torch.long
+    assert counts[:4].tolist() == [1687, 1508, 1507, 1385]
+    assert int(law.sum()) == 23 and bool(law[169:].all()) and not bool(law[:169].any())
