@@ -105,6 +105,10 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
       mixture, as hmmlearn); ``log_prob`` of a path is then :math:`\max_z \log p(x, z)`.
     - The log-likelihood that ``fit`` records is :math:`\log p(X)`; with Dirichlet
       concentrations other than 1 EM is monotone in :math:`\log p(X) + \log p(\pi, A)`.
+    - The :meth:`guide` is a Markov chain per sequence
+      (:class:`~pyroem.models.hmm.guide.MarkovChainGuide`): the E-step writes the exact
+      posterior into it, and ``fit(method="svi")`` trains it with the model on the exact
+      ELBO (:class:`~pyroem.models.hmm.guide.MarkovChainELBO`).
     """
 
     inits = ("given",)
