@@ -29,9 +29,11 @@ guide, :math:`\mathrm{KL}(q \| p(Z|X)) = 0`.
 
 and :math:`\mathrm{ELBO} = Q + H` (:func:`chain_expectations`). That is the objective
 :class:`MarkovChainELBO` gives SVI: exact and differentiable in both the model's
-parameters and q. (``TraceEnum_ELBO`` cannot enumerate a chain on the guide side, and
-``Trace_ELBO`` would estimate it from sampled paths with score-function gradients of high
-variance.)
+parameters and q. Pyro's ELBOs run on this guide too: ``TraceEnum_ELBO`` with the guide's
+sites enumerated (``config_enumerate(m.guide)``) gives the same value and gradients, but
+traces and contracts the chain site by site (15 times slower at ``T = 50``, measured:
+0.56 s against 0.037 s per loss and gradient); ``Trace_ELBO`` estimates it from sampled
+paths, with score-function gradients of high variance.
 """
 
 import math
