@@ -14,13 +14,17 @@ guide's q after an E-step (the backward pass of the posterior chain) on the batc
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from hmmlearn import hmm as hl
 
-from pyroem.infer import EM
-from pyroem.models import MultinomialHMM, PoissonHMM
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pyroem
+
+from pyroem.infer import EM  # noqa: E402
+from pyroem.models import MultinomialHMM, PoissonHMM  # noqa: E402
 
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
