@@ -23,8 +23,8 @@ from hmmlearn import hmm as hl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pyroem
 
-from pyroem.infer import EM  # noqa: E402
-from pyroem.models import MultinomialHMM, PoissonHMM  # noqa: E402
+from pyroem.infer import EM
+from pyroem.models import MultinomialHMM, PoissonHMM
 
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 

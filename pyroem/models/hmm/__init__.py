@@ -23,9 +23,9 @@ from pyroem.models.hmm.bernoulli import BernoulliEmission, BernoulliHMM
 from pyroem.models.hmm.categorical import CategoricalEmission, CategoricalHMM
 from pyroem.models.hmm.chain import HiddenMarkovModel
 from pyroem.models.hmm.emissions import Emission
-from pyroem.models.hmm.gaussian import GaussianEmission, GaussianHMM
 from pyroem.models.hmm.exponential import ExponentialEmission
 from pyroem.models.hmm.family import HMM, register_emission
+from pyroem.models.hmm.gaussian import GaussianEmission, GaussianHMM
 from pyroem.models.hmm.gmm import GMMHMM, GMMEmission
 from pyroem.models.hmm.multinomial import MultinomialEmission, MultinomialHMM
 from pyroem.models.hmm.poisson import PoissonEmission, PoissonHMM

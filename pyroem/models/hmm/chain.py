@@ -32,8 +32,8 @@ from pyroem.models.checks import (
 )
 from pyroem.models.hmm.guide import MarkovChainGuide
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
-from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
+from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
 
 DECODERS = ("viterbi", "map")
 

@@ -93,7 +93,7 @@ def posterior_chain(log_start, log_trans, log_emit, lengths, log_final=None):
     :param lengths: ``(B,)``.
     :param log_final: :math:`\log \mathbb 1_F`, ``(K,)`` (``None``: every state may end).
     """
-    B, T, K = log_emit.shape
+    T, K = log_emit.shape[1:]
     f64 = torch.float64
     # likelihoods rescaled per frame to a maximum of one (the scale cancels per row)
     emit = (log_emit.to(f64) - log_emit.to(f64).amax(-1, keepdim=True).clamp_min(
@@ -131,7 +131,7 @@ def chain_expectations(log_q_start, log_q_trans, log_start, log_trans, log_emit,
     :math:`(Q, H)` per chain, ``(B,)`` each, for the chain q (see the module docstring);
     differentiable in every argument.
     """
-    B, T, K = log_emit.shape
+    T = log_emit.shape[1]
     mask = _frame_mask(lengths, T)
     # padded frames carry no weight; a finite value there keeps gradients finite
     log_emit = torch.where(mask.unsqueeze(-1), log_emit, 0)

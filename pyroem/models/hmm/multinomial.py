@@ -105,8 +105,8 @@ class MultinomialEmission(CheckedParams, CountEmission):
 
     def sample(self, z, generator):
         if self.n_trials is None:
-            raise ValueError("sampling a MultinomialHMM needs n_trials (the count total of "
-                             "a frame); set it in the constructor")
+            raise ValueError("sampling multinomial frames needs their count total: "
+                             "MultinomialHMM(..., n_trials=n)")
         probs = self.emission_probs.detach()[z.reshape(-1)]
         draws = torch.multinomial(probs, self.n_trials, replacement=True, generator=generator)
         counts = torch.zeros(probs.shape, dtype=probs.dtype).scatter_add_(
