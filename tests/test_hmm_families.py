@@ -243,3 +243,21 @@ def test_seatbelts_counts_are_the_known_series():
     assert counts.shape == law.shape == (192,) and counts.dtype == torch.long
     assert counts[:4].tolist() == [1687, 1508, 1507, 1385]
     assert int(law.sum()) == 23 and bool(law[169:].all()) and not bool(law[:169].any())
+
+
+@pytest.mark.parametrize("make", [lambda: PoissonHMM(2, 3, final_states=[1]),
+                                  lambda: BernoulliHMM(2, 3, params="se"),
+                                  lambda: MultinomialHMM(2, 3, n_trials=5)])
+def test_checkpoints_round_trip(make, tmp_path):
+    m = make().double()
+    x, _ = m.sample(20, num_sequences=2, seed=0)
+    _quiet_fit(m, x, seed=0, max_iter=3, tol=0)
+    path = tmp_path / "m.npz"
+    m.save(path)
+    back = pyroem.load(path)
+    assert type(back) is type(m) and back.params == m.params
+    assert getattr(back, "n_trials", None) == getattr(m, "n_trials", None)
+    assert (back.final_states is None) == (m.final_states is None)
+    if m.final_states is not None:
+        assert torch.equal(back.final_states, m.final_states)
+    assert torch.equal(back.log_prob(x), m.log_prob(x))
