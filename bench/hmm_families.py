@@ -14,6 +14,7 @@ guide's q after an E-step (the backward pass of the posterior chain) on the batc
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads={args.threads}, K={args.k}, float64, best of {args.repeats} interleaved; "
-          "Poisson D=3, Multinomial M=8 n_trials=20")
+          "Poisson D=3, Multinomial M=8 n_trials=20; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'family':<12}{'data':<16}{'hmmlearn s':>12}{'pyroem s':>12}{'speed-up':>10}")
     for family in ("poisson", "multinomial"):
         for label, lengths in (("1 x 100000", [100_000]), ("1000 x 100", [100] * 1000)):
