@@ -39,20 +39,52 @@ class JapaneseVowels(NamedTuple):
     test_labels: torch.Tensor
 
 
-def _japanese_vowels_file(split):
+def _sktime_data_file(folder, name, loader):
     # find_spec locates the installed package without importing it (sktime's import
     # is slow and pulls in pandas); only its data file is read.
     spec = importlib.util.find_spec("sktime")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("load_japanese_vowels reads the data shipped inside the sktime "
-                          "package, which is not installed: pip install sktime")
-    root = spec.submodule_search_locations[0]
-    path = os.path.join(root, "datasets", "data", "JapaneseVowels",
-                        f"JapaneseVowels_{split}.ts")
+        raise ImportError(f"{loader} reads the data shipped inside the sktime package, "
+                          "which is not installed: pip install sktime")
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", folder, name)
     if not os.path.isfile(path):
-        raise ImportError(f"the installed sktime has no Japanese Vowels data ({path} is "
+        raise ImportError(f"the installed sktime lacks the data of {loader} ({path} is "
                           "missing): pip install --upgrade sktime")
     return path
+
+
+def _japanese_vowels_file(split):
+    return _sktime_data_file("JapaneseVowels", f"JapaneseVowels_{split}.ts",
+                             "load_japanese_vowels")
+
+
+class Seatbelts(NamedTuple):
+    """The monthly road casualties returned by :func:`load_seatbelts`."""
+
+    #: ``(192,)`` counts, January 1969 to December 1984 (``LongTensor``)
+    counts: torch.Tensor
+    #: ``(192,)`` ``True`` from February 1983, when wearing front seat belts became law
+    law: torch.Tensor
+
+
+def load_seatbelts():
+    """
+    Car drivers killed or seriously injured in Great Britain, monthly, January 1969 to
+    December 1984 (192 months): a count series with seasons and a change of regime, the
+    compulsory wearing of front seat belts from 31 January 1983. Source: Harvey and
+    Durbin (1986), *The effects of seat belt legislation on British road casualties*,
+    Journal of the Royal Statistical Society A 149, 187-227, as R's ``UKDriverDeaths``
+    (the ``drivers`` column of ``Seatbelts``); the file ships inside the ``sktime``
+    wheel (``sktime/datasets/data/seatbelts/``); nothing is downloaded and sktime is not
+    imported.
+
+    :returns: a :class:`Seatbelts` named tuple ``(counts, law)``.
+    :raises ImportError: when sktime (the package carrying the data) is not installed.
+    """
+    path = _sktime_data_file("seatbelts", "seatbelts.csv", "load_seatbelts")
+    rows = np.loadtxt(path, delimiter=",", skiprows=1, usecols=(1, 2), dtype=np.int64)
+    # the file labels the month of the change (February 1983); the law holds from then on
+    return Seatbelts(torch.as_tensor(rows[:, 0]), torch.as_tensor(np.cumsum(rows[:, 1]) > 0))
 
 
 def _read_ts(path):

@@ -95,7 +95,16 @@ def decompose(model, guide, *args, max_plate_nesting=None, log_evidence=None, **
     :param log_evidence: :math:`\log p(X|\eta)` when already known (e.g. from the E-step
         just run); computed when ``None``.
     :returns: a :class:`Decomposition` of floats.
+
+    A guide whose owner is also the model's owner and provides
+    ``guide_decomposition(*args, log_evidence=None)`` computes all three itself (a
+    built-in HMM's Markov-chain guide, by a forward pass over q: enumerating its
+    :math:`K^T` paths here would not scale).
     """
+    owner = owner_of(guide)
+    if owner is not None and owner is owner_of(model) and callable(
+            getattr(owner, "guide_decomposition", None)):
+        return owner.guide_decomposition(*args, log_evidence=log_evidence, **kwargs)
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, args, kwargs)
     with torch.no_grad():

@@ -38,7 +38,7 @@ class CategoricalEmission(CheckedParams, Emission):
         super().__init__(num_states)
         self.num_symbols = M = check_positive_int("num_symbols", num_symbols)
         self.emission_probs = PyroParam(torch.full((self.num_states, M), 1.0 / M),
-                                        constraint=constraints.simplex, event_dim=1)
+                                        constraint=constraints.simplex)
 
     def _check_param(self, name, value):
         return check_simplex(value, name, (self.num_states, self.num_symbols), self.dtype)

@@ -30,9 +30,10 @@ from pyroem.models.checks import (
     check_simplex,
     make_generator,
 )
+from pyroem.models.hmm.guide import MarkovChainGuide
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
-from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
+from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
 
 DECODERS = ("viterbi", "map")
 
@@ -54,7 +55,7 @@ class emission_attribute:
         setattr(obj.emission, self.name, value)
 
 
-class HiddenMarkovModel(CheckedParams, EMModel):
+class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
     r"""
     Base class of the hidden Markov models: the chain (start and transition
     probabilities, final states, data handling, E-step, decoding, sampling) composed with
@@ -104,6 +105,10 @@ class HiddenMarkovModel(CheckedParams, EMModel):
       mixture, as hmmlearn); ``log_prob`` of a path is then :math:`\max_z \log p(x, z)`.
     - The log-likelihood that ``fit`` records is :math:`\log p(X)`; with Dirichlet
       concentrations other than 1 EM is monotone in :math:`\log p(X) + \log p(\pi, A)`.
+    - The :meth:`guide` is a Markov chain per sequence
+      (:class:`~pyroem.models.hmm.guide.MarkovChainGuide`): the E-step writes the exact
+      posterior into it, and ``fit(method="svi")`` trains it with the model on the exact
+      ELBO (:class:`~pyroem.models.hmm.guide.MarkovChainELBO`).
     """
 
     inits = ("given",)
@@ -204,18 +209,14 @@ class HiddenMarkovModel(CheckedParams, EMModel):
                         pyro.factor(f"final_{t}", log_final[z])
 
     @model_method
-    def guide(self, x, lengths):
-        """Empty: every latent state is enumerated exactly in the model (``TraceEnum_ELBO``
-        then computes :math:`\\log p(X)` itself, so SVI ascends the exact likelihood)."""
-
-    @model_method
     def marginal_model(self, x, lengths):
         r"""
         The chain with the states summed out: :math:`\log p(X)` (the forward recursion in
         log space, masked beyond each sequence's length, differentiable in every
-        parameter) as one ``pyro.factor``. ``fit(method="svi")`` runs SVI on it with the
-        empty :meth:`guide`: the same objective as :meth:`model` under ``TraceEnum_ELBO``
-        (the exact evidence), without tracing a Pyro site per frame.
+        parameter) as one ``pyro.factor``: the same objective as :meth:`model` under
+        ``TraceEnum_ELBO`` with no guide (the exact evidence), without tracing a Pyro site
+        per frame. (``fit(method="svi")`` trains the Markov-chain :meth:`guide` with
+        :class:`~pyroem.models.hmm.guide.MarkovChainELBO` instead.)
         """
         self.emission.check(x, lengths)
         log_emit = self.emission.log_prob(x, grad=True)
@@ -227,13 +228,6 @@ class HiddenMarkovModel(CheckedParams, EMModel):
         if self.final_states is not None:
             alpha = alpha.masked_fill(~self.final_states, -math.inf)
         pyro.factor("log_evidence", alpha.logsumexp(-1).sum())
-
-    def _svi_model(self):
-        return self.marginal_model
-
-    def _svi_elbo(self):
-        # no latent sample sites are left in marginal_model: the ELBO is log p(X) itself
-        return pyro.infer.Trace_ELBO()
 
     # ------------------------------------------------------------------ EM
     def e_step(self, x, lengths, hard=False):
@@ -258,7 +252,12 @@ class HiddenMarkovModel(CheckedParams, EMModel):
             else:
                 log_prob, gamma, xi = forward_backward(log_start, trans, log_emit, lengths,
                                                        self.final_states, self.block_length)
-        return ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
+        posterior = ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
+        # what the guide's chain is computed from when next read (see MarkovChainGuide):
+        # references only, at the parameters of this E-step
+        posterior.chain_factors = None if hard else (
+            log_start, safe_log(trans), log_emit, lengths, self._log_final(log_emit.dtype))
+        return posterior
 
     def expected_statistics(self, posterior, x, lengths):
         """Additive statistics: ``start``, ``trans`` and the emission's statistics."""

@@ -64,8 +64,7 @@ class GMMEmission(CheckedParams, Emission):
         self.covariance_type = check_option("covariance_type", covariance_type, ge.COVARIANCE_TYPES)
         self.reg_covar = check_reg_covar(reg_covar)
         K = self.num_states
-        self.weights = PyroParam(torch.full((K, M), 1.0 / M), constraint=constraints.simplex,
-                                 event_dim=1)
+        self.weights = PyroParam(torch.full((K, M), 1.0 / M), constraint=constraints.simplex)
         ge.init_params(self, covariance_type, (K, M), self.dim)
 
     def _check_param(self, name, value):
