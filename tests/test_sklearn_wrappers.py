@@ -9,7 +9,16 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from pyroem.datasets import load_old_faithful
-from pyroem.sklearn import GMMHMM, PLDA, CategoricalHMM, FactorAnalysis, LinearGaussianSSM
+from pyroem.sklearn import (
+    GMMHMM,
+    PLDA,
+    BernoulliHMM,
+    CategoricalHMM,
+    FactorAnalysis,
+    LinearGaussianSSM,
+    MultinomialHMM,
+    PoissonHMM,
+)
 
 # As for GaussianHMM (tests/test_sklearn.py): rows are frames of a sequence, so the
 # checks that shuffle or subset rows do not apply.
@@ -34,6 +43,11 @@ CATEGORICAL_CHECKS = dict(SEQUENCE_CHECKS, **{name: _FLOAT_MATRIX for name in (
     "check_fit2d_predict1d", "check_positive_only_tag_during_fit")})
 
 
+# The HMMs of counts take integers >= 0 (0/1 for BernoulliHMM): the same checks fit on
+# random float matrices (negative data, though, is refused in scikit-learn's words).
+COUNT_CHECKS = {name: reason.replace("one column of integer symbols", "counts")
+                for name, reason in CATEGORICAL_CHECKS.items()
+                if name != "check_positive_only_tag_during_fit"}
 # The state-space model's transform (smoothed means) depends on the whole sequence.
 SSM_CHECKS = {name: "rows are frames of a sequence: the smoothed state of a frame depends "
                     "on its neighbours" for name in SEQUENCE_CHECKS}
@@ -42,13 +56,17 @@ SSM_CHECKS = {name: "rows are frames of a sequence: the smoothed state of a fram
 def expected_failures(est):
     """The checks that do not apply to ``est``, with why (FactorAnalysis and PLDA pass all)."""
     return {CategoricalHMM: CATEGORICAL_CHECKS, GMMHMM: SEQUENCE_CHECKS,
-            LinearGaussianSSM: SSM_CHECKS}.get(type(est), {})
+            LinearGaussianSSM: SSM_CHECKS, PoissonHMM: COUNT_CHECKS,
+            MultinomialHMM: COUNT_CHECKS, BernoulliHMM: COUNT_CHECKS}.get(type(est), {})
 
 
 @parametrize_with_checks([GMMHMM(2, 2, n_iter=5, random_state=0),
                           CategoricalHMM(2, n_iter=5, random_state=0),
                           FactorAnalysis(1, max_iter=50), PLDA(max_iter=20),
-                          LinearGaussianSSM(1, max_iter=10)],
+                          LinearGaussianSSM(1, max_iter=10),
+                          PoissonHMM(2, n_iter=5, random_state=0),
+                          MultinomialHMM(2, n_iter=5, random_state=0),
+                          BernoulliHMM(2, n_iter=5, random_state=0)],
                          expected_failed_checks=expected_failures)
 def test_estimator_checks(estimator, check):
     check(estimator)
@@ -205,3 +223,53 @@ def test_import_without_scikit_learn_names_the_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "pyroem[sklearn]" in out
+
+
+def _same_start(est, X, lengths, init):
+    """The pyroem model ``est`` fitted from, at its initial parameters (float64)."""
+    model0 = est._make_model(X.shape[1])
+    seqs = est._model_args(torch.as_tensor(X, dtype=torch.float64), lengths)
+    model0._initialize(model0._prepare(*seqs), init, torch.Generator().manual_seed(est._seed()))
+    return model0
+
+
+def test_poisson_and_multinomial_match_hmmlearn_from_same_start():
+    from pyroem.datasets import load_seatbelts
+
+    counts = load_seatbelts()[0].numpy()[:, None].astype(np.float64)
+    lengths = [100, 92]
+    ours = PoissonHMM(2, n_iter=30, tol=1e-4, random_state=0).fit(counts, lengths=lengths)
+    start = _same_start(PoissonHMM(2, random_state=0), counts, lengths, "kmeans++")
+    ref = hl.PoissonHMM(2, n_iter=30, tol=1e-4, init_params="", params="stl")
+    ref.startprob_, ref.transmat_ = start.start_probs.detach().numpy(), start.trans_probs.detach().numpy()
+    ref.lambdas_ = start.rates.detach().numpy()
+    ref.fit(counts, lengths)
+    np.testing.assert_allclose(ours.model_.history.log_likelihood, list(ref.monitor_.history),
+                               rtol=1e-10)
+    np.testing.assert_allclose(ours.lambdas_, ref.lambdas_, rtol=1e-8)
+    assert ours.score(counts, lengths=lengths) == pytest.approx(ref.score(counts, lengths), abs=1e-7)
+
+    g = np.random.default_rng(0)
+    X = np.concatenate([g.multinomial(6, [0.6, 0.3, 0.1], 80), g.multinomial(6, [0.1, 0.2, 0.7], 80)])
+    ours = MultinomialHMM(2, n_trials=6, n_iter=20, tol=1e-4, random_state=0).fit(X)
+    start = _same_start(MultinomialHMM(2, n_trials=6, random_state=0), X, None, "random")
+    ref = hl.MultinomialHMM(2, n_trials=6, n_iter=20, tol=1e-4, init_params="", params="ste")
+    ref.startprob_, ref.transmat_ = start.start_probs.detach().numpy(), start.trans_probs.detach().numpy()
+    ref.emissionprob_ = start.emission_probs.detach().numpy()
+    ref.fit(X)
+    np.testing.assert_allclose(ours.model_.history.log_likelihood, list(ref.monitor_.history),
+                               rtol=1e-10)
+    np.testing.assert_allclose(ours.emissionprob_, ref.emissionprob_, atol=1e-8)
+
+
+def test_bernoulli_is_the_model_fitted_directly():
+    from pyroem.models import BernoulliHMM as ModelBernoulliHMM
+
+    g = np.random.default_rng(1)
+    X = np.concatenate([g.random((60, 3)) < [0.9, 0.1, 0.5], g.random((60, 3)) < [0.1, 0.8, 0.5]])
+    est = BernoulliHMM(2, n_iter=15, tol=0, random_state=0).fit(X.astype(np.float64))
+    model = ModelBernoulliHMM(2, 3).double()
+    model.fit(torch.as_tensor(X, dtype=torch.float64), max_iter=15, tol=0, seed=est._seed())
+    np.testing.assert_allclose(est.emissionprob_, model.probs.detach().numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="0/1 values"):
+        BernoulliHMM(2).fit(X * 2.0)

@@ -12,7 +12,8 @@ generalises best)::
 
     search = GridSearchCV(GaussianMixture(), {"n_components": [1, 2, 3]}).fit(x)
 
-:class:`GaussianHMM`, :class:`CategoricalHMM` and :class:`GMMHMM` follow hmmlearn instead
+:class:`GaussianHMM`, :class:`CategoricalHMM`, :class:`GMMHMM`, :class:`PoissonHMM`,
+:class:`MultinomialHMM` and :class:`BernoulliHMM` follow hmmlearn instead
 (rows are the frames of sequences given by ``lengths``; ``score`` is the total
 log-likelihood), and so does :class:`LinearGaussianSSM` (pykalman's parameters; its
 ``transform`` gives the smoothed states). :class:`FactorAnalysis` is
@@ -20,7 +21,7 @@ log-likelihood), and so does :class:`LinearGaussianSSM` (pykalman's parameters; 
 supervised transformer (``fit(X, y)`` with speaker labels) and a scorer of verification
 trials (``llr``, ``score_matrix``). Each passes scikit-learn's estimator checks, except
 those listed with their reasons in ``tests/test_sklearn*.py`` (rows of a sequence are not
-exchangeable; a categorical HMM takes one column of integer symbols).
+exchangeable; an HMM of symbols or counts takes integers).
 
 The fitted pyroem model is kept as ``model_`` (its ``history`` holds the per-iteration
 log-likelihood). As scikit-learn's estimators, they raise
@@ -36,6 +37,7 @@ except ImportError:  # say which extra brings it, not only that the import faile
                       "pip install 'pyroem[sklearn]' (or pip install scikit-learn)") from None
 
 from pyroem.sklearn.base import EMEstimator
+from pyroem.sklearn.counts import BernoulliHMM, MultinomialHMM, PoissonHMM
 from pyroem.sklearn.factor import FactorAnalysis
 from pyroem.sklearn.hmm import GMMHMM, CategoricalHMM, GaussianHMM
 from pyroem.sklearn.mixture import GaussianMixture
@@ -43,5 +45,6 @@ from pyroem.sklearn.plda import PLDA
 from pyroem.sklearn.sequences import HMMEstimator
 from pyroem.sklearn.ssm import LinearGaussianSSM
 
-__all__ = ["GMMHMM", "PLDA", "CategoricalHMM", "EMEstimator", "FactorAnalysis", "GaussianHMM",
-           "GaussianMixture", "HMMEstimator", "LinearGaussianSSM"]
+__all__ = ["GMMHMM", "PLDA", "BernoulliHMM", "CategoricalHMM", "EMEstimator", "FactorAnalysis",
+           "GaussianHMM", "GaussianMixture", "HMMEstimator", "LinearGaussianSSM",
+           "MultinomialHMM", "PoissonHMM"]
