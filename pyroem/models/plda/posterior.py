@@ -57,6 +57,27 @@ class SpeakerPosterior(GaussianPosterior):
         return (self.basis * v) @ self.basis.T
 
 
+class LowRankSpeakerPosterior(GaussianPosterior):
+    r"""
+    The Gaussian posterior :math:`q(y_s) = \mathcal N(m_s, C_{n_s})` of every speaker's
+    ``r`` factors in a simplified (low-rank) PLDA, with :math:`C_n = (I + n \tilde
+    V^\top \tilde V)^{-1}` stored once per distinct count (a
+    :class:`~pyroem.infer.posteriors.GaussianPosterior`).
+
+    :ivar torch.Tensor loc: posterior means :math:`m_s`, shape ``(S, r)``.
+    :ivar torch.Tensor counts: the ``G`` distinct speaker counts, increasing.
+    :ivar torch.Tensor group: ``(S,)`` index into ``counts`` of each speaker.
+    """
+
+    def __init__(self, log_evidence, loc, counts, group, covariance):
+        super().__init__(log_evidence, loc, covariance, group)
+        self.counts = counts
+
+    def weighted_covariance_sum(self, weights):
+        r""":math:`\sum_g w_g C_{n_g}` for weights ``(G,)``."""
+        return (weights[:, None, None] * self.covariance).sum(0)
+
+
 class _Basis(NamedTuple):
     transform: torch.Tensor  # T (D, D): T W T^T = I, T B T^T = diag(psi)
     inverse: torch.Tensor  # T^{-1} = L U
