@@ -30,7 +30,7 @@ def _joint(plda, n):
     """The joint Gaussian of (y, vec X) for one speaker with n embeddings: y ~ N(0, I_r),
     x_i = mu + V y + e_i; returns (mean, covariance) over r + n D variables."""
     V, W, mu = plda.speaker_loadings, plda.within_cov, plda.mean.detach()
-    r, D = V.shape[1], V.shape[0]
+    r = V.shape[1]
     A = torch.cat([torch.eye(r, dtype=F64), V.repeat(n, 1)])  # (r + nD, r)
     cov = A @ A.T
     cov[r:, r:] += torch.kron(torch.eye(n, dtype=F64), W)
@@ -69,7 +69,7 @@ def test_posterior_and_evidence_against_brute_force_joint_gaussian():
     x, labels, _ = plda.sample(5, counts, seed=0)
     post = EM(plda.model, plda.guide).e_step(x, labels)
     assert isinstance(post, LowRankSpeakerPosterior)
-    r, D = 2, 3
+    r = 2
     total = 0.0
     for s in range(5):
         xs = x[labels == s].reshape(-1)
@@ -170,5 +170,5 @@ def test_float32_svi_and_viterbi():
     assert all(map(math.isfinite, hist.log_likelihood))
     with pytest.raises(ValueError, match="viterbi"):
         PLDA(4, rank=2).fit(x, labels, method="viterbi")
-    sampled, lab, means = PLDA(4, rank=2).sample(3, 2, seed=0)
+    sampled, _, means = PLDA(4, rank=2).sample(3, 2, seed=0)
     assert sampled.shape == (6, 4) and means.shape == (3, 4)

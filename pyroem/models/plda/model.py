@@ -42,6 +42,7 @@ from pyroem.models.checks import (
     check_real,
     check_reg_covar,
 )
+from pyroem.models.factor.common import DataSizedGuide
 from pyroem.models.plda.labels import encode_labels
 from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
 from pyroem.models.plda.sampling import PLDASampling
@@ -49,7 +50,7 @@ from pyroem.models.plda.scoring import PLDAScoring
 from pyroem.models.plda.summary import data_summary
 
 
-class PLDA(CheckedParams, PLDAScoring, PLDASampling, EMModel):
+class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
     r"""
     Two-covariance PLDA,
 
@@ -116,7 +117,7 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, EMModel):
         # PLDA(dim, rank=r) is the simplified model, a subclass of its own module
         if cls is PLDA and rank is not None:
             from pyroem.models.plda.lowrank import LowRankPLDA
-            cls = LowRankPLDA
+            return super().__new__(LowRankPLDA)
         return super().__new__(cls)
 
     def __init__(self, dim, reg_covar=1e-6, rank=None):
@@ -228,8 +229,7 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, EMModel):
         if (self._q_shape("q_loc") != (num_speakers, self._latent_size)
                 or self.q_counts is None or not torch.equal(self.q_counts, distinct)):
             loc, tril = self._prior_q(num_speakers, distinct.shape[0])
-            self.q_loc = PyroParam(loc, event_dim=1)
-            self.q_scale_tril = PyroParam(tril, constraint=constraints.lower_cholesky, event_dim=2)
+            self._set_q(q_loc=loc, q_scale_tril=tril)
             self.q_counts = distinct
         loc, tril = self.q_loc, self.q_scale_tril[group]  # read params outside the plate
         with pyro.plate("speakers", num_speakers):
@@ -242,11 +242,6 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, EMModel):
         D = self.dim
         return (self.mean.detach().expand(num_speakers, D).clone(),
                 self.between_scale_tril.detach().expand(num_groups, D, D).clone())
-
-    def _q_shape(self, name):
-        # shape of a guide parameter, read without building its constrained value
-        q = self._parameters.get(name + "_unconstrained")
-        return None if q is None else q.shape
 
     # ------------------------------------------------------------------ EM protocol
     def _speaker_terms(self, summary, basis):
@@ -285,15 +280,8 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, EMModel):
 
     def write_posterior(self, posterior, x, speaker):
         """E-step: the guide's ``q(z_s)`` := the exact posterior."""
-        post = posterior
-        loc, tril = post.loc, post.scale_tril
-        if self._q_shape("q_loc") != loc.shape or self._q_shape("q_scale_tril") != tril.shape:
-            self.q_loc = PyroParam(loc, event_dim=1)
-            self.q_scale_tril = PyroParam(tril, constraint=constraints.lower_cholesky, event_dim=2)
-        else:
-            self.q_loc = loc
-            self.q_scale_tril = tril
-        self.q_counts = post.counts.long()
+        self._set_q(q_loc=posterior.loc, q_scale_tril=posterior.scale_tril)
+        self.q_counts = posterior.counts.long()
 
     def expected_statistics(self, posterior, x, speaker):
         r"""
