@@ -260,3 +260,34 @@ def test_bad_calls_change_nothing():
         EM(random_intercept).step(bad, group)
     after = dict(pyro.get_param_store().items())
     assert all(torch.equal(before[k], after[k].detach()) for k in before)
+
+
+def test_a_hand_written_state_space_model_gets_the_kalman_smoothers_posterior():
+    from pyroem.models import LinearGaussianSSM
+
+    ssm = LinearGaussianSSM(2, 1).to(F64)
+    ssm.transition_matrix = torch.tensor([[0.8, -0.4], [0.5, 0.7]], dtype=F64)
+    ssm.observation_matrix = torch.tensor([[1.0, 0.3]], dtype=F64)
+    ssm.transition_cov = torch.tensor([[0.3, 0.1], [0.1, 0.2]], dtype=F64)
+    ssm.observation_cov = torch.tensor([[0.5]], dtype=F64)
+    ssm.initial_mean = torch.tensor([1.0, -1.0], dtype=F64)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(20, 1, generator=g, dtype=F64).cumsum(0)
+    A, C, Q, R, m0, P0 = (getattr(ssm, k).detach() for k in (
+        "transition_matrix", "observation_matrix", "transition_cov", "observation_cov",
+        "initial_mean", "initial_cov"))
+
+    def lds(x):  # the same model, written as a plain Pyro program
+        z = pyro.sample("z_0", dist.MultivariateNormal(m0, P0))
+        for t in range(x.shape[0]):
+            if t:
+                z = pyro.sample(f"z_{t}", dist.MultivariateNormal(A @ z, Q))
+            pyro.sample(f"x_{t}", dist.Normal(C @ z, R[0].sqrt()).to_event(1), obs=x[t])
+
+    generic = gaussian_posterior(lds, x)
+    kalman = ssm.posterior(x)
+    assert math.isclose(float(generic.log_evidence), float(kalman.log_evidence), rel_tol=1e-12)
+    path = torch.stack([generic[f"z_{t}"] for t in range(20)])
+    assert torch.allclose(path, kalman.loc[0], atol=1e-11)
+    marginal = generic.covariance[0][:2, :2]  # Cov(z_0 | x)
+    assert torch.allclose(marginal, kalman.covariance[0, 0], atol=1e-11)
