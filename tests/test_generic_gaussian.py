@@ -291,3 +291,30 @@ def test_a_hand_written_state_space_model_gets_the_kalman_smoothers_posterior():
     assert torch.allclose(path, kalman.loc[0], atol=1e-11)
     marginal = generic.covariance[0][:2, :2]  # Cov(z_0 | x)
     assert torch.allclose(marginal, kalman.covariance[0, 0], atol=1e-11)
+
+
+def test_missing_values_of_obs_mask_are_integrated_out():
+    x = _fa_data(n=12, seed=6)
+    g = torch.Generator().manual_seed(7)
+    observed = torch.rand(x.shape, generator=g, dtype=F64) > 0.3
+    observed[0] = False  # a point with every value missing contributes nothing
+    data = torch.where(observed, x, torch.tensor(float("nan"), dtype=F64))
+    W = torch.randn(2, 5, generator=g, dtype=F64)
+    mu, psi = torch.randn(5, generator=g, dtype=F64), 0.3 + torch.rand(5, generator=g, dtype=F64)
+
+    def masked_factor_model(x, mask):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=F64), 1.0).to_event(1))
+        with pyro.plate("points", x.shape[0], dim=-2), pyro.plate("dims", 5, dim=-1):
+            pyro.sample("x", dist.Normal(z @ W + mu, psi.sqrt()), obs=x, obs_mask=mask)
+
+    post = gaussian_posterior(masked_factor_model, data, observed)
+    cov = W.T @ W + torch.diag(psi)
+    expected = sum(float(TorchMVN(mu[o], cov[o][:, o]).log_prob(xn[o]))
+                   for xn, o in zip(x, observed) if o.any())
+    assert math.isclose(float(post.log_evidence), expected, rel_tol=1e-12)
+    # the missing values are latents: their posterior mean is E[x_nd | observed x_n]
+    n = 3
+    o, m = observed[n], ~observed[n]
+    imputed = mu[m] + cov[m][:, o] @ torch.linalg.solve(cov[o][:, o], x[n, o] - mu[o])
+    assert torch.allclose(post["x_unobserved"][n, m], imputed, atol=1e-10)

@@ -18,7 +18,7 @@ With the weighted whitened residuals of :mod:`pyroem.infer.gaussian.trace`,
 least squares in the whitened residuals (no normal equations are formed). The
 assumptions are checked at a probe point drawn from the posterior (a generator of its
 own): every site's residuals must be the linear prediction and its constant unchanged;
-otherwise a :class:`~pyroem.infer.gaussian.trace.NotLinearGaussianError` names the site.
+otherwise a :class:`~pyroem.infer.gaussian.NotLinearGaussianError` names the site.
 """
 
 import math
@@ -44,20 +44,30 @@ class JointGaussianPosterior(GaussianPosterior):
 
     :ivar layout: the :class:`~pyroem.infer.gaussian.trace.LatentLayout`: where each
         latent site's values sit.
-    :ivar torch.Tensor precision_factor: ``R`` ``(d, d)``, upper triangular,
-        :math:`C^{-1} = R^\top R`.
+    :ivar torch.Tensor free: ``(d,)`` bool, the latent values that some factor of the
+        model depends on; the others (e.g. the entries of ``obs_mask``'s
+        ``<name>_unobserved`` latent where the data are observed) integrate to one and
+        keep their prior mean, with variance 0.
+    :ivar torch.Tensor precision_factor: ``R``, upper triangular over the free values,
+        :math:`C_{free}^{-1} = R^\top R`.
+    :ivar torch.Tensor root: ``(d, d)``, a square root of :math:`C` (:math:`R^{-1}` on the
+        free values, zero elsewhere).
 
     ``posterior["u"]`` is the posterior mean of site ``u`` in the site's shape and
     :meth:`variance` its marginal variances.
     """
 
-    def __init__(self, log_evidence, loc, precision_factor, layout):
-        eye = torch.eye(loc.shape[-1], dtype=loc.dtype, device=loc.device)
-        root = torch.linalg.solve_triangular(precision_factor, eye, upper=True)  # R^-1
+    def __init__(self, log_evidence, loc, precision_factor, layout, free):
+        eye = torch.eye(precision_factor.shape[-1], dtype=loc.dtype, device=loc.device)
+        inverse = torch.linalg.solve_triangular(precision_factor, eye, upper=True)  # R^-1
+        root = loc.new_zeros(loc.shape[-1], loc.shape[-1])
+        index = free.nonzero().squeeze(-1)
+        root[index.unsqueeze(-1), index] = inverse
         super().__init__(log_evidence, loc.unsqueeze(0), (root @ root.T).unsqueeze(0))
         self.precision_factor = precision_factor
-        self.root = root  #: :math:`R^{-1}`, a square root of :math:`C`
+        self.root = root
         self.layout = layout
+        self.free = free
 
     def __getitem__(self, name):
         return self.layout.split(self.loc[0])[name]
@@ -67,8 +77,9 @@ class JointGaussianPosterior(GaussianPosterior):
         return self.layout.split(self.covariance[0].diagonal())[name]
 
     def entropy(self):
-        r""":math:`H(q) = \frac d2 (1 + \log 2\pi) - \log |\det R|`."""
-        d = self.loc.shape[-1]
+        r""":math:`H(q) = \frac d2 (1 + \log 2\pi) - \log |\det R|` over the ``d`` free
+        values."""
+        d = self.precision_factor.shape[-1]
         return 0.5 * d * (1 + math.log(2 * math.pi)) \
             - self.precision_factor.diagonal().abs().log().sum()
 
@@ -82,7 +93,15 @@ def residual_jacobian(model, layout, z, args, kwargs):
 
     # validation would test constraints on batched tangents (data-dependent control flow)
     with pyro.validation_enabled(False):
-        jac, (r, c) = torch.func.jacfwd(r_only, has_aux=True)(z)
+        try:
+            jac, (r, c) = torch.func.jacfwd(r_only, has_aux=True)(z)
+        except RuntimeError as e:
+            raise ValueError(
+                "the Gaussian E-step differentiates the model in forward mode, vectorised "
+                f"over its latent values, and this model does not allow it ({e}). Write it "
+                "with tensor operations only (no Python control flow or .item() on latent "
+                "values), or give its owner an own e_step returning a GaussianPosterior "
+                "(tutorial 05)") from e
     return r.detach(), c.detach(), jac.detach()
 
 
@@ -92,9 +111,9 @@ def gaussian_posterior(model, *args, hard=False, **kwargs):
     :math:`\log p(X)` (see the module docstring).
 
     :returns: a :class:`JointGaussianPosterior`.
-    :raises NotLinearGaussianError: (a ``ValueError``) naming the first site that is
-        not Normal/MultivariateNormal, whose location is not affine in the latents or
-        whose scale depends on them.
+    :raises ~pyroem.infer.gaussian.NotLinearGaussianError: (a ``ValueError``) naming
+        the first site that is not Normal/MultivariateNormal, whose location is not affine
+        in the latents or whose scale depends on them.
     :raises ValueError: for ``hard=True``, or a posterior that is not proper.
     """
     if hard:
@@ -107,20 +126,22 @@ def gaussian_posterior(model, *args, hard=False, **kwargs):
         layout = LatentLayout(sites)
         z0 = layout.origin
         r0, c, jac = residual_jacobian(model, layout, z0, args, kwargs)
-        q, factor = torch.linalg.qr(jac)
+        free = jac.abs().amax(0) > 0  # values no factor depends on integrate to one
+        used = jac[:, free]
+        q, factor = torch.linalg.qr(used)
         diag = factor.diagonal().abs()
-        if not bool((diag > jac.shape[0] * torch.finfo(jac.dtype).eps * diag.max()).all()):
+        if not bool((diag > used.shape[0] * torch.finfo(used.dtype).eps * diag.max()).all()):
             raise ValueError("the posterior of the latents is not proper (some combination "
                              "of latent values is determined neither by a prior nor by the "
                              "data): give every latent a Normal prior")
         step = -torch.linalg.solve_triangular(factor, (q.T @ r0).unsqueeze(-1),
                                               upper=True).squeeze(-1)
-        loc = z0 + step
-        fit = r0 + jac @ step
-        d = layout.size
-        log_evidence = (-0.5 * fit.square().sum() - c + 0.5 * d * math.log(2 * math.pi)
-                        - diag.log().sum())
-        posterior = JointGaussianPosterior(log_evidence, loc, factor, layout)
+        loc = z0.to(r0.dtype, copy=True)  # the model may mix dtypes
+        loc[free] += step
+        fit = r0 + used @ step
+        log_evidence = (-0.5 * fit.square().sum() - c
+                        + 0.5 * step.shape[0] * math.log(2 * math.pi) - diag.log().sum())
+        posterior = JointGaussianPosterior(log_evidence, loc, factor, layout, free)
         _check_affine(model, layout, posterior, (r0, c, jac), args, kwargs)
     return posterior
 

@@ -160,8 +160,11 @@ def residuals(model, layout, z, args, kwargs, by_site=None):
     parts, const = [], 0.0
     for site in sites:
         w, c, weight = site_terms(site)
-        parts.append((weight.sqrt() * w).reshape(-1))
-        c_site = (weight * c).sum()
+        # weight 0 (masked): whatever the value holds (obs_mask's missing entries may be
+        # NaN), the element contributes nothing
+        kept = weight > 0
+        parts.append(torch.where(kept, weight.sqrt() * w, 0.0).reshape(-1))
+        c_site = torch.where(kept, weight * c, 0.0).sum()
         const = const + c_site
         if by_site is not None:
             by_site.append((site["name"], w.numel(), c_site))
@@ -172,7 +175,7 @@ def site_terms(site):
     r"""``(w, c, weight)`` of one site, broadcast to one shape: whitened residuals, their
     constants and the weights of its scale and masks (see the module docstring).
 
-    :raises NotLinearGaussianError: for a site that is not a Normal or MultivariateNormal.
+    :raises ~pyroem.infer.gaussian.NotLinearGaussianError: for a site that is not a Normal or MultivariateNormal.
     """
     if site["is_observed"]:
         check_observed(site)
