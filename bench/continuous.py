@@ -1,6 +1,6 @@
 """Continuous latents: the cost of the generic Gaussian E-step and of simplified PLDA.
 
-Run by hand:  python bench/continuous.py [--points 50 200 --repeats 5 --threads 2]
+Run by hand:  python bench/continuous.py [--points 50 200 --repeats 10 --threads 2]
 
 Prints best-of-N wall-clock seconds (runs interleaved, so that load from other processes
 hits both alike) and ratios measured in the same run:
@@ -100,13 +100,13 @@ def plda_rows(repeats, dim=64, rank=8, speakers=500, per_speaker=10):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--points", type=int, nargs="+", default=[50, 200])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, best of {args.repeats}\n")
     generic_rows(args.points, args.repeats)
-    plda_rows(args.repeats)
+    plda_rows(3 * args.repeats)  # milliseconds each: more repeats for a quiet one
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ factor analyser) and the posterior moments :math:`E[\tilde z | x_n, k]`,
     - \sum_k \tilde W_k \sum_n r_{nk} E[\tilde z] x_n^\top\Big) + \epsilon I,
 
 and :math:`\sigma^2 = \operatorname{tr}(\Psi) / D` for isotropic noise (PPCA,
-Tipping and Bishop, 1999); :math:`\epsilon` is ``reg_covar``. The sums are additive over
+Tipping and Bishop, 1999); :math:`\epsilon` is ``reg_covar``. With a full noise covariance
+(simplified PLDA's within-speaker covariance) the same update keeps the whole matrix
+instead of its diagonal (:func:`maximize_full_noise`). The sums are additive over
 points; the data enter about a fixed ``shift`` (the data mean) for accuracy.
 """
 

@@ -1,5 +1,6 @@
-r"""PLDA's Gaussian posterior of the speaker latents, stored in the basis that
-diagonalises both covariances at once."""
+r"""PLDA's Gaussian posteriors of the speaker latents: the two-covariance model's, stored
+in the basis that diagonalises both covariances at once, and the simplified (low-rank)
+model's, one covariance per distinct speaker count."""
 
 from typing import NamedTuple
 
