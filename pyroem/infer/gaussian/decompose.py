@@ -6,12 +6,11 @@ A guide whose sample sites are all ``Normal``/``MultivariateNormal`` with locati
 affine in each other (one Gaussian per point, or a Gaussian chain) is itself a
 linear-Gaussian program without observations: :func:`~pyroem.infer.gaussian.gaussian_posterior`
 of the guide is its joint Gaussian :math:`q = \mathcal N(m, S S^\top)`, with evidence 0.
-Then, exactly,
+Then :math:`Q(q, \eta) = E_q[\log p(X, Z)]` is exact
+(:func:`~pyroem.infer.gaussian.expected_log_joint_gaussian`),
 
 .. math::
 
-    Q(q, \eta) = E_q[\log p(X, Z)] \quad
-    (:func:`~pyroem.infer.gaussian.expected_log_joint_gaussian`), \qquad
     H(q) = \tfrac d2 (1 + \log 2\pi) + \log|\det S|,
 
 and :math:`\mathrm{ELBO} = Q + H`, :math:`\mathrm{KL} = \log p(X) - \mathrm{ELBO}`.
