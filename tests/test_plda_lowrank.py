@@ -172,3 +172,20 @@ def test_float32_svi_and_viterbi():
         PLDA(4, rank=2).fit(x, labels, method="viterbi")
     sampled, _, means = PLDA(4, rank=2).sample(3, 2, seed=0)
     assert sampled.shape == (6, 4) and means.shape == (3, 4)
+
+
+def test_bad_inputs_change_nothing():
+    plda = _model(dim=4, rank=2, seed=5)
+    state = plda.snapshot()
+    for value in (torch.full((4, 2), float("nan")), [[1.0, 2.0]] * 3, "V"):
+        with pytest.raises(ValueError, match="speaker_loadings"):
+            plda.speaker_loadings = value
+    with pytest.raises(ValueError, match="between_cov"):
+        plda.between_cov = -torch.eye(4)  # not positive semi-definite
+    x, labels = _data(seed=5, dim=4)
+    with pytest.raises(ValueError, match="at least 2 speakers"):
+        plda.fit(x[labels == 0], labels[labels == 0])
+    with pytest.raises(ValueError, match="no hard"):
+        plda.e_step(*plda.prepare(x, labels), hard=True)
+    after = plda.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in state.items() if torch.is_tensor(v))
