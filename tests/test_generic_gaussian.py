@@ -318,3 +318,17 @@ def test_missing_values_of_obs_mask_are_integrated_out():
     o, m = observed[n], ~observed[n]
     imputed = mu[m] + cov[m][:, o] @ torch.linalg.solve(cov[o][:, o], x[n, o] - mu[o])
     assert torch.allclose(post["x_unobserved"][n, m], imputed, atol=1e-10)
+
+
+def test_a_discrete_latent_is_named_by_the_gaussian_e_step():
+    def mixed(y):
+        k = pyro.sample("k", dist.Categorical(torch.ones(2) / 2))
+        u = pyro.sample("u", dist.Normal(0.0, 1.0))
+        with pyro.plate("obs", len(y)):
+            pyro.sample("y", dist.Normal(u + torch.tensor([0.0, 1.0])[k], 1.0), obs=y)
+
+    y = torch.tensor([0.3, 1.2])
+    with pytest.raises(NotLinearGaussianError, match="sample site 'k' is a latent Categorical"):
+        gaussian_posterior(mixed, y)
+    with pytest.raises(ValueError, match="cannot be enumerated"):  # EM: enumeration's error
+        EM(mixed).step(y)

@@ -19,7 +19,7 @@ constant :math:`c_e` (:math:`\log \sigma + \frac12 \log 2\pi`, or a diagonal ele
 
 :class:`LatentLayout` finds the latent sites with one trace that draws nothing (each
 latent takes its prior mean), :func:`residuals` evaluates :math:`r(z)` and :math:`c`
-for given latent values, and :func:`check_site` says which site breaks the assumptions.
+for given latent values, and :func:`site_terms` refuses a site of another family.
 """
 
 import math
@@ -49,13 +49,14 @@ class NotLinearGaussianError(ValueError):
 
 class _SetLatents(Messenger):
     """Give every latent sample site a value without drawing one: ``values[name]``, else
-    the site distribution's mean, or with ``any_family`` a discrete site's first value
-    (the global random state is never touched)."""
+    the site distribution's mean, or a discrete site's first value (the global random
+    state is never touched; :func:`site_terms` refuses the families it cannot take after
+    the trace, because an error raised inside a trace is re-created by Pyro with its
+    message only)."""
 
-    def __init__(self, values=None, any_family=False):
+    def __init__(self, values=None):
         super().__init__()
         self.values = values or {}
-        self.any_family = any_family
 
     def _pyro_sample(self, msg):
         if msg["is_observed"] or msg["value"] is not None \
@@ -64,13 +65,10 @@ class _SetLatents(Messenger):
         name, fn = msg["name"], msg["fn"]
         if name in self.values:
             msg["value"] = self.values[name]
-            return
-        if self.any_family and fn.has_enumerate_support:
+        elif fn.has_enumerate_support:
             msg["value"] = fn.enumerate_support(expand=True)[0]
-            return
-        # any family's mean: site_terms refuses other families after the trace (an error
-        # raised inside a trace is re-created by Pyro with its message only)
-        msg["value"] = fn.mean.detach()
+        else:
+            msg["value"] = fn.mean.detach()
 
 
 def needs_gaussian_e_step(model, args, kwargs):
@@ -81,7 +79,7 @@ def needs_gaussian_e_step(model, args, kwargs):
     to enumeration, whose own errors then apply."""
     try:
         with torch.no_grad():
-            sites = trace_model(model, args, kwargs, any_family=True)
+            sites = trace_model(model, args, kwargs)
     except Exception:  # noqa: BLE001 - not ours to report: enumeration reports it
         return False
     names = {s["name"] for s in sites}
@@ -107,13 +105,12 @@ def _unwrap(fn):
             return fn, ndims, mask
 
 
-def trace_model(model, args, kwargs, values=None, any_family=False, params=None):
+def trace_model(model, args, kwargs, values=None, params=None):
     """The sample sites of a trace of ``model`` with the latents set to ``values`` (prior
     means where absent), without subsample and deterministic sites; the names of its
     param sites are added to the list ``params`` if given."""
     with poutine.block():
-        trace = poutine.trace(_SetLatents(values, any_family)(model)).get_trace(*args,
-                                                                                **kwargs)
+        trace = poutine.trace(_SetLatents(values)(model)).get_trace(*args, **kwargs)
     if params is not None:
         params.extend(n for n, s in trace.nodes.items() if s["type"] == "param")
     return [s for s in trace.nodes.values() if s["type"] == "sample"
@@ -192,8 +189,8 @@ def site_terms(site):
         w = (value - fn.loc) / fn.scale
         c = fn.scale.log() + half_log_2pi
     else:
-        kind = "observed" if site["is_observed"] else "latent"
-        raise NotLinearGaussianError(site["name"], f"is an {kind} {type(fn).__name__}, not a "
+        kind = "an observed" if site["is_observed"] else "a latent"
+        raise NotLinearGaussianError(site["name"], f"is {kind} {type(fn).__name__}, not a "
                                      "Normal or MultivariateNormal")
     w, c = torch.broadcast_tensors(w, c)
     weight = torch.ones((), dtype=w.dtype, device=w.device)
