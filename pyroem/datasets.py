@@ -26,6 +26,24 @@ def load_old_faithful(dtype=torch.float64):
     return torch.as_tensor(values, dtype=dtype)
 
 
+def load_lynx(dtype=torch.float64):
+    """
+    The Canadian lynx series: the numbers of lynx trapped each year in the Mackenzie River
+    district of north-west Canada, 1821-1934 (114 years), the classic example of a
+    population cycle (about ten years). Source: Elton and Nicholson (1942), *The ten-year
+    cycle in numbers of the lynx in Canada*, J. Animal Ecology 11, 215-244; Campbell and
+    Walker (1977), J. Royal Statistical Society A 140, 411-431; as distributed in R's
+    ``datasets`` package (``lynx``); public domain. Bundled as ``pyroem/data/lynx.csv``.
+
+    :param torch.dtype dtype: dtype of the result.
+    :returns: ``(years, counts)``: two ``(114,)`` tensors.
+    """
+    path = resources.files("pyroem").joinpath("data/lynx.csv")
+    with path.open() as f:
+        values = np.loadtxt(f, delimiter=",", comments="#", skiprows=6)
+    return torch.as_tensor(values[:, 0], dtype=dtype), torch.as_tensor(values[:, 1], dtype=dtype)
+
+
 class JapaneseVowels(NamedTuple):
     """The Japanese Vowels data as returned by :func:`load_japanese_vowels`."""
 

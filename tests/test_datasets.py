@@ -57,3 +57,15 @@ def test_japanese_vowels_errors(monkeypatch):
     monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match="pip install sktime"):
         load_japanese_vowels()
+
+
+def test_load_lynx():
+    from pyroem.datasets import load_lynx
+
+    years, counts = load_lynx()
+    assert years.shape == counts.shape == (114,) and counts.dtype == torch.float64
+    assert torch.equal(years, torch.arange(1821.0, 1935.0, dtype=torch.float64))
+    # R's datasets::lynx: first and last years, and the largest count (1904)
+    assert counts[0] == 269 and counts[-1] == 3396 and counts.max() == 6991
+    assert int(years[counts.argmax()]) == 1904
+    assert load_lynx(dtype=torch.float32)[1].dtype == torch.float32

@@ -19,6 +19,8 @@ from pyro.ops import packed
 from pyro.poutine.util import prune_subsample_sites
 
 from pyroem.infer.estep import exact_posterior, guess_max_plate_nesting
+from pyroem.infer.gaussian.decompose import gaussian_decomposition
+from pyroem.infer.gaussian.trace import needs_gaussian_e_step
 from pyroem.infer.protocols import EStepProvider, owner_of
 
 Decomposition = namedtuple(
@@ -88,6 +90,10 @@ def decompose(model, guide, *args, max_plate_nesting=None, log_evidence=None, **
     After an E-step that wrote :math:`q = p(Z|X, \eta)` into the guide, ``kl`` is zero
     (to rounding) and ``elbo == log_evidence``.
 
+    A Gaussian guide of a linear-Gaussian model (continuous latents: factor analysis,
+    PLDA, a state-space model, a user's model) is decomposed exactly in closed form
+    instead (:func:`~pyroem.infer.gaussian.decompose.gaussian_decomposition`).
+
     :param callable model: a Pyro model whose latents are enumerable.
     :param callable guide: a guide whose sample sites are all discrete (e.g. the built-in
         models' guides, which hold :math:`q` as parameters).
@@ -105,6 +111,13 @@ def decompose(model, guide, *args, max_plate_nesting=None, log_evidence=None, **
     if owner is not None and owner is owner_of(model) and callable(
             getattr(owner, "guide_decomposition", None)):
         return owner.guide_decomposition(*args, log_evidence=log_evidence, **kwargs)
+    if needs_gaussian_e_step(guide, args, kwargs) and needs_gaussian_e_step(model, args, kwargs):
+        # continuous latents only, in the model and the guide: exact in closed form too
+        owner = owner_of(model)
+        if log_evidence is None and isinstance(owner, EStepProvider):
+            log_evidence = owner.e_step(*args, hard=False, **kwargs).log_evidence
+        return Decomposition(*gaussian_decomposition(model, guide, *args,
+                                                     log_evidence=log_evidence, **kwargs))
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, args, kwargs)
     with torch.no_grad():

@@ -5,6 +5,8 @@ import torch
 from torch.distributions import constraints, transform_to
 
 from pyroem.infer.estep import exact_posterior, guess_max_plate_nesting
+from pyroem.infer.gaussian.estep import gaussian_posterior
+from pyroem.infer.gaussian.route import resolve_gaussian_route
 from pyroem.infer.mstep import AutoMStep, ClosedFormMStep
 from pyroem.infer.protocols import Plan, PosteriorWriter, check_contract, owner_of
 
@@ -88,8 +90,10 @@ class EM:
     - an **E-step**: :math:`q(Z) := p(Z | X, \eta_{old})`, the exact posterior, so that
       :math:`\mathrm{KL}(q \| p(Z|X)) = 0` and the ELBO equals :math:`\log p(X|\eta_{old})`;
       for discrete latents it comes from :func:`~pyroem.infer.estep.exact_posterior`
-      (backprop through Pyro's enumeration), a model with continuous conjugate latents
-      supplies its own ``e_step``;
+      (backprop through Pyro's enumeration), for a linear-Gaussian model with continuous
+      latents from :func:`~pyroem.infer.gaussian.gaussian_posterior` (joint Gaussian
+      conditioning; its M-step is then :class:`~pyroem.infer.gaussian.GaussianMStep`), and
+      a model may supply its own ``e_step``;
     - an **M-step**: :math:`\eta_{new} = \arg\max_\eta Q(q, \eta)` with
       :math:`Q(q, \eta) = E_q[\log p(X, Z | \eta)]`, so :math:`\log p(X|\eta)` never falls.
 
@@ -118,6 +122,7 @@ class EM:
         self.max_plate_nesting = max_plate_nesting
         own_e_step, closed = check_contract(model, m_step)
         self._e_step = None if own_e_step is None else own_e_step.e_step
+        self._gaussian = None  # the generic E-step: enumeration or Gaussian (first call)
         if m_step is not None:
             route = "given"
         elif closed is not None:
@@ -138,6 +143,10 @@ class EM:
     def _posterior(self, *args, **kwargs):
         if self._e_step is not None:
             return self._e_step(*args, hard=self.hard, **kwargs)
+        if self._gaussian is None:  # continuous latents? resolved once, with the data
+            self._gaussian = resolve_gaussian_route(self, args, kwargs)
+        if self._gaussian:
+            return gaussian_posterior(self.model, *args, hard=self.hard, **kwargs)
         if self.max_plate_nesting is None:
             self.max_plate_nesting = guess_max_plate_nesting(self.model, args, kwargs)
         return exact_posterior(self.model, *args, hard=self.hard,

@@ -26,7 +26,31 @@ def check_reg_covar(reg_covar):
     return float(reg_covar)
 
 
-class FactorModel(EMModel):
+class DataSizedGuide:
+    """
+    Mixin of a model whose guide holds q in parameters sized for the data (one Gaussian
+    per point or per speaker), declared in ``guide_params`` as ``{name: (constraint,
+    event_dim)}``: they are created on first use and re-created when the data's size
+    changes (factor models, PLDA).
+    """
+
+    def _q_shape(self, name):
+        # shape of a guide parameter, read without building its constrained value
+        q = self._parameters.get(name + "_unconstrained")
+        return None if q is None else tuple(q.shape)
+
+    def _set_q(self, **values):
+        """Set the guide's parameters, re-creating those whose shape changes."""
+        for name, value in values.items():
+            if self._q_shape(name) != tuple(value.shape):
+                constraint, event_dim = self.guide_params[name]
+                setattr(self, name, PyroParam(value, constraint=constraint,
+                                              event_dim=event_dim))
+            else:
+                setattr(self, name, value)
+
+
+class FactorModel(DataSizedGuide, EMModel):
     r"""
     Base of :class:`FactorAnalysis` and :class:`MixtureOfFactorAnalyzers`: data
     ``(N, D)``, a diagonal noise covariance :math:`\Psi` held as the parameter ``psi``
@@ -80,22 +104,6 @@ class FactorModel(EMModel):
             raise ValueError("the data have a direction of zero variance (they lie on a "
                              "subspace): the noise would be singular; use reg_covar > 0")
         return noise
-
-    # ------------------------------------------------------------------ guide
-    def _q_shape(self, name):
-        # shape of a guide parameter, read without building its constrained value
-        q = self._parameters.get(name + "_unconstrained")
-        return None if q is None else tuple(q.shape)
-
-    def _set_q(self, **values):
-        """Set the guide's parameters, re-creating those whose shape changes."""
-        for name, value in values.items():
-            if self._q_shape(name) != tuple(value.shape):
-                constraint, event_dim = self.guide_params[name]
-                setattr(self, name, PyroParam(value, constraint=constraint,
-                                              event_dim=event_dim))
-            else:
-                setattr(self, name, value)
 
     # ------------------------------------------------------------------ fitting hooks
     def fit(self, x, method="em", **kwargs):

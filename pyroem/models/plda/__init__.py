@@ -1,8 +1,10 @@
-"""Probabilistic linear discriminant analysis (two-covariance PLDA), trained by exact EM."""
+"""Probabilistic linear discriminant analysis (two-covariance and simplified low-rank
+PLDA), trained by exact EM."""
 
 from pyroem.models.plda.labels import encode_labels
+from pyroem.models.plda.lowrank import LowRankPLDA
 from pyroem.models.plda.model import PLDA
-from pyroem.models.plda.posterior import SpeakerPosterior
+from pyroem.models.plda.posterior import LowRankSpeakerPosterior, SpeakerPosterior
 from pyroem.models.plda.summary import data_summary
 
-__all__ = ["PLDA", "SpeakerPosterior", "data_summary", "encode_labels"]
+__all__ = ["PLDA", "LowRankPLDA", "LowRankSpeakerPosterior", "SpeakerPosterior", "data_summary", "encode_labels"]

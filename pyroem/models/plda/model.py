@@ -42,14 +42,15 @@ from pyroem.models.checks import (
     check_real,
     check_reg_covar,
 )
+from pyroem.models.factor.common import DataSizedGuide
 from pyroem.models.plda.labels import encode_labels
 from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
-from pyroem.models.plda.sampling import sample_speakers
+from pyroem.models.plda.sampling import PLDASampling
 from pyroem.models.plda.scoring import PLDAScoring
 from pyroem.models.plda.summary import data_summary
 
 
-class PLDA(CheckedParams, PLDAScoring, EMModel):
+class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
     r"""
     Two-covariance PLDA,
 
@@ -93,6 +94,9 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
 
     :param int dim: ``D``, the embedding dimension.
     :param float reg_covar: added to both covariance diagonals after each M-step.
+    :param int rank: ``None`` (default) for this two-covariance model; an int ``r`` gives
+        the simplified PLDA of :class:`~pyroem.models.plda.LowRankPLDA` (a speaker
+        subspace of rank ``r``, :math:`\Sigma_b = V V^\top`).
 
     Parameters (readable and settable): ``mean (D,)``, ``between_cov (D, D)``,
     ``within_cov (D, D)``; a value that is set is checked (shape, finite, covariances
@@ -109,24 +113,36 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
     guide_params = {"q_loc": (constraints.real, 1),
                     "q_scale_tril": (constraints.lower_cholesky, 2)}
 
-    def __init__(self, dim, reg_covar=1e-6):
+    def __new__(cls, dim=None, reg_covar=1e-6, rank=None, **kwargs):
+        # PLDA(dim, rank=r) is the simplified model, a subclass of its own module
+        if cls is PLDA and rank is not None:
+            from pyroem.models.plda.lowrank import LowRankPLDA
+            return super().__new__(LowRankPLDA)
+        return super().__new__(cls)
+
+    def __init__(self, dim, reg_covar=1e-6, rank=None):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.reg_covar = check_reg_covar(reg_covar)
+        self.rank = None
         D = self.dim
         self.mean = PyroParam(torch.zeros(D))
-        self.between_scale_tril = PyroParam(torch.eye(D), constraint=constraints.lower_cholesky)
+        self._init_between()
         self.within_scale_tril = PyroParam(torch.eye(D), constraint=constraints.lower_cholesky)
         # The guide's q_loc (S, D) and q_scale_tril (G, D, D) are created on first use,
         # sized for the data; the buffer q_counts holds the distinct counts of the G groups.
         self.register_buffer("q_counts", None)
 
+    def _init_between(self):
+        eye = torch.eye(self.dim)
+        self.between_scale_tril = PyroParam(eye, constraint=constraints.lower_cholesky)
+
     # ------------------------------------------------------------------ parameters
     @property
     def between_cov(self):
         r"""Across-speaker covariance :math:`\Sigma_b`, shape ``(D, D)``."""
-        tril = self.between_scale_tril.detach()
-        return tril @ tril.T
+        root = self._between_root()
+        return root @ root.T
 
     @between_cov.setter
     def between_cov(self, value):
@@ -141,6 +157,11 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
     @within_cov.setter
     def within_cov(self, value):
         self.within_scale_tril = self._check_cov("within_cov", value)
+
+    def _between_root(self):
+        r"""A factor :math:`R` of :math:`\Sigma_b = R R^\top`: ``(D, D)`` lower triangular
+        here, ``(D, rank)`` loadings for :class:`~pyroem.models.plda.LowRankPLDA`."""
+        return self.between_scale_tril.detach()
 
     def _check_cov(self, name, value):
         return check_covariance(value, name, (self.dim, self.dim), self.dtype)
@@ -167,7 +188,7 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
         """The simultaneously diagonalising basis of the current covariances."""
         with torch.no_grad():
             lw = self.within_scale_tril.detach()
-            lb = self.between_scale_tril.detach()
+            lb = self._between_root()
             # L^-1 Sigma_b L^-T = A A^T is symmetric PSD by construction.
             a = torch.linalg.solve_triangular(lw, lb, upper=False)
             psi, u = torch.linalg.eigh(a @ a.T)
@@ -204,22 +225,23 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
         self._check_args(x, speaker)
         counts = torch.bincount(speaker)
         distinct, group = torch.unique(counts, return_inverse=True)
-        num_speakers, D = counts.shape[0], self.dim
-        if (self._q_shape("q_loc") != (num_speakers, D)
+        num_speakers = counts.shape[0]
+        if (self._q_shape("q_loc") != (num_speakers, self._latent_size)
                 or self.q_counts is None or not torch.equal(self.q_counts, distinct)):
-            loc = self.mean.detach().expand(num_speakers, D).clone()
-            tril = self.between_scale_tril.detach().expand(distinct.shape[0], D, D).clone()
-            self.q_loc = PyroParam(loc, event_dim=1)
-            self.q_scale_tril = PyroParam(tril, constraint=constraints.lower_cholesky, event_dim=2)
+            loc, tril = self._prior_q(num_speakers, distinct.shape[0])
+            self._set_q(q_loc=loc, q_scale_tril=tril)
             self.q_counts = distinct
         loc, tril = self.q_loc, self.q_scale_tril[group]  # read params outside the plate
         with pyro.plate("speakers", num_speakers):
             pyro.sample("z", dist.MultivariateNormal(loc, scale_tril=tril))
 
-    def _q_shape(self, name):
-        # shape of a guide parameter, read without building its constrained value
-        q = self._parameters.get(name + "_unconstrained")
-        return None if q is None else q.shape
+    _latent_size = property(lambda self: self.dim, doc="the size of one speaker's latent")
+
+    def _prior_q(self, num_speakers, num_groups):
+        """The guide's starting value (the prior): ``(loc (S, D), scale_tril (G, D, D))``."""
+        D = self.dim
+        return (self.mean.detach().expand(num_speakers, D).clone(),
+                self.between_scale_tril.detach().expand(num_groups, D, D).clone())
 
     # ------------------------------------------------------------------ EM protocol
     def _speaker_terms(self, summary, basis):
@@ -258,15 +280,8 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
 
     def write_posterior(self, posterior, x, speaker):
         """E-step: the guide's ``q(z_s)`` := the exact posterior."""
-        post = posterior
-        loc, tril = post.loc, post.scale_tril
-        if self._q_shape("q_loc") != loc.shape or self._q_shape("q_scale_tril") != tril.shape:
-            self.q_loc = PyroParam(loc, event_dim=1)
-            self.q_scale_tril = PyroParam(tril, constraint=constraints.lower_cholesky, event_dim=2)
-        else:
-            self.q_loc = loc
-            self.q_scale_tril = tril
-        self.q_counts = post.counts.long()
+        self._set_q(q_loc=posterior.loc, q_scale_tril=posterior.scale_tril)
+        self.q_counts = posterior.counts.long()
 
     def expected_statistics(self, posterior, x, speaker):
         r"""
@@ -369,20 +384,3 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
         """Free parameters: the mean and two symmetric matrices."""
         D = self.dim
         return D + D * (D + 1)
-
-    # ------------------------------------------------------------------ sampling
-    def sample(self, num_speakers, num_per_speaker, seed=None):
-        """
-        Draw embeddings from the model.
-
-        The draws come from a ``torch.Generator`` of their own (seeded with ``seed``, a
-        fresh seed when ``None``): the global random state (torch's, numpy's, Python's)
-        is neither read nor changed.
-
-        :param int num_speakers: ``S``.
-        :param num_per_speaker: an int, or ``S`` counts.
-        :returns: ``(x (N, D), labels (N,), z (S, D))``.
-        """
-        return sample_speakers(self.mean.detach(), self.between_scale_tril.detach(),
-                               self.within_scale_tril.detach(), num_speakers,
-                               num_per_speaker, seed)

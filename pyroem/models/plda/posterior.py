@@ -1,5 +1,6 @@
-r"""PLDA's Gaussian posterior of the speaker latents, stored in the basis that
-diagonalises both covariances at once."""
+r"""PLDA's Gaussian posteriors of the speaker latents: the two-covariance model's, stored
+in the basis that diagonalises both covariances at once, and the simplified (low-rank)
+model's, one covariance per distinct speaker count."""
 
 from typing import NamedTuple
 
@@ -55,6 +56,27 @@ class SpeakerPosterior(GaussianPosterior):
         r""":math:`\sum_g w_g C_{n_g}` for weights ``(G,)``, in ``O(G D + D^3)``."""
         v = (weights.unsqueeze(-1) * self.variances).sum(0)
         return (self.basis * v) @ self.basis.T
+
+
+class LowRankSpeakerPosterior(GaussianPosterior):
+    r"""
+    The Gaussian posterior :math:`q(y_s) = \mathcal N(m_s, C_{n_s})` of every speaker's
+    ``r`` factors in a simplified (low-rank) PLDA, with :math:`C_n = (I + n \tilde
+    V^\top \tilde V)^{-1}` stored once per distinct count (a
+    :class:`~pyroem.infer.posteriors.GaussianPosterior`).
+
+    :ivar torch.Tensor loc: posterior means :math:`m_s`, shape ``(S, r)``.
+    :ivar torch.Tensor counts: the ``G`` distinct speaker counts, increasing.
+    :ivar torch.Tensor group: ``(S,)`` index into ``counts`` of each speaker.
+    """
+
+    def __init__(self, log_evidence, loc, counts, group, covariance):
+        super().__init__(log_evidence, loc, covariance, group)
+        self.counts = counts
+
+    def weighted_covariance_sum(self, weights):
+        r""":math:`\sum_g w_g C_{n_g}` for weights ``(G,)``."""
+        return (weights[:, None, None] * self.covariance).sum(0)
 
 
 class _Basis(NamedTuple):
