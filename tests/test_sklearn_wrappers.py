@@ -186,6 +186,9 @@ def test_plda_transform_score_and_grid_search():
     assert search.best_params_["plda__reg_covar"] == 1e-6  # a huge floor fits worse
     with pytest.raises(ValueError, match="requires y"):
         PLDA().fit(X, None)
+    low = PLDA(rank=2).fit(X, y)  # simplified PLDA: a rank-2 between-speaker covariance
+    assert np.linalg.matrix_rank(low.between_covariance_, tol=1e-8) == 2
+    assert (low.psi_[2:] < 1e-8).all() and low.score(X, y) <= est.score(X, y) + 1e-9
 
 
 def test_state_space_model_against_pykalman():

@@ -29,6 +29,8 @@ class PLDA(TransformerMixin, EMEstimator):
     log-likelihood ratios.
 
     :param int n_components: dimensions kept by ``transform`` (``None``: all).
+    :param int rank: ``None`` (two-covariance PLDA) or the rank of the speaker subspace
+        (simplified PLDA, :class:`pyroem.models.PLDA` with ``rank``).
     :param float reg_covar: added to both covariances' diagonals after each M-step.
     :param int max_iter: EM iterations at most.
     :param float tol: stop when the mean log-likelihood per embedding gains less.
@@ -44,9 +46,10 @@ class PLDA(TransformerMixin, EMEstimator):
     _choices: ClassVar[dict] = {"method": ("em", "svi")}
     n_init, init_params, random_state = 1, "scatter", None
 
-    def __init__(self, n_components=None, *, reg_covar=1e-6, max_iter=200, tol=1e-6,
+    def __init__(self, n_components=None, *, rank=None, reg_covar=1e-6, max_iter=200, tol=1e-6,
                  method="em"):
         self.n_components = n_components
+        self.rank = rank
         self.reg_covar = reg_covar
         self.max_iter = max_iter
         self.tol = tol
@@ -85,13 +88,14 @@ class PLDA(TransformerMixin, EMEstimator):
         if self.n_components is not None and self.n_components > n_features:
             raise ValueError(f"n_components={self.n_components} is more than n_features = "
                              f"{n_features}")
-        return _PLDA(n_features, reg_covar=self.reg_covar)
+        return _PLDA(n_features, rank=self.rank, reg_covar=self.reg_covar)
 
     def _export(self, model):
         self.mean_ = model.mean.detach().numpy()
         self.between_covariance_ = model.between_cov.numpy()
         self.within_covariance_ = model.within_cov.numpy()
         # simultaneous diagonalisation: T W T' = I, T B T' = diag(psi), psi descending
+        # (psi has D - rank zeros for a simplified PLDA)
         w_inv_root = np.linalg.inv(np.linalg.cholesky(self.within_covariance_))
         psi, vecs = np.linalg.eigh(w_inv_root @ self.between_covariance_ @ w_inv_root.T)
         order = psi.argsort()[::-1]
