@@ -106,11 +106,13 @@ class AutoMStep:
         self.numerical_max_iter = numerical_max_iter
         self.strategies = {}
         self._warned = set()
+        self._modules = set()  # parameters of pyro.module s seen in the last analysis
 
     def __call__(self, posterior, *args, **kwargs):
         """Update the parameters in place; returns (and sets) :attr:`strategies`."""
         routes = self._routes(posterior, args, kwargs, assign=True)
         numerical = {p for p, r in routes.items() if r == "numerical"}
+        self._warn_modules(numerical & self._modules)
         if numerical and self.numerical:
             NumericalMStep(self.model, self.max_plate_nesting,
                            max_iter=self.numerical_max_iter)(posterior, numerical, *args, **kwargs)
@@ -155,6 +157,7 @@ class AutoMStep:
         """The tracked trace, its leaves, ``{param: [(site, Stats)]}`` and the parameters
         reached in ways no rule recognises."""
         trace, leaves = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
+        self._modules = set(leaves.modules)
         names = leaves.names_by_id()
         stats, other = defaultdict(list), set()
         for name, site in trace.nodes.items():
@@ -167,7 +170,8 @@ class AutoMStep:
             scale = site["scale"]
             if not (isinstance(scale, (int, float)) and scale == 1.0):
                 weight = weight * scale
-            site_stats, site_other = registry.site_statistics(site, weight, names)
+            site_stats, site_other = registry.site_statistics(
+                site, weight, names, chain=posterior.chains.get(name))
             for s in site_stats:
                 stats[s.param].append((name, s))
             other |= site_other
@@ -194,6 +198,19 @@ class AutoMStep:
                     if assign:
                         self._warn(param, label, reason)
         return routes
+
+    def _warn_modules(self, params):
+        """Say once which parameters of ``pyro.module`` s have no closed form and how
+        they are updated instead (a network's weights reach a site through its layers)."""
+        new = sorted(p for p in params if ("module", p) not in self._warned)
+        if not new:
+            return
+        self._warned.update(("module", p) for p in new)
+        route = ("maximised numerically (L-BFGS on Q with q fixed: generalised EM)"
+                 if self.numerical else "left unchanged (numerical=False)")
+        warnings.warn(f"AutoMStep: the pyro.module parameter(s) {', '.join(new)} reach the "
+                      "model's sites through operations no M-step rule inverts in closed "
+                      f"form; they are {route}", UserWarning)
 
     def _warn(self, param, label, reason):
         if param in self._warned:

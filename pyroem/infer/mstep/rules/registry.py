@@ -41,20 +41,21 @@ class RuleRegistry:
                 return rule
         return None
 
-    def site_statistics(self, site, weight, names):
+    def site_statistics(self, site, weight, names, chain=None):
         """``(stats, other)``: the :class:`~pyroem.infer.mstep.rules.Stats` of a sample
         site from its rule, and the names of the parameters it reaches in any other way
-        (those go to the numerical M-step)."""
-        view = WeightedSite(site, weight, names)
+        (those go to the numerical M-step). ``chain``: the E-step's chain statistics of
+        a ``DiscreteHMM`` site."""
+        view = WeightedSite(site, weight, names, chain)
         if view.reaches(view.value):
             stats, used = self._prior_statistics(view), ()
         else:
             rule = self.lookup(view.fn)
             stats = [] if rule is None else list(rule.statistics(view))
-            for s in stats:
-                s.family = rule.family or type(view.fn).__name__
+            for s in stats:  # a nested distribution's statistics keep their family
+                s.family = s.family or rule.family or type(view.fn).__name__
             used = {s.arg for s in stats}
-        other = set()
+        other = set(view.other)
         for tensor in view.arguments(skip=used).values():
             other |= view.reaches(tensor)
         if not stats:
