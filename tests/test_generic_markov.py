@@ -11,9 +11,10 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
-from pyro_models import factorial_hmm, masked_hmm, second_order_hmm
+from pyro_models import factorial_hmm, masked_hmm, models, second_order_hmm
 
-from pyroem.infer import EM, exact_posterior
+from pyroem.infer import EM, estep, exact_posterior
+from pyroem.infer.chain_contract import chain_contract
 
 G = torch.Generator().manual_seed(5)
 SEQS = (torch.rand(2, 3, 2, generator=G) > 0.5).double()
@@ -73,3 +74,32 @@ def test_markov_structures_em_is_monotone(name, model, args, nesting, latents):
     losses = [em.step(*args) for _ in range(4)]
     assert all(b <= a + 1e-10 for a, b in zip(losses, losses[1:])), losses
     assert all(route.startswith("closed-form") for route in em.plan.params.values())
+
+
+MODELS = models()
+# the factor graphs that are one first-order chain (two latents of one item are one too)
+CHAINS = {"masked_hmm", "neural_hmm", "two_latents"}
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("name,model,args,nesting", MODELS, ids=[m[0] for m in MODELS])
+def test_chain_contraction_is_the_general_contraction(name, model, args, nesting, hard,
+                                                      monkeypatch):
+    """The first-order chain's forward recursion (where it applies) gives the evidence
+    and every marginal of Pyro's general contraction."""
+    pyro.clear_param_store()
+    taken = []
+
+    def spy(*a, **k):
+        result = chain_contract(*a, **k)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(estep, "chain_contract", spy)
+    fast = exact_posterior(model, *args, max_plate_nesting=nesting, hard=hard)
+    monkeypatch.setattr(estep, "chain_contract", lambda *a, **k: None)
+    general = exact_posterior(model, *args, max_plate_nesting=nesting, hard=hard)
+    assert any(taken) == (name in CHAINS)
+    assert float(fast.log_evidence) == pytest.approx(float(general.log_evidence), abs=1e-12)
+    for site in general.marginals:
+        assert torch.allclose(fast[site], general[site], atol=1e-12), site

@@ -17,6 +17,7 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_site_shape
 
 from pyroem.distributions.features import all_finite
+from pyroem.infer.chain_contract import chain_contract
 from pyroem.infer.chains import chain_log_prob, is_chain_site, vectorisable, warn_generic_route
 from pyroem.infer.posteriors import DiscretePosterior
 
@@ -207,12 +208,25 @@ def _contract(trace, sites, hard, marginals):
             site["log_prob"] = leaf
         trace.pack_tensors()
         log_factors, sum_dims = _log_factors(trace, sites)
-        ring = MapRing() if hard else LogRing()
-        log_evidence = contract_to_tensor(log_factors, sum_dims, ring=ring)
+        log_evidence = chain_contract(log_factors, sum_dims, *_chain_layout(trace, sites),
+                                      hard=hard)
+        if log_evidence is None:  # not one first-order chain: general elimination
+            ring = MapRing() if hard else LogRing()
+            log_evidence = contract_to_tensor(log_factors, sum_dims, ring=ring)
         grads = torch.autograd.grad(log_evidence, list(leaves.values()), allow_unused=True)
     for (name, leaf), g in zip(leaves.items(), grads):
         marginals[name] = torch.zeros_like(leaf) if g is None else g
     return _common_scale(sites) * log_evidence.detach().double()
+
+
+def _chain_layout(trace, sites):
+    """The enumerated sites' symbols in trace order, and the plates they all sit in
+    (``None`` when they differ), for :func:`~pyroem.infer.chain_contract.chain_contract`."""
+    enumerated = [s for s in sites if s["infer"].get("_enumerate_dim") is not None]
+    ordinals = {frozenset(trace.plate_to_symbol[f.name] for f in s["cond_indep_stack"]
+                          if f.vectorized) for s in enumerated}
+    symbols = [s["infer"]["_enumerate_symbol"] for s in enumerated]
+    return symbols, (next(iter(ordinals)) if len(ordinals) == 1 else None)
 
 
 def _split_by_enumeration(sites):
