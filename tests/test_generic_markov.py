@@ -5,6 +5,7 @@ log-factor :math:`E_q[\\log p_f]` that the M-step maximises (which any wrong mar
 would change)."""
 
 import itertools
+import warnings
 
 import pyro
 import pytest
@@ -15,6 +16,7 @@ from pyro_models import factorial_hmm, masked_hmm, models, second_order_hmm
 
 from pyroem.infer import EM, estep, exact_posterior
 from pyroem.infer.chain_contract import chain_contract
+from pyroem.infer.mstep import auto, grouping
 
 G = torch.Generator().manual_seed(5)
 SEQS = (torch.rand(2, 3, 2, generator=G) > 0.5).double()
@@ -103,3 +105,33 @@ def test_chain_contraction_is_the_general_contraction(name, model, args, nesting
     assert float(fast.log_evidence) == pytest.approx(float(general.log_evidence), abs=1e-12)
     for site in general.marginals:
         assert torch.allclose(fast[site], general[site], atol=1e-12), site
+
+
+@pytest.mark.parametrize("name,model,args,nesting", MODELS, ids=[m[0] for m in MODELS])
+def test_repeated_sites_stacked_give_the_site_by_site_m_step(name, model, args, nesting,
+                                                            monkeypatch):
+    """The M-step with a chain's repeated sites stacked (one rule call per kind of
+    step) sets every parameter as the M-step that takes the sites one by one."""
+    results, groups = [], []
+    original = grouping.group
+
+    def counting(views):
+        out = original(views)
+        groups.append((len(views), len(out)))
+        return out
+
+    for key in (grouping.site_key, lambda view: None):
+        model = dict((m[0], m[1]) for m in models())[name]  # a fresh pyro.module
+        pyro.clear_param_store()
+        monkeypatch.setattr(grouping, "site_key", key)
+        monkeypatch.setattr(auto, "group", counting)
+        em = EM(model, max_plate_nesting=nesting)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            em.step(*args)
+        results.append({k: v.detach().clone() for k, v in pyro.get_param_store().items()})
+    for param, value in results[1].items():
+        assert torch.allclose(results[0][param], value, atol=1e-12, rtol=1e-10), param
+    if name in ("masked_hmm", "neural_hmm", "second_order_hmm", "factorial_hmm"):
+        sites, stacked = groups[0]
+        assert stacked < sites  # steps of the chain were stacked

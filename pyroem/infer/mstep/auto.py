@@ -41,9 +41,10 @@ import torch
 from torch.distributions import constraints, transform_to
 
 from pyroem.infer.estep import guess_max_plate_nesting
+from pyroem.infer.mstep.grouping import group
 from pyroem.infer.mstep.numerical import NumericalMStep
 from pyroem.infer.mstep.provenance import tracked_trace
-from pyroem.infer.mstep.rules import registry, unwrap
+from pyroem.infer.mstep.rules import WeightedSite, registry, unwrap
 
 
 def _label(entries):
@@ -159,7 +160,7 @@ class AutoMStep:
         trace, leaves = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
         self._modules = set(leaves.modules)
         names = leaves.names_by_id()
-        stats, other = defaultdict(list), set()
+        views = []
         for name, site in trace.nodes.items():
             # Deterministic sites carry no factor; integrated-out sites (missing values of
             # obs_mask) have no marginal.
@@ -170,8 +171,11 @@ class AutoMStep:
             scale = site["scale"]
             if not (isinstance(scale, (int, float)) and scale == 1.0):
                 weight = weight * scale
-            site_stats, site_other = registry.site_statistics(
-                site, weight, names, chain=posterior.chains.get(name))
+            views.append(WeightedSite(site, weight, names, posterior.chains.get(name)))
+        stats, other = defaultdict(list), set()
+        # the repeated sites of a chain (one per step) go to their rule stacked
+        for name, view in group(views):
+            site_stats, site_other = registry.view_statistics(view)
             for s in site_stats:
                 stats[s.param].append((name, s))
             other |= site_other

@@ -46,7 +46,11 @@ class RuleRegistry:
         site from its rule, and the names of the parameters it reaches in any other way
         (those go to the numerical M-step). ``chain``: the E-step's chain statistics of
         a ``DiscreteHMM`` site."""
-        view = WeightedSite(site, weight, names, chain)
+        return self.view_statistics(WeightedSite(site, weight, names, chain))
+
+    def view_statistics(self, view):
+        """:meth:`site_statistics` of a :class:`~pyroem.infer.mstep.rules.WeightedSite`
+        (one site, or repeats stacked by :mod:`~pyroem.infer.mstep.grouping`)."""
         if view.reaches(view.value):
             stats, used = self._prior_statistics(view), ()
         else:
