@@ -28,8 +28,8 @@ from torch.distributions import constraints
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pyroem.infer import EM  # noqa: E402
-from pyroem.models import GaussianHMM  # noqa: E402
+from pyroem.infer import EM
+from pyroem.models import GaussianHMM
 
 D64 = torch.float64
 

@@ -123,7 +123,7 @@ def test_estep_matches_brute_force_and_discrete_hmm_log_prob(family):
     assert float(post.log_evidence) == pytest.approx(float(own.detach()), abs=1e-10)
     stats = post.chains["x"]
     for t in range(1, T + 1):
-        ref = marginal(configs, log_post, lambda c: one_hot(c[f"z_{t}"], K))
+        ref = marginal(configs, log_post, lambda c, t=t: one_hot(c[f"z_{t}"], K))
         assert torch.allclose(stats.gamma[:, t - 1], ref, atol=1e-10)
     assert torch.allclose(stats.init, marginal(
         configs, log_post, lambda c: one_hot(c["z_0"], K).sum(0)), atol=1e-10)

@@ -121,7 +121,7 @@ def test_repeated_sites_stacked_give_the_site_by_site_m_step(name, model, args, 
         return out
 
     for key in (grouping.site_key, lambda view: None):
-        model = dict((m[0], m[1]) for m in models())[name]  # a fresh pyro.module
+        model = {m[0]: m[1] for m in models()}[name]  # a fresh pyro.module
         pyro.clear_param_store()
         monkeypatch.setattr(grouping, "site_key", key)
         monkeypatch.setattr(auto, "group", counting)

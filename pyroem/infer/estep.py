@@ -4,16 +4,14 @@ exact enumeration (forward-backward is backprop; Eisner, 2016)."""
 import math
 from collections import OrderedDict
 
-import pyro.poutine as poutine
 import torch
+from pyro import poutine
 from pyro.distributions import DiscreteHMM
-from pyro.infer.enum import config_enumerate
 from pyro.infer.util import is_validation_enabled
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 from pyro.ops.rings import LogRing, MapRing
 from pyro.poutine.trace_struct import scale_and_mask
-from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_site_shape
 
 from pyroem.distributions.features import all_finite
@@ -265,12 +263,18 @@ def _free_terms(sites, marginals):
 def _enumerated_trace(model, args, kwargs, max_plate_nesting, hard=False):
     """The model's trace under parallel enumeration with the log-prob of every site that
     enters the contraction computed (no graph through the parameters), and those sites.
-    Vectorisable ``DiscreteHMM`` sites get theirs from forward-backward."""
-    enum_model = poutine.enum(config_enumerate(model, default="parallel"),
-                              first_available_dim=-1 - max_plate_nesting)
+    Vectorisable ``DiscreteHMM`` sites get theirs from forward-backward.
+
+    The trace is the automatic M-step's tracked trace
+    (:func:`~pyroem.infer.mstep.provenance.tracked_trace`: parameters as autograd leaves),
+    kept in ``trace.tracked`` so that the M-step of the same step need not run the model
+    again."""
+    # imported here: the M-step package imports this module (guess_max_plate_nesting)
+    from pyroem.infer.mstep.provenance import TracedWith, tracked_trace
+
     with torch.no_grad():
         try:
-            trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
+            trace, leaves = tracked_trace(model, args, kwargs, max_plate_nesting)
         except RuntimeError as e:
             first_line = str(e).splitlines()[0] if str(e) else ""
             if "up to 64 dims" not in first_line:
@@ -280,7 +284,7 @@ def _enumerated_trace(model, args, kwargs, max_plate_nesting, hard=False):
                 f"dims torch supports ({first_line}). Each latent that is not inside a plate "
                 "or a pyro.markov context takes one dim of its own: put independent latents "
                 "in a pyro.plate and chains in pyro.markov.") from e
-        trace = prune_subsample_sites(trace)
+        trace.tracked = TracedWith(leaves, args, kwargs)
         sites = _checked_sites(trace, max_plate_nesting)
         integrated = {s["name"] for s in sites if s.get("_integrated")}
         if integrated:

@@ -157,7 +157,11 @@ class AutoMStep:
     def _analyse(self, posterior, args, kwargs):
         """The tracked trace, its leaves, ``{param: [(site, Stats)]}`` and the parameters
         reached in ways no rule recognises."""
-        trace, leaves = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
+        tracked = getattr(posterior.trace, "tracked", None)
+        if tracked is not None and tracked.current(args, kwargs):
+            trace, leaves = posterior.trace, tracked.leaves  # the E-step's, still current
+        else:
+            trace, leaves = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
         self._modules = set(leaves.modules)
         names = leaves.names_by_id()
         views = []

@@ -24,6 +24,8 @@ from collections import OrderedDict
 import torch
 from torch.distributions import Distribution
 
+from pyroem.infer.mstep.rules.base import derived
+
 #: Largest saved tensor (entries) compared by value in a signature; a graph that saves a
 #: larger one (data-sized) is not grouped.
 MAX_SAVED = 256
@@ -109,7 +111,7 @@ def site_key(view):
         for key, value in sorted(vars(view.fn).items()):
             if isinstance(value, Distribution):
                 return None
-            if torch.is_tensor(value) and key not in view._ignored:
+            if torch.is_tensor(value) and key not in view._ignored and not derived(view.fn, key):
                 args.append((key, signature(value, view.names)))
     except _Ungroupable:
         return None

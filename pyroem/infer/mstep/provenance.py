@@ -10,6 +10,7 @@ is how per-site expected sufficient statistics become per-parameter statistics, 
 the indexing. :math:`S^\top` is applied by calling the autograd nodes of the chain.
 """
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER as _MODULE_DIVIDER
@@ -67,6 +68,30 @@ def tracked_trace(model, args, kwargs, max_plate_nesting):
     with torch.enable_grad(), leaves:
         trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
     return prune_subsample_sites(trace), leaves
+
+
+class TracedWith:
+    """What a tracked trace was run with: its :class:`ParamLeaves`, the model's arguments,
+    and the version of every parameter's stored tensor, so that a later step can tell
+    whether the trace still describes the model (:meth:`current`)."""
+
+    def __init__(self, leaves, args, kwargs):
+        self.leaves = leaves
+        self.args, self.kwargs = args, kwargs
+        self._versions = self._snapshot(leaves.leaves)
+
+    @staticmethod
+    def _snapshot(names):
+        store = pyro.get_param_store()._params
+        return {n: (id(store[n]), store[n]._version) if n in store else None for n in names}
+
+    def current(self, args, kwargs):
+        """Whether the same arguments (the same objects) are given and no parameter has
+        changed (in place or replaced) since the trace."""
+        same_args = (len(args) == len(self.args) and all(a is b for a, b in zip(args, self.args))
+                     and kwargs.keys() == self.kwargs.keys()
+                     and all(kwargs[k] is self.kwargs[k] for k in kwargs))
+        return same_args and self._snapshot(self.leaves.leaves) == self._versions
 
 
 def params_reached(tensor, names_by_id):

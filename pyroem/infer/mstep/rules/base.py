@@ -15,6 +15,7 @@ the rule's :meth:`~MStepRule.maximize`.
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch.distributions import Distribution, Independent
+from torch.distributions.utils import lazy_property
 
 from pyroem.distributions.features import all_finite
 from pyroem.infer.mstep.provenance import Selection, params_reached
@@ -23,6 +24,31 @@ from pyroem.infer.mstep.reduce import weighted_sum
 # Attributes that never carry a parameter of their own (cached derivatives, shapes).
 _NOT_ARGUMENTS = frozenset({"_param", "_unbroadcasted_scale_tril", "_batch_shape",
                             "_event_shape"})
+
+
+def derived(fn, attr):
+    """Whether ``attr`` of ``fn`` is a cached lazy property computed from another of its
+    attributes (``logits`` from ``probs`` by a ``log_prob``), not the argument it was
+    given (torch declares both ``probs`` and ``logits`` lazy: the given one is set by
+    the constructor, the other is computed from it, so its graph reaches the given one)."""
+    value = vars(fn).get(attr)
+    if (not isinstance(getattr(type(fn), attr, None), lazy_property)
+            or not torch.is_tensor(value) or value.grad_fn is None):
+        return False
+    others = [v for k, v in vars(fn).items()
+              if torch.is_tensor(v) and v is not value and k not in _NOT_ARGUMENTS]
+    nodes = {id(v.grad_fn) for v in others if v.grad_fn is not None}
+    leaves = {id(v) for v in others}
+    stack, seen = [value.grad_fn], 0
+    while stack and seen < 16:  # the derivation is a few elementwise ops
+        node = stack.pop()
+        seen += 1
+        if node is None:
+            continue
+        if id(node) in nodes or id(getattr(node, "variable", None)) in leaves:
+            return True
+        stack.extend(f for f, _ in node.next_functions)
+    return False
 
 
 def unwrap(fn):
@@ -130,10 +156,11 @@ class WeightedSite:
     def arguments(self, skip=()):
         """``{attribute: tensor or distribution}`` of the distribution's tensor attributes
         and nested distributions (``DiscreteHMM``'s ``observation_dist``), except the
-        derived ones and ``skip``."""
+        derived ones (marked, or cached lazy properties such as ``logits`` computed from
+        ``probs`` by a ``log_prob``) and ``skip``."""
         return {k: v for k, v in vars(self.fn).items()
                 if (torch.is_tensor(v) or isinstance(v, Distribution))
-                and k not in self._ignored and k not in skip}
+                and k not in self._ignored and k not in skip and not derived(self.fn, k)}
 
     @staticmethod
     def sum(operands, target):

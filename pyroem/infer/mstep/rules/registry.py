@@ -64,6 +64,10 @@ class RuleRegistry:
             other |= view.reaches(tensor)
         if not stats:
             other |= view.reaches(view.value)
+        # a safety net: a parameter that reaches the site in any way (derived attributes
+        # included) and got no statistics from it is maximised numerically, never left
+        # untouched
+        other |= view.reaches(view.fn) - {s.param for s in stats}
         return stats, other
 
     def _prior_statistics(self, view):
