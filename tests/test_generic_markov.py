@@ -135,3 +135,30 @@ def test_repeated_sites_stacked_give_the_site_by_site_m_step(name, model, args, 
     if name in ("masked_hmm", "neural_hmm", "second_order_hmm", "factorial_hmm"):
         sites, stacked = groups[0]
         assert stacked < sites  # steps of the chain were stacked
+
+
+def test_m_step_reuses_the_e_step_trace_only_while_it_is_current(monkeypatch):
+    """One model run per EM step (the E-step's tracked trace serves the M-step), and a
+    fresh one when a parameter changed in between."""
+    from pyro_models import masked_hmm as model  # Categorical and Bernoulli: one phase
+
+    pyro.clear_param_store()
+    calls = []
+    original = auto.tracked_trace
+
+    def counting(*a, **k):
+        calls.append(1)
+        return original(*a, **k)
+
+    monkeypatch.setattr(auto, "tracked_trace", counting)
+    em = EM(model, max_plate_nesting=2)
+    em.step(SEQS, FULL)
+    assert calls == []  # the M-step ran on the E-step's trace
+    posterior = exact_posterior(model, SEQS, FULL, max_plate_nesting=2)
+    with torch.no_grad():
+        pyro.param("probs_y").unconstrained().add_(0.01)
+    assert not posterior.trace.tracked.current((SEQS, FULL), {})
+    em.m_step(posterior, SEQS, FULL)
+    assert calls == [1]  # stale: traced again
+    em.m_step(exact_posterior(model, SEQS, FULL.clone(), max_plate_nesting=2), SEQS, FULL)
+    assert calls == [1, 1]  # other argument objects: traced again
