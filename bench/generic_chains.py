@@ -8,7 +8,8 @@
   Pyro's own ``TraceEnum_ELBO`` loss plus backward on the same model (bar: 3 times faster).
 
 Float64, ``torch.set_num_threads(--threads)`` (default 2), best of ``--repeats``
-interleaved runs after one warm-up each; ratios are of times measured in the same run.
+interleaved runs after one warm-up each (``--clock cpu``: process CPU time, steadier on a
+loaded machine); ratios are of times measured in the same run.
 
     python bench/generic_chains.py               # both tables
     python bench/generic_chains.py --only discrete --repeats 3
@@ -34,17 +35,20 @@ from pyroem.models import GaussianHMM
 D64 = torch.float64
 
 
+CLOCK = time.perf_counter
+
+
 def best_times(fns, repeats):
-    """Best-of-``repeats`` seconds of each function, the functions interleaved, after one
-    warm-up call each."""
+    """Best-of-``repeats`` seconds of each function (on :data:`CLOCK`), the functions
+    interleaved, after one warm-up call each."""
     for fn in fns:
         fn()
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, ts in zip(fns, times):
-            start = time.perf_counter()
+            start = CLOCK()
             fn()
-            ts.append(time.perf_counter() - start)
+            ts.append(CLOCK() - start)
     return [min(ts) for ts in times]
 
 
@@ -179,14 +183,22 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dim", type=int, default=1)
     parser.add_argument("--only", choices=("discrete", "markov"), default=None)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall-clock time, or this process's CPU time (all its threads; "
+                        "steadier on a loaded machine)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--steps", type=int, nargs="+", default=[10_000, 100_000])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, "
-          f"threads {torch.get_num_threads()}, float64, best of {args.repeats}")
+          f"threads {torch.get_num_threads()}, float64, best of {args.repeats}, "
+          f"{args.clock} clock")
     generator = torch.Generator().manual_seed(0)
     warnings.simplefilter("ignore", UserWarning)
     if args.only != "markov":
-        discrete_table((4, 16), (10_000, 100_000), args.dim, args.repeats, generator)
+        discrete_table(args.ks, args.steps, args.dim, args.repeats, generator)
     if args.only != "discrete":
         markov_table(4, 1000, args.repeats, generator)
 
