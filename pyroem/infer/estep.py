@@ -205,7 +205,7 @@ def _contract(trace, sites, hard, marginals):
             site["unscaled_log_prob"] = leaf
             site["log_prob"] = leaf
         trace.pack_tensors()
-        log_factors, sum_dims = _log_factors(trace, sites)
+        log_factors, sum_dims = _log_factors(trace, sites, hard)
         log_evidence = chain_contract(log_factors, sum_dims, *_chain_layout(trace, sites),
                                       hard=hard)
         if log_evidence is None:  # not one first-order chain: general elimination
@@ -312,10 +312,13 @@ def _chain_log_probs(sites, max_plate_nesting, hard):
         site["log_prob"] = scale_and_mask(log_prob, site["scale"], site["mask"])
 
 
-def _log_factors(trace, sites):
+def _log_factors(trace, sites, hard=False):
     """The packed log-factors of ``sites`` grouped by plate ordinal, and the enumeration
     dims to sum out, as :func:`~pyro.ops.contract.contract_to_tensor` takes them: masked
-    for observed sites, unmasked for enumerated latents (``TraceEnum_ELBO``'s factors)."""
+    for observed sites, unmasked for enumerated latents (``TraceEnum_ELBO``'s factors).
+    With ``hard`` a latent's mask applies too: a masked latent (a padded step) then adds
+    nothing to the maximum instead of pulling the most probable path towards its own
+    most probable continuation."""
     ordinals = {s["name"]: frozenset(trace.plate_to_symbol[f.name]
                                      for f in s["cond_indep_stack"] if f.vectorized)
                 for s in sites}
@@ -327,7 +330,7 @@ def _log_factors(trace, sites):
     for site in sites:
         packed_lp = site["packed"]["unscaled_log_prob"]
         enumerated = site["infer"].get("_enumerate_dim") is not None
-        term = packed_lp if enumerated else packed.scale_and_mask(
+        term = packed_lp if enumerated and not hard else packed.scale_and_mask(
             packed_lp, mask=site["packed"]["mask"])
         # masking may reorder the packed dims: key on the term's own dims
         key = (ordinals[site["name"]], term._pyro_dims)
