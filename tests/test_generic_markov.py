@@ -162,3 +162,14 @@ def test_m_step_reuses_the_e_step_trace_only_while_it_is_current(monkeypatch):
     assert calls == [1]  # stale: traced again
     em.m_step(exact_posterior(model, SEQS, FULL.clone(), max_plate_nesting=2), SEQS, FULL)
     assert calls == [1, 1]  # other argument objects: traced again
+
+
+def test_chain_contraction_in_a_plate_of_size_one(monkeypatch):
+    """A plate of one sequence has no dim in Pyro's packed tensors."""
+    pyro.clear_param_store()
+    fast = exact_posterior(masked_hmm, SEQS[:1], FULL[:1], max_plate_nesting=2)
+    monkeypatch.setattr(estep, "chain_contract", lambda *a, **k: None)
+    general = exact_posterior(masked_hmm, SEQS[:1], FULL[:1], max_plate_nesting=2)
+    assert float(fast.log_evidence) == pytest.approx(float(general.log_evidence), abs=1e-12)
+    for site in general.marginals:
+        assert torch.allclose(fast[site], general[site], atol=1e-12), site

@@ -67,7 +67,8 @@ def _aligned(term, batch, enum, sizes):
     order = [s for s in batch + enum if s in dims]
     term_t = term_t.permute([dims.index(s) for s in order])
     shape = [sizes[s] if s in dims else 1 for s in batch + enum]
-    return term_t.reshape(shape).expand([sizes[s] for s in batch + enum])
+    # a plate of size 1 has no dim in packed tensors: sizes.get(..., 1)
+    return term_t.reshape(shape).expand([sizes.get(s, 1) for s in batch + enum])
 
 
 def chain_contract(log_factors, sum_dims, enum_symbols, batch, hard=False):
@@ -115,4 +116,4 @@ def chain_contract(log_factors, sum_dims, enum_symbols, batch, hard=False):
 
 def _zeros(sizes, batch, symbol, placed):
     term = placed[0][0]
-    return term.new_zeros([sizes[s] for s in batch] + [sizes[symbol]])
+    return term.new_zeros([sizes.get(s, 1) for s in batch] + [sizes[symbol]])
