@@ -177,6 +177,16 @@ def discrete_hmm(x):
                     obs=x)
 
 
+def discrete_hmm_nested_plates(x):
+    """A ``DiscreteHMM`` per cell of two nested plates, one shared chain."""
+    init = _simplex("hmm_init", (2,), 12)
+    trans = _simplex("hmm_trans", (2, 2), 13)
+    locs = pyro.param("hmm_locs", torch.tensor([-1.0, 1.0], dtype=D64))
+    with pyro.plate("rows", x.shape[0], dim=-2), pyro.plate("cols", x.shape[1], dim=-1):
+        pyro.sample("x", dist.DiscreteHMM(init.log(), trans.log(), dist.Normal(locs, 1.0)),
+                    obs=x)
+
+
 def _data():
     g = _gen(42)
     x = torch.randn(6, generator=g, dtype=D64) * 2
@@ -204,4 +214,6 @@ def models():
         ("neural_hmm", make_neural_hmm(), (x[:5],), 0),
         ("discrete_hmm_obs_only", discrete_hmm_obs_only, (chains,), 1),
         ("discrete_hmm", discrete_hmm, (chains,), 1),
+        ("discrete_hmm_nested_plates", discrete_hmm_nested_plates,
+         (chains.reshape(2, 1, 5).expand(2, 3, 5) + torch.arange(3.0).unsqueeze(-1),), 2),
     ]
