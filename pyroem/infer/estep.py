@@ -4,17 +4,19 @@ exact enumeration (forward-backward is backprop; Eisner, 2016)."""
 import math
 from collections import OrderedDict
 
-import pyro.poutine as poutine
 import torch
-from pyro.infer.enum import config_enumerate
+from pyro import poutine
+from pyro.distributions import DiscreteHMM
 from pyro.infer.util import is_validation_enabled
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 from pyro.ops.rings import LogRing, MapRing
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.trace_struct import scale_and_mask
 from pyro.util import check_site_shape
 
 from pyroem.distributions.features import all_finite
+from pyroem.infer.chain_contract import chain_contract
+from pyroem.infer.chains import chain_log_prob, is_chain_site, vectorisable, warn_generic_route
 from pyroem.infer.posteriors import DiscretePosterior
 
 
@@ -155,8 +157,18 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
     = p(Z_f = z_f | X)`. With ``hard=True`` the sum is a max (the max-sum ring) and the
     gradient is the indicator of the most probable joint assignment (Viterbi).
 
-    Masks (``poutine.mask``, ``obs_mask``) are applied inside the contraction; a common
-    scalar ``poutine.scale`` outside it, as in :class:`~pyro.infer.TraceEnum_ELBO`.
+    The factors are those of :class:`~pyro.infer.TraceEnum_ELBO`, so that ``log p(X)``
+    is minus its loss: a site that depends on no enumerated variable is a term of its
+    own (its ``poutine.scale`` and mask applied, marginal: its mask); the others are
+    contracted, with the masks of observed sites applied inside the contraction, the
+    factors of enumerated latents unmasked (a ``poutine.mask`` on a latent does not
+    remove it: it is still summed over, as in Pyro, so padded steps of a chain add
+    nothing), and their common scalar ``poutine.scale`` applied outside it.
+
+    An observed :class:`~pyro.distributions.DiscreteHMM` site that depends on no
+    enumerated variable and whose chain all its sequences share gets its ``log p(x)``
+    from the vectorised forward-backward of :mod:`pyroem.infer.chains`, and its chain
+    posterior in ``posterior.chains``.
 
     :param callable model: a Pyro model whose latent sites are all discrete.
     :param int max_plate_nesting: as in ``TraceEnum_ELBO``; guessed from one trace
@@ -167,7 +179,22 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
     """
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, args, kwargs)
-    trace, sites = _enumerated_trace(model, args, kwargs, max_plate_nesting)
+    trace, sites = _enumerated_trace(model, args, kwargs, max_plate_nesting, hard)
+    contracted, free = _split_by_enumeration(sites)
+    marginals = OrderedDict()
+    log_evidence = _free_terms(free, marginals)
+    if contracted:
+        log_evidence = log_evidence + _contract(trace, contracted, hard, marginals)
+    dtype = sites[0]["unscaled_log_prob"].dtype if sites else torch.float64
+    chains = {s["name"]: s["_chain"] for s in free if is_chain_site(s)}
+    marginals = OrderedDict((s["name"], marginals[s["name"]]) for s in sites)
+    return DiscretePosterior(torch.as_tensor(log_evidence).to(dtype), marginals, trace,
+                             chains=chains)
+
+
+def _contract(trace, sites, hard, marginals):
+    r"""``scale * log sum_Z prod_f exp phi_f`` over the ``sites`` that depend on an
+    enumerated variable; their marginals (gradients) go into ``marginals``."""
     # Everything from the leaves to log p(X) is differentiated, also when the caller
     # runs the E-step under torch.no_grad().
     with torch.enable_grad():
@@ -178,25 +205,76 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
             site["unscaled_log_prob"] = leaf
             site["log_prob"] = leaf
         trace.pack_tensors()
-        log_factors, sum_dims = _log_factors(trace, sites)
-        ring = MapRing() if hard else LogRing()
-        log_evidence = contract_to_tensor(log_factors, sum_dims, ring=ring)
-        marginals = torch.autograd.grad(log_evidence, list(leaves.values()), allow_unused=True)
-    marginals = OrderedDict(
-        (name, torch.zeros_like(leaf) if g is None else g)
-        for (name, leaf), g in zip(leaves.items(), marginals)
-    )
-    return DiscretePosterior(_common_scale(sites) * log_evidence.detach(), marginals, trace)
+        log_factors, sum_dims = _log_factors(trace, sites, hard)
+        log_evidence = chain_contract(log_factors, sum_dims, *_chain_layout(trace, sites),
+                                      hard=hard)
+        if log_evidence is None:  # not one first-order chain: general elimination
+            ring = MapRing() if hard else LogRing()
+            log_evidence = contract_to_tensor(log_factors, sum_dims, ring=ring)
+        grads = torch.autograd.grad(log_evidence, list(leaves.values()), allow_unused=True)
+    for (name, leaf), g in zip(leaves.items(), grads):
+        marginals[name] = torch.zeros_like(leaf) if g is None else g
+    return _common_scale(sites) * log_evidence.detach().double()
 
 
-def _enumerated_trace(model, args, kwargs, max_plate_nesting):
+def _chain_layout(trace, sites):
+    """The enumerated sites' symbols in trace order, and the plates they all sit in
+    (``None`` when they differ), for :func:`~pyroem.infer.chain_contract.chain_contract`."""
+    enumerated = [s for s in sites if s["infer"].get("_enumerate_dim") is not None]
+    ordinals = {frozenset(trace.plate_to_symbol[f.name] for f in s["cond_indep_stack"]
+                          if f.vectorized) for s in enumerated}
+    symbols = [s["infer"]["_enumerate_symbol"] for s in enumerated]
+    return symbols, (next(iter(ordinals)) if len(ordinals) == 1 else None)
+
+
+def _split_by_enumeration(sites):
+    """``(contracted, free)``: the sites whose log-prob has an enumeration dim (or that
+    are enumerated), and the others, which are terms of their own as in
+    ``TraceEnum_ELBO``."""
+    enum_dims = set()
+    for site in sites:
+        if site["infer"].get("_enumerate_dim") is not None:
+            enum_dims.add(site["infer"]["_enumerate_dim"])
+    contracted, free = [], []
+    for site in sites:
+        lp = site["unscaled_log_prob"]
+        dims = {d - lp.dim() for d in range(lp.dim()) if lp.shape[d] > 1}
+        depends = (site["infer"].get("_enumerate_dim") is not None
+                   or not enum_dims.isdisjoint(dims))
+        (contracted if depends else free).append(site)
+    return contracted, free
+
+
+def _free_terms(sites, marginals):
+    """Sum of the scaled, masked log-probs of sites that depend on no enumerated
+    variable (float64); each one's marginal is its mask (1 where it counts)."""
+    total = torch.zeros((), dtype=torch.float64)
+    for site in sites:
+        lp, mask, scale = site["unscaled_log_prob"], site["mask"], site["scale"]
+        keep = torch.ones((), dtype=lp.dtype) if mask is None else torch.as_tensor(
+            mask, device=lp.device).to(lp.dtype)
+        keep = keep.expand(lp.shape)
+        marginals[site["name"]] = keep
+        term = torch.where(keep > 0, lp, torch.zeros((), dtype=lp.dtype))
+        total = total + scale * term.double().sum()
+    return total
+
+
+def _enumerated_trace(model, args, kwargs, max_plate_nesting, hard=False):
     """The model's trace under parallel enumeration with the log-prob of every site that
-    enters the contraction computed (no graph through the parameters), and those sites."""
-    enum_model = poutine.enum(config_enumerate(model, default="parallel"),
-                              first_available_dim=-1 - max_plate_nesting)
+    enters the contraction computed (no graph through the parameters), and those sites.
+    Vectorisable ``DiscreteHMM`` sites get theirs from forward-backward.
+
+    The trace is the automatic M-step's tracked trace
+    (:func:`~pyroem.infer.mstep.provenance.tracked_trace`: parameters as autograd leaves),
+    kept in ``trace.tracked`` so that the M-step of the same step need not run the model
+    again."""
+    # imported here: the M-step package imports this module (guess_max_plate_nesting)
+    from pyroem.infer.mstep.provenance import TracedWith, tracked_trace
+
     with torch.no_grad():
         try:
-            trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
+            trace, leaves = tracked_trace(model, args, kwargs, max_plate_nesting)
         except RuntimeError as e:
             first_line = str(e).splitlines()[0] if str(e) else ""
             if "up to 64 dims" not in first_line:
@@ -206,24 +284,41 @@ def _enumerated_trace(model, args, kwargs, max_plate_nesting):
                 f"dims torch supports ({first_line}). Each latent that is not inside a plate "
                 "or a pyro.markov context takes one dim of its own: put independent latents "
                 "in a pyro.plate and chains in pyro.markov.") from e
-        trace = prune_subsample_sites(trace)
+        trace.tracked = TracedWith(leaves, args, kwargs)
         sites = _checked_sites(trace, max_plate_nesting)
         integrated = {s["name"] for s in sites if s.get("_integrated")}
         if integrated:
             sites = [s for s in sites if s["name"] not in integrated]
-            trace.compute_log_prob(lambda name, site: name not in integrated)
-        else:
-            trace.compute_log_prob()
+        _chain_log_probs(sites, max_plate_nesting, hard)
+        trace.compute_log_prob(lambda name, site: name not in integrated)
         if is_validation_enabled():
             for site in sites:
                 check_site_shape(site, max_plate_nesting)
     return trace, sites
 
 
-def _log_factors(trace, sites):
-    """The packed, masked log-factors of ``sites`` grouped by plate ordinal, and the
-    enumeration dims to sum out, as :func:`~pyro.ops.contract.contract_to_tensor` takes
-    them."""
+def _chain_log_probs(sites, max_plate_nesting, hard):
+    """Fill in the log-prob of every vectorisable observed ``DiscreteHMM`` site from
+    forward-backward (``compute_log_prob`` then skips it); say why for the others."""
+    for site in sites:
+        if not isinstance(site["fn"], DiscreteHMM) or not site["is_observed"]:
+            continue
+        reason = vectorisable(site, max_plate_nesting)
+        if reason is not None:
+            warn_generic_route(site["name"], reason)
+            continue
+        log_prob, site["_chain"] = chain_log_prob(site, hard)
+        site["unscaled_log_prob"] = log_prob
+        site["log_prob"] = scale_and_mask(log_prob, site["scale"], site["mask"])
+
+
+def _log_factors(trace, sites, hard=False):
+    """The packed log-factors of ``sites`` grouped by plate ordinal, and the enumeration
+    dims to sum out, as :func:`~pyro.ops.contract.contract_to_tensor` takes them: masked
+    for observed sites, unmasked for enumerated latents (``TraceEnum_ELBO``'s factors).
+    With ``hard`` a latent's mask applies too: a masked latent (a padded step) then adds
+    nothing to the maximum instead of pulling the most probable path towards its own
+    most probable continuation."""
     ordinals = {s["name"]: frozenset(trace.plate_to_symbol[f.name]
                                      for f in s["cond_indep_stack"] if f.vectorized)
                 for s in sites}
@@ -234,11 +329,13 @@ def _log_factors(trace, sites):
     sum_dims = set()
     for site in sites:
         packed_lp = site["packed"]["unscaled_log_prob"]
-        term = packed.scale_and_mask(packed_lp, mask=site["packed"]["mask"])
+        enumerated = site["infer"].get("_enumerate_dim") is not None
+        term = packed_lp if enumerated and not hard else packed.scale_and_mask(
+            packed_lp, mask=site["packed"]["mask"])
         # masking may reorder the packed dims: key on the term's own dims
         key = (ordinals[site["name"]], term._pyro_dims)
         fused[key] = term if key not in fused else fused[key] + term
-        if site["infer"].get("_enumerate_dim") is not None:
+        if enumerated:
             sum_dims.update(packed_lp._pyro_dims)
     log_factors = OrderedDict()
     for (ordinal, dims), term in fused.items():

@@ -46,14 +46,18 @@ class DiscretePosterior(Posterior):
         ``z_t`` written with ``pyro.markov`` it is the pairwise :math:`\xi_t(z_{t-1}, z_t)`.
     :ivar trace: the enumerated model trace the marginals refer to (``None`` when the
         marginals were given directly, e.g. responsibilities that start a fit).
+    :ivar dict chains: for each observed ``DiscreteHMM`` site that took the vectorised
+        E-step, its :class:`~pyroem.infer.chains.ChainStatistics` (its marginal is then 1:
+        the site depends on no enumerated variable).
 
     ``posterior[name]`` is ``posterior.marginals[name]``.
     """
 
-    def __init__(self, log_evidence, marginals, trace=None):
+    def __init__(self, log_evidence, marginals, trace=None, chains=None):
         super().__init__(log_evidence)
         self.marginals = marginals
         self.trace = trace
+        self.chains = {} if chains is None else chains
 
     def __getitem__(self, name):
         return self.marginals[name]

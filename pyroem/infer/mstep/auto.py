@@ -41,9 +41,10 @@ import torch
 from torch.distributions import constraints, transform_to
 
 from pyroem.infer.estep import guess_max_plate_nesting
+from pyroem.infer.mstep.grouping import group
 from pyroem.infer.mstep.numerical import NumericalMStep
 from pyroem.infer.mstep.provenance import tracked_trace
-from pyroem.infer.mstep.rules import registry, unwrap
+from pyroem.infer.mstep.rules import WeightedSite, registry, unwrap
 
 
 def _label(entries):
@@ -106,11 +107,13 @@ class AutoMStep:
         self.numerical_max_iter = numerical_max_iter
         self.strategies = {}
         self._warned = set()
+        self._modules = set()  # parameters of pyro.module s seen in the last analysis
 
     def __call__(self, posterior, *args, **kwargs):
         """Update the parameters in place; returns (and sets) :attr:`strategies`."""
         routes = self._routes(posterior, args, kwargs, assign=True)
         numerical = {p for p, r in routes.items() if r == "numerical"}
+        self._warn_modules(numerical & self._modules)
         if numerical and self.numerical:
             NumericalMStep(self.model, self.max_plate_nesting,
                            max_iter=self.numerical_max_iter)(posterior, numerical, *args, **kwargs)
@@ -154,9 +157,14 @@ class AutoMStep:
     def _analyse(self, posterior, args, kwargs):
         """The tracked trace, its leaves, ``{param: [(site, Stats)]}`` and the parameters
         reached in ways no rule recognises."""
-        trace, leaves = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
+        tracked = getattr(posterior.trace, "tracked", None)
+        if tracked is not None and tracked.current(args, kwargs):
+            trace, leaves = posterior.trace, tracked.leaves  # the E-step's, still current
+        else:
+            trace, leaves = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
+        self._modules = set(leaves.modules)
         names = leaves.names_by_id()
-        stats, other = defaultdict(list), set()
+        views = []
         for name, site in trace.nodes.items():
             # Deterministic sites carry no factor; integrated-out sites (missing values of
             # obs_mask) have no marginal.
@@ -167,7 +175,11 @@ class AutoMStep:
             scale = site["scale"]
             if not (isinstance(scale, (int, float)) and scale == 1.0):
                 weight = weight * scale
-            site_stats, site_other = registry.site_statistics(site, weight, names)
+            views.append(WeightedSite(site, weight, names, posterior.chains.get(name)))
+        stats, other = defaultdict(list), set()
+        # the repeated sites of a chain (one per step) go to their rule stacked
+        for name, view in group(views):
+            site_stats, site_other = registry.view_statistics(view)
             for s in site_stats:
                 stats[s.param].append((name, s))
             other |= site_other
@@ -194,6 +206,19 @@ class AutoMStep:
                     if assign:
                         self._warn(param, label, reason)
         return routes
+
+    def _warn_modules(self, params):
+        """Say once which parameters of ``pyro.module`` s have no closed form and how
+        they are updated instead (a network's weights reach a site through its layers)."""
+        new = sorted(p for p in params if ("module", p) not in self._warned)
+        if not new:
+            return
+        self._warned.update(("module", p) for p in new)
+        route = ("maximised numerically (L-BFGS on Q with q fixed: generalised EM)"
+                 if self.numerical else "left unchanged (numerical=False)")
+        warnings.warn(f"AutoMStep: the pyro.module parameter(s) {', '.join(new)} reach the "
+                      "model's sites through operations no M-step rule inverts in closed "
+                      f"form; they are {route}", UserWarning)
 
     def _warn(self, param, label, reason):
         if param in self._warned:

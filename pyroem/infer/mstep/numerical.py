@@ -20,7 +20,10 @@ def expected_log_joint(model, posterior, args, kwargs, max_plate_nesting):
     one sum per factor ``f`` (sample site) of the model over its enumerated variables,
     with :math:`q(z_f)` the E-step's marginals (``posterior.marginals``, held fixed, no
     gradient). Differentiable in the parameters. Masks and ``poutine.scale`` are applied
-    to each factor as in the E-step.
+    to each factor as in the E-step (an enumerated latent's factor is not masked). A
+    site that depends on no enumerated variable contributes its own log-density, e.g.
+    ``log p(x)`` of a ``DiscreteHMM`` (an exact term of :math:`\log p(X)`, so raising it
+    raises the evidence as much).
 
     :param callable model: the Pyro model.
     :param posterior: a :class:`~pyroem.infer.posteriors.DiscretePosterior` of the same model
@@ -38,6 +41,9 @@ def expected_log_joint(model, posterior, args, kwargs, max_plate_nesting):
             continue  # e.g. missing values of obs_mask, integrated out by the E-step
         weight = posterior.marginals[name].detach()
         log_prob = site["log_prob"]
+        if site["infer"].get("_enumerate_dim") is not None:
+            # a latent's factor is not masked (TraceEnum_ELBO's factors, as the E-step)
+            log_prob = site["unscaled_log_prob"] * site["scale"]
         # 0 * -inf is 0 here: configurations with no posterior mass do not count.
         total = total + torch.where(weight > 0, weight * log_prob, 0.0).sum()
     return total

@@ -10,8 +10,10 @@ is how per-site expected sufficient statistics become per-parameter statistics, 
 the indexing. :math:`S^\top` is applied by calling the autograd nodes of the chain.
 """
 
+import pyro
 import torch
 from pyro import poutine
+from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER as _MODULE_DIVIDER
 from pyro.poutine.messenger import Messenger
 
 # Autograd nodes of maps that only select, repeat or rearrange entries (0/1 matrices
@@ -27,17 +29,26 @@ _SELECTION_NODES = frozenset({
 
 class ParamLeaves(Messenger):
     """Replace every ``pyro.param`` value by a detached leaf that requires grad (one leaf
-    per name), so that autograd records how each parameter reaches each site."""
+    per name), so that autograd records how each parameter reaches each site.
+
+    The parameters of a ``pyro.module`` (names ``module$$$param``) are the module's own
+    ``nn.Parameter`` s, which its ``forward`` uses whatever ``pyro.param`` returns: they
+    are their own leaves (kept as they are), listed in :attr:`modules`."""
 
     def __init__(self):
         super().__init__()
         self.leaves = {}
+        self.modules = set()
 
     def _pyro_param(self, msg):
         name = msg["name"]
         if name not in self.leaves:
             value = msg["fn"](*msg["args"], **msg["kwargs"])
-            self.leaves[name] = value.detach().requires_grad_()
+            if _MODULE_DIVIDER in name and isinstance(value, torch.nn.Parameter):
+                self.modules.add(name)
+                self.leaves[name] = value
+            else:
+                self.leaves[name] = value.detach().requires_grad_()
         msg["value"] = self.leaves[name]
         msg["done"] = True
 
@@ -57,6 +68,30 @@ def tracked_trace(model, args, kwargs, max_plate_nesting):
     with torch.enable_grad(), leaves:
         trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
     return prune_subsample_sites(trace), leaves
+
+
+class TracedWith:
+    """What a tracked trace was run with: its :class:`ParamLeaves`, the model's arguments,
+    and the version of every parameter's stored tensor, so that a later step can tell
+    whether the trace still describes the model (:meth:`current`)."""
+
+    def __init__(self, leaves, args, kwargs):
+        self.leaves = leaves
+        self.args, self.kwargs = args, kwargs
+        self._versions = self._snapshot(leaves.leaves)
+
+    @staticmethod
+    def _snapshot(names):
+        store = pyro.get_param_store()._params
+        return {n: (id(store[n]), store[n]._version) if n in store else None for n in names}
+
+    def current(self, args, kwargs):
+        """Whether the same arguments (the same objects) are given and no parameter has
+        changed (in place or replaced) since the trace."""
+        same_args = (len(args) == len(self.args) and all(a is b for a, b in zip(args, self.args))
+                     and kwargs.keys() == self.kwargs.keys()
+                     and all(kwargs[k] is self.kwargs[k] for k in kwargs))
+        return same_args and self._snapshot(self.leaves.leaves) == self._versions
 
 
 def params_reached(tensor, names_by_id):
@@ -100,24 +135,28 @@ class Selection:
         (the statistics are reduced to it before :meth:`pull`).
     """
 
-    def __init__(self, name, shape, nodes, param_shape):
+    def __init__(self, name, shape, nodes, param_shape, log=False):
         self.name = name
         self.shape = torch.Size(shape)
         self.param_shape = param_shape
         self._nodes = nodes
+        #: whether the argument is the log of the selected entries (``probs.log()``)
+        self.log = log
 
     @classmethod
-    def find(cls, tensor, names_by_id, normalised=False):
+    def find(cls, tensor, names_by_id, normalised=False, log=False):
         """The selection that produced ``tensor``, or ``None`` if ``tensor`` is not a pure
         selection of one parameter. With ``normalised=True`` one normalisation on top
         (``probs / probs.sum(-1)`` or ``logits - logits.logsumexp(-1)``, done by
-        ``Categorical``) is allowed, as the M-step sets a normalised value anyway."""
+        ``Categorical``) is allowed, as the M-step sets a normalised value anyway. With
+        ``log=True`` one elementwise ``log`` anywhere in the chain is allowed (it commutes
+        with a selection): the result's :attr:`log` says whether there was one."""
         if not torch.is_tensor(tensor) or not tensor.requires_grad:
             return None
         if tensor.grad_fn is None:
             name = names_by_id.get(id(tensor))
             return None if name is None else cls(name, tensor.shape, [], tensor.shape)
-        node, shape, nodes = tensor.grad_fn, tensor.shape, []
+        node, shape, nodes, took_log = tensor.grad_fn, tensor.shape, [], False
         # Broadcasting on top (plates, broadcast_all) is skipped: statistics are summed
         # over those dims before the pull, which is much cheaper.
         while type(node).__name__ == "ExpandBackward0":
@@ -132,7 +171,11 @@ class Selection:
                 name = names_by_id.get(id(node.variable))
                 if name is None:
                     return None
-                return cls(name, shape, nodes, node.variable.shape)
+                return cls(name, shape, nodes, node.variable.shape, log=took_log)
+            if kind == "LogBackward0" and log and not took_log:
+                took_log = True
+                node = node.next_functions[0][0]
+                continue
             # probs / probs.sum(-1) or logits - logits.logsumexp(-1), done by Categorical
             if kind in ("DivBackward0", "SubBackward0") and normalised and not nodes:
                 normalised = False

@@ -14,6 +14,9 @@ Normal loc, scale     :math:`\mu = \sum w x / \sigma^2 / \sum w / \sigma^2`,
                       :math:`\sigma^2 = \sum w (x - \mu)^2 / \sum w`
 MVN loc, covariance   :math:`\mu = \sum w x / \sum w`,
                       :math:`\Sigma = \sum w (x-\mu)(x-\mu)^\top / \sum w`
+DiscreteHMM           initial/transition: Categorical on the expected counts of
+                      :math:`z_0` and of transitions; observation distribution:
+                      its own rule weighted by :math:`\gamma_t(k)`
 ====================  ===========================================================
 
 with conjugate priors (``Dirichlet`` on Categorical probs, ``Beta`` on Bernoulli probs,
@@ -25,13 +28,14 @@ with conjugate priors (``Dirichlet`` on Categorical probs, ``Beta`` on Bernoulli
 from pyroem.infer.mstep.rules.base import MStepRule, Stats, WeightedSite, safe_ratio, unwrap
 
 # The built-in rules register themselves on import.
+from pyroem.infer.mstep.rules.chains import DiscreteHMMRule
 from pyroem.infer.mstep.rules.discrete import BernoulliRule, CategoricalRule
 from pyroem.infer.mstep.rules.gaussian import MultivariateNormalRule, NormalRule
 from pyroem.infer.mstep.rules.priors import BetaPrior, DirichletPrior, GammaPrior, NormalPrior
 from pyroem.infer.mstep.rules.rates import ExponentialRule, GammaRule, PoissonRule, RateRule
 from pyroem.infer.mstep.rules.registry import RuleRegistry, register_rule, registry
 
-__all__ = ["BernoulliRule", "BetaPrior", "CategoricalRule", "DirichletPrior",
+__all__ = ["BernoulliRule", "BetaPrior", "CategoricalRule", "DirichletPrior", "DiscreteHMMRule",
            "ExponentialRule", "GammaPrior", "GammaRule", "MStepRule",
            "MultivariateNormalRule", "NormalPrior", "NormalRule", "PoissonRule", "RateRule",
            "RuleRegistry", "Stats", "WeightedSite", "register_rule", "registry",

@@ -14,7 +14,8 @@ the rule's :meth:`~MStepRule.maximize`.
 
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from torch.distributions import Independent
+from torch.distributions import Distribution, Independent
+from torch.distributions.utils import lazy_property
 
 from pyroem.distributions.features import all_finite
 from pyroem.infer.mstep.provenance import Selection, params_reached
@@ -23,6 +24,31 @@ from pyroem.infer.mstep.reduce import weighted_sum
 # Attributes that never carry a parameter of their own (cached derivatives, shapes).
 _NOT_ARGUMENTS = frozenset({"_param", "_unbroadcasted_scale_tril", "_batch_shape",
                             "_event_shape"})
+
+
+def derived(fn, attr):
+    """Whether ``attr`` of ``fn`` is a cached lazy property computed from another of its
+    attributes (``logits`` from ``probs`` by a ``log_prob``), not the argument it was
+    given (torch declares both ``probs`` and ``logits`` lazy: the given one is set by
+    the constructor, the other is computed from it, so its graph reaches the given one)."""
+    value = vars(fn).get(attr)
+    if (not isinstance(getattr(type(fn), attr, None), lazy_property)
+            or not torch.is_tensor(value) or value.grad_fn is None):
+        return False
+    others = [v for k, v in vars(fn).items()
+              if torch.is_tensor(v) and v is not value and k not in _NOT_ARGUMENTS]
+    nodes = {id(v.grad_fn) for v in others if v.grad_fn is not None}
+    leaves = {id(v) for v in others}
+    stack, seen = [value.grad_fn], 0
+    while stack and seen < 16:  # the derivation is a few elementwise ops
+        node = stack.pop()
+        seen += 1
+        if node is None:
+            continue
+        if id(node) in nodes or id(getattr(node, "variable", None)) in leaves:
+            return True
+        stack.extend(f for f, _ in node.next_functions)
+    return False
 
 
 def unwrap(fn):
@@ -74,13 +100,20 @@ class WeightedSite:
         times enumerated values), in ``fn``'s batch shape and times the masks.
     :ivar torch.Tensor value: the site's value :math:`x` (a parameter for a prior factor;
         missing values of ``obs_mask``, weight 0, read as 0).
+
+    :ivar chain: the E-step's :class:`~pyroem.infer.chains.ChainStatistics` of a
+        ``DiscreteHMM`` site that took the vectorised route, else ``None``.
+    :ivar set other: parameters that a rule found reached in ways it cannot maximise
+        (e.g. inside an observation distribution it handed to another rule).
     """
 
-    def __init__(self, site, weight, names):
+    def __init__(self, site, weight, names, chain=None):
         self.name = site["name"]
         self.fn, extra, masks = unwrap(site["fn"])
         self.weight = _masked_weight(weight, extra, masks)
         self.value = _masked_value(site["value"])
+        self.chain = chain
+        self.other = set()
         self._names = names
         self._ignored = set(_NOT_ARGUMENTS)
 
@@ -90,12 +123,29 @@ class WeightedSite:
         ``normalised=True`` one normalisation on top is allowed (``Categorical`` does it)."""
         return Selection.find(vars(self.fn).get(arg), self._names, normalised=normalised)
 
+    def select_log(self, arg):
+        """The selection of a parameter that ``arg`` is, allowing Pyro's normalisation on
+        top and one ``log`` (``DiscreteHMM(probs.log(), ...)``: :attr:`Selection.log`)."""
+        return Selection.find(vars(self.fn).get(arg), self._names, normalised=True, log=True)
+
+    @property
+    def names(self):
+        """``{id(leaf): parameter name}`` of the tracked parameters."""
+        return self._names
+
     def select_value(self):
         """The selection of a parameter that the value is (a prior factor), or ``None``."""
         return Selection.find(self.value, self._names)
 
     def reaches(self, tensor):
-        """The names of the parameters that ``tensor`` depends on in any way."""
+        """The names of the parameters that ``tensor`` (or a distribution: any of its
+        arguments, recursively) depends on in any way."""
+        if isinstance(tensor, Distribution):
+            found = set()
+            for value in vars(tensor).values():
+                if torch.is_tensor(value) or isinstance(value, Distribution):
+                    found |= self.reaches(value)
+            return found
         return params_reached(tensor, self._names)
 
     def ignore(self, *attrs):
@@ -104,10 +154,13 @@ class WeightedSite:
         self._ignored.update(attrs)
 
     def arguments(self, skip=()):
-        """``{attribute: tensor}`` of the distribution's tensor attributes, except the
-        derived ones and ``skip``."""
+        """``{attribute: tensor or distribution}`` of the distribution's tensor attributes
+        and nested distributions (``DiscreteHMM``'s ``observation_dist``), except the
+        derived ones (marked, or cached lazy properties such as ``logits`` computed from
+        ``probs`` by a ``log_prob``) and ``skip``."""
         return {k: v for k, v in vars(self.fn).items()
-                if torch.is_tensor(v) and k not in self._ignored and k not in skip}
+                if (torch.is_tensor(v) or isinstance(v, Distribution))
+                and k not in self._ignored and k not in skip and not derived(self.fn, k)}
 
     @staticmethod
     def sum(operands, target):

@@ -41,24 +41,33 @@ class RuleRegistry:
                 return rule
         return None
 
-    def site_statistics(self, site, weight, names):
+    def site_statistics(self, site, weight, names, chain=None):
         """``(stats, other)``: the :class:`~pyroem.infer.mstep.rules.Stats` of a sample
         site from its rule, and the names of the parameters it reaches in any other way
-        (those go to the numerical M-step)."""
-        view = WeightedSite(site, weight, names)
+        (those go to the numerical M-step). ``chain``: the E-step's chain statistics of
+        a ``DiscreteHMM`` site."""
+        return self.view_statistics(WeightedSite(site, weight, names, chain))
+
+    def view_statistics(self, view):
+        """:meth:`site_statistics` of a :class:`~pyroem.infer.mstep.rules.WeightedSite`
+        (one site, or repeats stacked by :mod:`~pyroem.infer.mstep.grouping`)."""
         if view.reaches(view.value):
             stats, used = self._prior_statistics(view), ()
         else:
             rule = self.lookup(view.fn)
             stats = [] if rule is None else list(rule.statistics(view))
-            for s in stats:
-                s.family = rule.family or type(view.fn).__name__
+            for s in stats:  # a nested distribution's statistics keep their family
+                s.family = s.family or rule.family or type(view.fn).__name__
             used = {s.arg for s in stats}
-        other = set()
+        other = set(view.other)
         for tensor in view.arguments(skip=used).values():
             other |= view.reaches(tensor)
         if not stats:
             other |= view.reaches(view.value)
+        # a safety net: a parameter that reaches the site in any way (derived attributes
+        # included) and got no statistics from it is maximised numerically, never left
+        # untouched
+        other |= view.reaches(view.fn) - {s.param for s in stats}
         return stats, other
 
     def _prior_statistics(self, view):

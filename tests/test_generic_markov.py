@@ -1,0 +1,175 @@
+"""Sequential ``pyro.markov`` chains of every structure the generic contraction handles
+stay exact: factorial chains, a second-order chain, chains inside nested plates. Against
+brute-force sums over every joint path: the evidence, and for every site the expected
+log-factor :math:`E_q[\\log p_f]` that the M-step maximises (which any wrong marginal
+would change)."""
+
+import itertools
+import warnings
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
+from pyro_models import factorial_hmm, masked_hmm, models, second_order_hmm
+
+from pyroem.infer import EM, estep, exact_posterior
+from pyroem.infer.chain_contract import chain_contract
+from pyroem.infer.mstep import auto, grouping
+
+G = torch.Generator().manual_seed(5)
+SEQS = (torch.rand(2, 3, 2, generator=G) > 0.5).double()
+FULL = torch.tensor([3, 3])  # no padding: brute force needs no mask
+X = torch.randn(5, generator=G, dtype=torch.float64)
+
+CASES = [
+    ("factorial", factorial_hmm, (SEQS[:1], FULL[:1]), 2,
+     {**{f"w_{t}": ((1, 1), 2) for t in range(3)}, **{f"x_{t}": ((1, 1), 2) for t in range(3)}}),
+    ("second_order", second_order_hmm, (X,), 0, {f"z_{t}": ((), 2) for t in range(5)}),
+    ("chain_in_plates", masked_hmm, (SEQS, FULL), 2, {f"x_{t}": ((2, 1), 2) for t in range(3)}),
+]
+
+
+def brute_force_expectations(model, args, latents):
+    """``log p(X)`` and, per site, :math:`E_{p(Z|X)}[\\log p_f]` by enumerating every joint
+    assignment."""
+    entries = [(n, idx) for n, (shape, _) in latents.items()
+               for idx in itertools.product(*[range(s) for s in shape])]
+    log_joint, per_site = [], []
+    with poutine.block():
+        for values in itertools.product(*[range(latents[n][1]) for n, _ in entries]):
+            cfg = {n: torch.zeros(shape, dtype=torch.long) for n, (shape, _) in latents.items()}
+            for (n, idx), v in zip(entries, values):
+                cfg[n][idx] = v
+            trace = prune_subsample_sites(
+                poutine.trace(poutine.condition(model, data=cfg)).get_trace(*args))
+            trace.compute_log_prob()
+            sites = {name: s["log_prob_sum"].detach() for name, s in trace.nodes.items()
+                     if s["type"] == "sample"}
+            per_site.append(sites)
+            log_joint.append(sum(sites.values()))
+    log_joint = torch.stack(log_joint)
+    log_ev = log_joint.logsumexp(0)
+    weights = (log_joint - log_ev).exp()
+    expected = {name: sum(w * s[name] for w, s in zip(weights, per_site)) for name in per_site[0]}
+    return log_ev, expected
+
+
+@pytest.mark.parametrize("name,model,args,nesting,latents", CASES, ids=[c[0] for c in CASES])
+def test_markov_structures_are_exact(name, model, args, nesting, latents):
+    pyro.clear_param_store()
+    post = exact_posterior(model, *args, max_plate_nesting=nesting)
+    log_ev, expected = brute_force_expectations(model, args, latents)
+    assert float(post.log_evidence) == pytest.approx(float(log_ev), abs=1e-10)
+    for site, value in expected.items():
+        node = post.trace.nodes[site]
+        table = node["unscaled_log_prob"].detach()
+        ours = (post[site] * table).sum()
+        assert float(ours) == pytest.approx(float(value), abs=1e-10), site
+
+
+@pytest.mark.parametrize("name,model,args,nesting,latents", CASES, ids=[c[0] for c in CASES])
+def test_markov_structures_em_is_monotone(name, model, args, nesting, latents):
+    pyro.clear_param_store()
+    em = EM(model, max_plate_nesting=nesting)
+    losses = [em.step(*args) for _ in range(4)]
+    assert all(b <= a + 1e-10 for a, b in zip(losses, losses[1:])), losses
+    assert all(route.startswith("closed-form") for route in em.plan.params.values())
+
+
+MODELS = models()
+# the factor graphs that are one first-order chain (two latents of one item are one too)
+CHAINS = {"masked_hmm", "neural_hmm", "two_latents"}
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("name,model,args,nesting", MODELS, ids=[m[0] for m in MODELS])
+def test_chain_contraction_is_the_general_contraction(name, model, args, nesting, hard,
+                                                      monkeypatch):
+    """The first-order chain's forward recursion (where it applies) gives the evidence
+    and every marginal of Pyro's general contraction."""
+    pyro.clear_param_store()
+    taken = []
+
+    def spy(*a, **k):
+        result = chain_contract(*a, **k)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(estep, "chain_contract", spy)
+    fast = exact_posterior(model, *args, max_plate_nesting=nesting, hard=hard)
+    monkeypatch.setattr(estep, "chain_contract", lambda *a, **k: None)
+    general = exact_posterior(model, *args, max_plate_nesting=nesting, hard=hard)
+    assert any(taken) == (name in CHAINS)
+    assert float(fast.log_evidence) == pytest.approx(float(general.log_evidence), abs=1e-12)
+    for site in general.marginals:
+        assert torch.allclose(fast[site], general[site], atol=1e-12), site
+
+
+@pytest.mark.parametrize("name,model,args,nesting", MODELS, ids=[m[0] for m in MODELS])
+def test_repeated_sites_stacked_give_the_site_by_site_m_step(name, model, args, nesting,
+                                                            monkeypatch):
+    """The M-step with a chain's repeated sites stacked (one rule call per kind of
+    step) sets every parameter as the M-step that takes the sites one by one."""
+    results, groups = [], []
+    original = grouping.group
+
+    def counting(views):
+        out = original(views)
+        groups.append((len(views), len(out)))
+        return out
+
+    for key in (grouping.site_key, lambda view: None):
+        model = {m[0]: m[1] for m in models()}[name]  # a fresh pyro.module
+        pyro.clear_param_store()
+        monkeypatch.setattr(grouping, "site_key", key)
+        monkeypatch.setattr(auto, "group", counting)
+        em = EM(model, max_plate_nesting=nesting)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            em.step(*args)
+        results.append({k: v.detach().clone() for k, v in pyro.get_param_store().items()})
+    for param, value in results[1].items():
+        assert torch.allclose(results[0][param], value, atol=1e-12, rtol=1e-10), param
+    if name in ("masked_hmm", "neural_hmm", "second_order_hmm", "factorial_hmm"):
+        sites, stacked = groups[0]
+        assert stacked < sites  # steps of the chain were stacked
+
+
+def test_m_step_reuses_the_e_step_trace_only_while_it_is_current(monkeypatch):
+    """One model run per EM step (the E-step's tracked trace serves the M-step), and a
+    fresh one when a parameter changed in between."""
+    from pyro_models import masked_hmm as model  # Categorical and Bernoulli: one phase
+
+    pyro.clear_param_store()
+    calls = []
+    original = auto.tracked_trace
+
+    def counting(*a, **k):
+        calls.append(1)
+        return original(*a, **k)
+
+    monkeypatch.setattr(auto, "tracked_trace", counting)
+    em = EM(model, max_plate_nesting=2)
+    em.step(SEQS, FULL)
+    assert calls == []  # the M-step ran on the E-step's trace
+    posterior = exact_posterior(model, SEQS, FULL, max_plate_nesting=2)
+    with torch.no_grad():
+        pyro.param("probs_y").unconstrained().add_(0.01)
+    assert not posterior.trace.tracked.current((SEQS, FULL), {})
+    em.m_step(posterior, SEQS, FULL)
+    assert calls == [1]  # stale: traced again
+    em.m_step(exact_posterior(model, SEQS, FULL.clone(), max_plate_nesting=2), SEQS, FULL)
+    assert calls == [1, 1]  # other argument objects: traced again
+
+
+def test_chain_contraction_in_a_plate_of_size_one(monkeypatch):
+    """A plate of one sequence has no dim in Pyro's packed tensors."""
+    pyro.clear_param_store()
+    fast = exact_posterior(masked_hmm, SEQS[:1], FULL[:1], max_plate_nesting=2)
+    monkeypatch.setattr(estep, "chain_contract", lambda *a, **k: None)
+    general = exact_posterior(masked_hmm, SEQS[:1], FULL[:1], max_plate_nesting=2)
+    assert float(fast.log_evidence) == pytest.approx(float(general.log_evidence), abs=1e-12)
+    for site in general.marginals:
+        assert torch.allclose(fast[site], general[site], atol=1e-12), site
