@@ -1,0 +1,166 @@
+r"""
+Partial observation, shared by the built-in models: the checks of ``obs_mask`` (which
+values are observed), ``labels`` (latents known for some items, ``-1`` where unknown)
+and ``sample_weight`` (a weight per item), and the small pieces of exact EM they share.
+
+- **Missing values** (``obs_mask``, bool, the data's shape, True = observed, Pyro's
+  name): the likelihood is that of the observed part,
+  :math:`p(x_o) = \int p(x_o, x_m)\, dx_m`; the values the mask marks missing are never
+  read (they may hold NaN) and are replaced by zeros in the prepared data.
+- **Partial labels** (``labels``, ``-1`` = unknown): a known latent is clamped,
+  :math:`p(X, z_L = l) = \sum_{z_U} p(X, z_L = l, z_U)`, which is the likelihood EM then
+  maximises; the E-step stays exact (the posterior of a labelled latent is a point mass).
+- **Sample weights** (``sample_weight``, one per item): the objective is
+  :math:`\sum_n w_n \log p(x_n)`, and the expected statistics are weighted alike; an
+  integer weight is the same as repeating the item.
+"""
+
+import numpy as np
+import torch
+
+from pyroem.models.checks import as_float_tensor, check_finite, first_bad_index
+
+
+def _tensor(value, name):
+    if torch.is_tensor(value):
+        return value
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} could not be read as an array: {e}") from None
+    if array.dtype == object:
+        raise ValueError(f"{name} could not be read as an array (ragged or object values)")
+    return torch.as_tensor(array)
+
+
+def check_obs_mask(mask, shape, name="obs_mask"):
+    """``mask`` as a bool tensor of exactly ``shape`` (the data's shape; True = observed).
+
+    :raises ValueError: for another shape or a non-boolean dtype (0/1 integers are not
+        taken for booleans silently)."""
+    mask = _tensor(mask, name)
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{name} must be a boolean tensor (True = observed), got dtype "
+                         f"{mask.dtype}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have the data's shape {tuple(shape)}, got "
+                         f"{tuple(mask.shape)}")
+    return mask
+
+
+def fill_missing(x, mask, name="x"):
+    """``x`` with the entries that ``mask`` marks missing replaced by zeros (a new tensor;
+    ``x`` is not modified), checked finite where observed."""
+    filled = torch.where(mask, x, torch.zeros((), dtype=x.dtype))
+    return check_finite(filled, name)
+
+
+def check_labels(labels, shape, num_classes, name="labels"):
+    """``labels`` as a long tensor of exactly ``shape`` with values in
+    ``[-1, num_classes)`` (``-1``: unknown).
+
+    :raises ValueError: for another shape, non-integer values or values out of range."""
+    labels = _tensor(labels, name)
+    if labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(f"{name} must hold integers (-1 = unknown), got dtype {labels.dtype}")
+    if labels.is_floating_point():
+        check_finite(labels, name)
+        if not torch.equal(labels, labels.round()):
+            raise ValueError(f"{name} must hold integers (-1 = unknown), got non-integer values")
+    labels = labels.long()
+    if tuple(labels.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(labels.shape)}")
+    bad = (labels < -1) | (labels >= num_classes)
+    if bool(bad.any()):
+        index = first_bad_index(bad)
+        raise ValueError(f"{name} must lie in [-1, {num_classes}) (-1 = unknown), got "
+                         f"{int(labels[index])} at index {index}")
+    return labels
+
+
+def check_sample_weight(weight, size, dtype, name="sample_weight", per="item"):
+    """``weight`` as a ``(size,)`` tensor of ``dtype``: finite, ``>= 0``, not all zero.
+
+    :raises ValueError: naming the first bad weight."""
+    weight = _tensor(weight, name)
+    if weight.dtype == torch.bool or weight.is_complex():
+        raise ValueError(f"{name} must be real numbers, got dtype {weight.dtype}")
+    weight = weight.to(dtype)
+    if tuple(weight.shape) != (size,):
+        raise ValueError(f"{name} must have one weight per {per}, shape ({size},), got "
+                         f"{tuple(weight.shape)}")
+    bad = ~torch.isfinite(weight) | (weight < 0)
+    if bool(bad.any()):
+        index = first_bad_index(bad)
+        raise ValueError(f"{name} must be finite and >= 0, got {float(weight[index])} at "
+                         f"index {index}")
+    if not bool((weight > 0).any()):
+        raise ValueError(f"{name} is zero everywhere: at least one {per} must have a "
+                         "positive weight")
+    return weight
+
+
+def label_clamp(labels, num_classes, dtype):
+    r"""``labels.shape + (K,)``: :math:`\log \mathbb 1[z = l]` where the label ``l`` is
+    known (0 at it, :math:`-\infty` elsewhere) and 0 where it is unknown (``-1``)."""
+    states = torch.arange(num_classes)
+    keep = (labels.unsqueeze(-1) < 0) | (labels.unsqueeze(-1) == states)
+    return torch.zeros(keep.shape, dtype=dtype).masked_fill(~keep, -torch.inf)
+
+
+def trim(*args):
+    """``args`` without trailing ``None`` (so that data with nothing partial keep the
+    arguments they always had)."""
+    args = list(args)
+    while args and args[-1] is None:
+        args.pop()
+    return tuple(args)
+
+
+def seed_responsibilities(labels, num_classes, resp):
+    """``resp (N, K)`` with the rows of labelled items replaced by their one-hot label:
+    the initialisation starts from the labelled points, so that each known class seeds
+    its component (and labels decide which component is which class)."""
+    known = labels >= 0
+    if not bool(known.any()):
+        return resp
+    onehot = torch.nn.functional.one_hot(labels.clamp_min(0), num_classes).to(resp.dtype)
+    return torch.where(known.unsqueeze(-1), onehot, resp)
+
+
+def seed_statistics(stats, labels, num_classes, statistics):
+    """The initial statistics ``stats`` with each labelled class's rows replaced by the
+    statistics of its labelled points alone (``statistics(resp)`` computes them from
+    ``(N, K)`` responsibilities): every known class seeds its own component, so labels
+    decide which component is which class. Classes without a labelled point keep
+    ``stats``' rows."""
+    known = labels >= 0
+    if not bool(known.any()):
+        return stats
+    onehot = torch.nn.functional.one_hot(labels.clamp_min(0), num_classes)
+    seeded = statistics(onehot.to(stats["n"].dtype) * known.unsqueeze(-1))
+    has = seeded["n"] > 0  # (K,)
+    out = {}
+    for key in ("n", "sx", "sxx"):
+        rows = has.reshape((-1,) + (1,) * (stats[key].dim() - 1))
+        out[key] = torch.where(rows, seeded[key], stats[key])
+    shift_a = stats["shift"].expand(stats["sx"].shape)
+    shift_b = seeded["shift"].expand(stats["sx"].shape)
+    out["shift"] = torch.where(has.unsqueeze(-1), shift_b, shift_a)
+    return out
+
+
+def masked_matrix(x, obs_mask, dim, check, name="x", dtype=None):
+    """Data ``(N, dim)`` (``(N,)`` when ``dim == 1``) with its ``obs_mask``: returns
+    ``(x, mask)``, the missing entries of ``x`` replaced by zeros (a new tensor) and the
+    observed ones checked finite; ``check(x)`` is the model's check of complete data
+    (shape, dtype), run on the filled values."""
+    x = as_float_tensor(x, name, dtype)
+    mask = _tensor(obs_mask, "obs_mask")
+    if dim == 1 and x.dim() == 1:
+        x = x.unsqueeze(-1)
+        mask = mask.unsqueeze(-1) if mask.dim() == 1 else mask
+    if x.dim() != 2 or x.shape[-1] != dim:
+        check(x)  # raises the shape error of complete data
+    mask = check_obs_mask(mask, x.shape)
+    return check(torch.where(mask, x, torch.zeros((), dtype=x.dtype))), mask
