@@ -149,8 +149,7 @@ class GaussianMixture(CheckedParams, EMModel):
             ``TraceEnum_ELBO`` takes it; :meth:`e_step` applies it itself)."""
         x = self._check_x(x)
         self._check_partial(x, obs_mask, labels, sample_weight)
-        scale = (poutine.scale(scale=sample_weight) if sample_weight is not None
-                 else contextlib.nullcontext())
+        scale = po.weight_scale(sample_weight)
         with pyro.plate("data", x.shape[0]), scale:
             z = pyro.sample("z", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
             if labels is not None:
@@ -168,8 +167,7 @@ class GaussianMixture(CheckedParams, EMModel):
         if self._q_rows() != n:
             init = torch.full((n, self.num_components), 1.0 / self.num_components, dtype=self.dtype)
             self.q_probs = PyroParam(init, constraint=constraints.simplex, event_dim=1)
-        scale = (poutine.scale(scale=sample_weight) if sample_weight is not None
-                 else contextlib.nullcontext())
+        scale = po.weight_scale(sample_weight)
         with pyro.plate("data", n), scale:
             pyro.sample("z", dist.Categorical(self.q_probs), infer={"enumerate": "parallel"})
 

@@ -15,8 +15,11 @@ and ``sample_weight`` (a weight per item), and the small pieces of exact EM they
   integer weight is the same as repeating the item.
 """
 
+import contextlib
+
 import numpy as np
 import torch
+from pyro import poutine
 
 from pyroem.models.checks import as_float_tensor, check_finite, first_bad_index
 
@@ -164,3 +167,14 @@ def masked_matrix(x, obs_mask, dim, check, name="x", dtype=None):
         check(x)  # raises the shape error of complete data
     mask = check_obs_mask(mask, x.shape)
     return check(torch.where(mask, x, torch.zeros((), dtype=x.dtype))), mask
+
+
+def weight_scale(weight):
+    """``poutine.scale`` by per-item weights for a Pyro model (zero weights masked out, as
+    Pyro's scale must be positive), or a no-op without weights."""
+    stack = contextlib.ExitStack()
+    if weight is not None:
+        positive = weight > 0
+        stack.enter_context(poutine.mask(mask=positive))
+        stack.enter_context(poutine.scale(scale=torch.where(positive, weight, 1.0)))
+    return stack
