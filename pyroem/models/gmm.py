@@ -303,9 +303,7 @@ class GaussianMixture(CheckedParams, EMModel):
                              f"points (with an observed value and a weight > 0), got {n}")
 
     def _check_fit_options(self, args, method, record_decomposition):
-        if len(args) == 4 and record_decomposition:
-            raise ValueError("record_decomposition is not available with sample_weight: "
-                             "Pyro's exact enumeration takes a scalar poutine.scale only")
+        po.check_decomposition(len(args) == 4, record_decomposition)
 
     def _num_items(self, args):
         x, obs_mask, labels, weight = args + (None,) * (4 - len(args))

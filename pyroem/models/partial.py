@@ -178,3 +178,11 @@ def weight_scale(weight):
         stack.enter_context(poutine.mask(mask=positive))
         stack.enter_context(poutine.scale(scale=torch.where(positive, weight, 1.0)))
     return stack
+
+
+def check_decomposition(weighted, record_decomposition):
+    """Refuse ``record_decomposition`` on a weighted fit: the decomposition runs Pyro's
+    exact enumeration, which takes a scalar ``poutine.scale`` only."""
+    if weighted and record_decomposition:
+        raise ValueError("record_decomposition is not available with sample_weight: Pyro's "
+                         "exact enumeration takes a scalar poutine.scale only")

@@ -33,7 +33,6 @@ from pyroem.models.checks import (
 from pyroem.models import partial as po
 from pyroem.models.hmm import partial as hp
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
-from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
 
 DECODERS = ("viterbi", "map")
@@ -185,9 +184,8 @@ class HiddenMarkovModel(CheckedParams, EMModel):
 
         :param x: padded data ``(B, T, ...)`` (as from :meth:`prepare`).
         :param lengths: ``(B,)``.
-        :param obs_mask, labels, sample_weight: the partial observation as :meth:`prepare`
-            returns it (:mod:`pyroem.models.hmm.partial`): masked emissions, a factor
-            clamping each labelled state, ``poutine.scale`` per sequence.
+        :param obs_mask, labels, sample_weight: as :meth:`prepare` returns them (masked
+            emissions, labelled states clamped, a scale per sequence; see ``hmm.partial``).
         """
         self.emission.check(x, lengths)
         B, T = x.shape[:2]
@@ -231,9 +229,8 @@ class HiddenMarkovModel(CheckedParams, EMModel):
             alpha = torch.where((lengths > t).unsqueeze(-1), step, alpha)
         if self.final_states is not None:
             alpha = alpha.masked_fill(~self.final_states, -math.inf)
-        log_prob = alpha.logsumexp(-1)
-        pyro.factor("log_evidence", (log_prob if sample_weight is None
-                                     else sample_weight * log_prob).sum())
+        weight = 1.0 if sample_weight is None else sample_weight
+        pyro.factor("log_evidence", (weight * alpha.logsumexp(-1)).sum())
 
     def _svi_model(self):
         return self.marginal_model
@@ -250,29 +247,14 @@ class HiddenMarkovModel(CheckedParams, EMModel):
         :returns: a :class:`~pyroem.infer.posteriors.ChainPosterior`: ``gamma (B, T, K)``
             (zero on padding; one-hot for ``hard``), ``start (K,)`` (expected initial
             states), ``trans (K, K)`` (expected transitions, summed :math:`\xi`),
-            ``log_prob (B,)`` per sequence and their sum ``log_evidence``. With
-            ``sample_weight`` the per-sequence quantities are multiplied by the weights.
+            ``log_prob (B,)`` per sequence and their sum ``log_evidence`` (each
+            sequence's multiplied by its ``sample_weight``).
         :raises ValueError: on data other than :meth:`prepare` returns.
         """
         self.emission.check(x, lengths)
         with torch.no_grad():
             log_emit = hp.emission_log_prob(self.emission, x, obs_mask, labels)
-            log_start = self.start_probs.detach().log()
-            trans = self.trans_probs.detach()
-
-            def run(index):
-                if hard:
-                    log_prob, path = viterbi(log_start, trans.log(), log_emit[index],
-                                             lengths[index], self.final_states,
-                                             self.block_length)
-                    return (log_prob,) + path_statistics(path, self.num_states, log_emit.dtype)
-                return forward_backward(log_start, trans, log_emit[index], lengths[index],
-                                        self.final_states, self.block_length)
-
-            if sample_weight is None:
-                log_prob, gamma, xi = run(slice(None))
-            else:
-                log_prob, gamma, xi = hp.weighted_recursion(run, sample_weight)
+            log_prob, gamma, xi = hp.run_chain(self, log_emit, lengths, hard, sample_weight)
         return ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
 
     def expected_statistics(self, posterior, x, lengths, obs_mask=None, *partial):
@@ -295,8 +277,7 @@ class HiddenMarkovModel(CheckedParams, EMModel):
         self._set_internal(**values)
 
     # ------------------------------------------------------------------ fitting hooks
-    partial_observation = ("obs_mask", "labels", "sample_weight")
-
+    partial_observation = ("obs_mask", "labels", "sample_weight")  # hmm/partial.py
     def _prepare(self, x, lengths=None, obs_mask=None, labels=None, sample_weight=None,
                  dtype=None):
         return hp.prepare(self, x, lengths, obs_mask, labels, sample_weight, dtype)[0]
@@ -311,9 +292,7 @@ class HiddenMarkovModel(CheckedParams, EMModel):
         return hp.num_frames(*args)
 
     def _check_fit_options(self, args, method, record_decomposition):
-        if len(args) == 5 and record_decomposition:
-            raise ValueError("record_decomposition is not available with sample_weight: "
-                             "Pyro's exact enumeration takes a scalar poutine.scale only")
+        po.check_decomposition(len(args) == 5, record_decomposition)
 
     def _initialize(self, args, init, generator):
         # start and transition probabilities start as set (uniform by default)
@@ -331,8 +310,7 @@ class HiddenMarkovModel(CheckedParams, EMModel):
 
     # ------------------------------------------------------------------ scoring
     def _scoring(self, x, lengths, obs_mask=None, labels=None):
-        args, form = hp.prepare(self, x, lengths, obs_mask, labels, None, self.dtype)
-        return args, form
+        return hp.prepare(self, x, lengths, obs_mask, labels, None, self.dtype)
 
     def log_prob(self, x, lengths=None, obs_mask=None, labels=None):
         r""":math:`\log p(x_{1:T})` of each sequence (``(B,)``; a 0-dim tensor for one

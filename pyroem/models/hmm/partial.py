@@ -22,6 +22,7 @@ from pyro import poutine
 
 from pyroem.models import partial as po
 from pyroem.models.hmm.sequences import pack_sequences
+from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
 
 
 def _fill_one(x, mask, name):
@@ -254,3 +255,21 @@ def imputed(x, lengths, obs_mask):
     mean = (x * keep).sum((0, 1)) / keep.sum((0, 1)).clamp_min(1)
     return torch.where(obs_mask, x, mean), lengths
 
+
+
+def run_chain(chain, log_emit, lengths, hard, weight):
+    """The chain's recursion on the emission log-densities: ``(log_prob, gamma, xi)`` of
+    forward-backward (Viterbi with ``hard``), with each sequence's results multiplied by
+    its ``weight`` when given (:func:`weighted_recursion`)."""
+    log_start = chain.start_probs.detach().log()
+    trans = chain.trans_probs.detach()
+
+    def run(index):
+        if hard:
+            log_prob, path = viterbi(log_start, trans.log(), log_emit[index], lengths[index],
+                                     chain.final_states, chain.block_length)
+            return (log_prob,) + path_statistics(path, chain.num_states, log_emit.dtype)
+        return forward_backward(log_start, trans, log_emit[index], lengths[index],
+                                chain.final_states, chain.block_length)
+
+    return run(slice(None)) if weight is None else weighted_recursion(run, weight)

@@ -207,9 +207,8 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
         on :math:`n_s` only, and needs ``G D^2`` memory instead of ``S D^2``. Set
         exactly by EM's E-step, trained by SVI; starts at the prior."""
         self._check_args(x, speaker, sample_weight)
-        counts = torch.bincount(speaker, weights=sample_weight)
-        if sample_weight is not None:  # weighted counts, as the E-step's (float)
-            counts = counts.to(self.dtype)
+        counts = torch.bincount(speaker) if sample_weight is None else \
+            torch.bincount(speaker, weights=sample_weight).to(self.dtype)  # as the E-step's
         distinct, group = torch.unique(counts, return_inverse=True)
         num_speakers, D = counts.shape[0], self.dim
         if (self._q_shape("q_loc") != (num_speakers, D)
@@ -325,8 +324,7 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
             ``ValueError``: the latents are continuous.
         :param kwargs: as :meth:`pyroem.models.EMModel.fit` (``max_iter``, ``tol``,
             ``init`` in ``("scatter", "given")``, ``seed``, ``progress``, ``lr``;
-            ``obs_mask`` of shape ``(N,)`` or ``(N, D)`` for whole missing embeddings,
-            ``sample_weight`` per embedding: see :mod:`pyroem.models.plda.partial`).
+            ``obs_mask``, ``sample_weight``: :mod:`pyroem.models.plda.partial`).
         """
         if method == "viterbi":
             raise ValueError("method='viterbi' does not apply to PLDA: its latent speaker "
@@ -357,8 +355,7 @@ class PLDA(CheckedParams, PLDAScoring, EMModel):
         return args[0].shape[0] if len(args) == 2 else float(args[2].sum())
 
     def _check_fit_options(self, args, method, record_decomposition):
-        if len(args) == 3 and record_decomposition:
-            raise ValueError("record_decomposition is not available with sample_weight")
+        po.check_decomposition(len(args) == 3, record_decomposition)
 
     def _initialize(self, args, init, generator):
         if init == "given":
