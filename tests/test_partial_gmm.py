@@ -202,15 +202,31 @@ def test_partial_labels_clamp_the_e_step_exactly():
 
 
 def test_labels_seed_the_initialisation():
+    """Labels decide which component is which class: with one labelled point per class,
+    numbered in a permuted order, component perm[c] starts at class c."""
     x, _, z = _data(n=90)
+    centers = torch.stack([x[z == c].mean(0) for c in range(3)])
     perm = torch.tensor([2, 0, 1])
     labels = torch.full((90,), -1)
-    labels[:9] = perm[z[:9]]  # a few labels, in another numbering than the data's order
-    gmm = GaussianMixture(3, 3).initialize(x, labels=labels, seed=0)
-    for k in range(3):
-        # component perm[c] starts at the labelled points of class c
-        c = int((perm == k).nonzero())
-        torch.testing.assert_close(gmm.means[k], x[:9][z[:9] == c].mean(0), rtol=0, atol=1e-10)
+    labels[:3] = perm[z[:3]]  # points 0, 1, 2 are of classes 0, 1, 2
+    for seed in range(5):
+        gmm = GaussianMixture(3, 3).initialize(x, labels=labels, seed=seed)
+        dist = torch.cdist(gmm.means, centers)  # (component, class)
+        assert torch.equal(dist.argmin(-1)[perm], torch.arange(3))
+
+
+def test_seed_responsibilities_matches_clusters_to_labels():
+    from pyroem.models.partial import seed_responsibilities
+
+    clusters = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    resp = torch.nn.functional.one_hot(clusters, 3).double()
+    labels = torch.tensor([2, -1, 0, -1, -1, 1, -1])  # cluster 0 is class 2, 1 is 0, 2 is 1
+    seeded = seed_responsibilities(resp, labels)
+    assert torch.equal(seeded.argmax(-1), torch.tensor([2, 2, 0, 0, 1, 1, 1]))
+    # a class with no label takes the component left over
+    labels = torch.tensor([-1, -1, 1, -1, -1, -1, -1])
+    assert torch.equal(seed_responsibilities(resp, labels).argmax(-1),
+                       torch.tensor([0, 0, 1, 1, 2, 2, 2]))
 
 
 # ---------------------------------------------------------------------- sample weights

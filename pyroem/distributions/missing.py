@@ -25,6 +25,7 @@ Diagonal covariances need no factorisation: the dimensions are independent.
 """
 
 import math
+import weakref
 
 import torch
 from pyro.distributions import TorchDistribution
@@ -33,18 +34,48 @@ from torch.distributions import constraints
 from pyroem.distributions.statistics import split_moments
 
 
+# id(mask) -> (weakref, version, patterns): a mask is constant across EM iterations
+_PATTERNS = {}
+
+
 def observation_patterns(mask):
     r"""
-    The distinct rows of the bool ``mask (N, D)`` (True = observed): a list of
-    ``(rows, observed, missing)`` index tensors, one per pattern, in order of the
-    patterns' first appearance being irrelevant (sorted by :func:`torch.unique`).
+    The distinct rows of the bool ``mask (N, D)`` (True = observed) as
+    ``(patterns (P, D), inverse (N,))``, ``mask == patterns[inverse]``; cached per mask
+    tensor while it is alive and unmodified.
     """
-    patterns, inverse = torch.unique(mask, dim=0, return_inverse=True)
-    out = []
-    for p, pattern in enumerate(patterns):
-        rows = (inverse == p).nonzero().squeeze(-1)
-        out.append((rows, pattern.nonzero().squeeze(-1), (~pattern).nonzero().squeeze(-1)))
-    return out
+    # a view (e.g. a reshaped mask) is a new object on every call: key on the tensor
+    # that owns the memory plus the view's geometry
+    base = mask if mask._base is None else mask._base
+    key = (id(base), mask.storage_offset(), tuple(mask.shape), mask.stride())
+    hit = _PATTERNS.get(key)
+    if hit is not None and hit[0]() is base and hit[1] == mask._version:
+        return hit[2]
+    value = torch.unique(mask, dim=0, return_inverse=True)
+    _PATTERNS[key] = (weakref.ref(base, lambda _, k=key: _PATTERNS.pop(k, None)),
+                      mask._version, value)
+    return value
+
+
+def _embedded(cov, patterns):
+    r"""``(P, C, D, D)``: :math:`\tilde\Sigma = M \Sigma M + (I - M)` per pattern and
+    component (:math:`M` the pattern's diagonal 0/1 matrix): the observed block
+    :math:`\Sigma_{oo}` with an identity in place of the missing one, so that its
+    Cholesky factor, solves and log-determinant are those of :math:`\Sigma_{oo}`, for
+    every pattern in one batched call."""
+    m = patterns.to(cov.dtype)  # (P, D)
+    outer = m.unsqueeze(-1) * m.unsqueeze(-2)  # (P, D, D)
+    eye = torch.diag_embed(1 - m)
+    return cov.unsqueeze(0) * outer.unsqueeze(1) + eye.unsqueeze(1)
+
+
+#: entries of a chunk's per-point factor tensor ``(n, C, D, D)`` (bounds memory)
+CHUNK_ENTRIES = 2**22
+
+
+def _chunks(n, per_row):
+    size = max(1, CHUNK_ENTRIES // max(1, per_row))
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
 def _diag_log_prob(x, mask, loc, var):
@@ -56,21 +87,22 @@ def _diag_log_prob(x, mask, loc, var):
     return -0.5 * (quad + norm)
 
 
-def _full_log_prob(x, patterns, loc, cov):
-    """``(N, C)``: the observed block's log-density under full covariances, one
-    Cholesky factorisation per pattern and component."""
-    out = x.new_zeros(x.shape[0], loc.shape[0])
-    for rows, obs, _ in patterns:
-        if obs.numel() == 0:
-            continue  # nothing observed: the marginal density is 1
-        tril = torch.linalg.cholesky(cov[:, obs][:, :, obs])  # (C, o, o)
-        diff = x[rows][:, obs].T.unsqueeze(0) - loc[:, obs].unsqueeze(-1)  # (C, o, n)
-        sol = torch.linalg.solve_triangular(tril, diff, upper=False)
-        half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (C,)
-        lp = -0.5 * (sol.square().sum(-2) + obs.numel() * math.log(2 * math.pi)) \
-            - half_log_det.unsqueeze(-1)
-        out = out.index_put((rows,), lp.T)
-    return out
+def _full_log_prob(x, mask, patterns, loc, cov):
+    """``(N, C)``: the observed block's log-density under full covariances, every
+    pattern's factorisation in one batched Cholesky (:func:`_embedded`)."""
+    patterns, inverse = patterns
+    tril = torch.linalg.cholesky(_embedded(cov, patterns))  # (P, C, D, D)
+    half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (P, C)
+    m = mask.to(x.dtype)
+    C, D = loc.shape
+    out = []
+    for rows in _chunks(x.shape[0], C * D * D):
+        diff = (x[rows].unsqueeze(1) - loc) * m[rows].unsqueeze(1)  # (n, C, D)
+        sol = torch.linalg.solve_triangular(tril[inverse[rows]], diff.unsqueeze(-1),
+                                            upper=False).squeeze(-1)
+        out.append(-0.5 * (sol.square().sum(-1) + m[rows].sum(-1, keepdim=True)
+                           * math.log(2 * math.pi)) - half_log_det[inverse[rows]])
+    return torch.cat(out)
 
 
 def marginal_log_prob(x, mask, loc, cov=None, var=None, patterns=None):
@@ -90,7 +122,7 @@ def marginal_log_prob(x, mask, loc, cov=None, var=None, patterns=None):
     if var is not None:
         return _diag_log_prob(x, mask, loc, var)
     patterns = observation_patterns(mask) if patterns is None else patterns
-    return _full_log_prob(x, patterns, loc, cov)
+    return _full_log_prob(x, mask, patterns, loc, cov)
 
 
 def _diag_moments(x, mask, weights, loc, var, shift):
@@ -104,49 +136,35 @@ def _diag_moments(x, mask, weights, loc, var, shift):
     return n, sx, sxx
 
 
-def _full_moments(x, patterns, weights, loc, cov, shift):
+def _full_moments(x, mask, patterns, weights, loc, cov, shift):
+    r"""Moments with full covariances: with :math:`s = \tilde\Sigma^{-1} M (x - \mu)`
+    (:func:`_embedded`), :math:`\hat x = \mu + \Sigma M s` (the observed entries come
+    back as they are, the missing ones as :math:`\hat x_m`), and the conditional
+    covariance :math:`\Sigma - \Sigma M \tilde\Sigma^{-1} M \Sigma` (zero outside the
+    missing block) per pattern, weighted by the pattern's total weight."""
+    patterns, inverse = patterns
     C, D = loc.shape
+    factor = torch.linalg.cholesky(_embedded(cov, patterns))  # (P, C, D, D)
+    m = mask.to(x.dtype)
     sx = x.new_zeros(C, D)
     sxx = x.new_zeros(C, D, D)
-    xc, mu = x - shift, loc - shift
-    for rows, obs, mis in patterns:
-        w = weights[rows]  # (n, C)
-        filled = _conditional_means(xc[rows], obs, mis, mu, cov)  # (C, n, D)
-        wf = filled * w.T.unsqueeze(-1)
-        sx += wf.sum(1)
-        sxx += wf.mT @ filled
-        if mis.numel():
-            cond = _conditional_cov(obs, mis, cov)  # (C, m, m)
-            block = w.sum(0)[:, None, None] * cond
-            sxx[:, mis.unsqueeze(-1), mis] += block
+    mu = loc - shift
+    for rows in _chunks(x.shape[0], C * D * D):
+        diff = (x[rows].unsqueeze(1) - loc) * m[rows].unsqueeze(1)  # (n, C, D)
+        sol = torch.cholesky_solve(diff.unsqueeze(-1), factor[inverse[rows]]).squeeze(-1)
+        filled = mu + ((sol * m[rows].unsqueeze(1)).unsqueeze(-2) @ cov.mT).squeeze(-2)
+        weighted = filled * weights[rows].unsqueeze(-1)  # (n, C, D)
+        sx += weighted.sum(0)
+        sxx += torch.bmm(weighted.permute(1, 2, 0), filled.transpose(0, 1))
+    # sum_n w_nc C_{p(n) c} = sum_p W_pc C_pc with W the weight of each pattern
+    pattern_weight = weights.new_zeros(patterns.shape[0], C).index_add_(0, inverse, weights)
+    pm = patterns.to(x.dtype).unsqueeze(1)  # (P, 1, D)
+    masked_cov = cov * pm.unsqueeze(-1)  # M Sigma, (P, C, D, D)
+    gain = torch.cholesky_solve(masked_cov, factor)  # tilde Sigma^-1 M Sigma
+    cond = cov - masked_cov.mT @ gain  # Sigma - Sigma M tilde Sigma^-1 M Sigma
+    sxx += torch.bmm(pattern_weight.T.unsqueeze(1), cond.transpose(0, 1).reshape(
+        C, -1, D * D)).reshape(C, D, D)
     return weights.sum(0), sx, sxx.reshape(C, D * D)
-
-
-def _conditional_means(xc, obs, mis, mu, cov):
-    r"""``(C, n, D)``: the points with their missing entries replaced by
-    :math:`\hat x_m` under each component (all relative to the same shift)."""
-    C = mu.shape[0]
-    filled = xc.unsqueeze(0).expand(C, -1, -1).clone()
-    if mis.numel() == 0:
-        return filled
-    if obs.numel() == 0:
-        filled[:, :, mis] = mu[:, mis].unsqueeze(1)
-        return filled
-    tril = torch.linalg.cholesky(cov[:, obs][:, :, obs])
-    diff = xc[:, obs].T.unsqueeze(0) - mu[:, obs].unsqueeze(-1)  # (C, o, n)
-    solved = torch.cholesky_solve(diff, tril)  # Sigma_oo^-1 (x_o - mu_o)
-    filled[:, :, mis] = (mu[:, mis].unsqueeze(-1) + cov[:, mis][:, :, obs] @ solved).mT
-    return filled
-
-
-def _conditional_cov(obs, mis, cov):
-    r"""``(C, m, m)``: :math:`\Sigma_{mm} - \Sigma_{mo}\Sigma_{oo}^{-1}\Sigma_{om}`."""
-    s_mm = cov[:, mis][:, :, mis]
-    if obs.numel() == 0:
-        return s_mm
-    tril = torch.linalg.cholesky(cov[:, obs][:, :, obs])
-    half = torch.linalg.solve_triangular(tril, cov[:, obs][:, :, mis], upper=False)
-    return s_mm - half.mT @ half
 
 
 def expected_moments(x, mask, weights, loc, cov=None, var=None, shift=None, patterns=None):
@@ -171,7 +189,7 @@ def expected_moments(x, mask, weights, loc, cov=None, var=None, shift=None, patt
         n, sx, sxx = _diag_moments(x, mask, weights, loc, var, shift)
     else:
         patterns = observation_patterns(mask) if patterns is None else patterns
-        n, sx, sxx = _full_moments(x, patterns, weights, loc, cov, shift)
+        n, sx, sxx = _full_moments(x, mask, patterns, weights, loc, cov, shift)
     return split_moments(torch.cat([sxx, sx, n.unsqueeze(-1)], -1), shift)
 
 

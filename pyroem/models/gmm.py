@@ -317,17 +317,18 @@ class GaussianMixture(CheckedParams, EMModel):
         if obs_mask is not None:  # k-means and the first M-step on mean-imputed data
             x = gm.imputed(x, obs_mask)
         n, K = x.shape[0], self.num_components
-        if init == "kmeans++":
+        if init == "kmeans++" and labels is not None:  # each known class seeds its component
+            resp = po.labelled_kmeans(x, labels, K, generator)
+        elif init == "kmeans++":
             _, assigned = kmeans(x, K, generator)
             resp = torch.nn.functional.one_hot(assigned, K).to(x.dtype)
         else:  # "random": random responsibilities, as scikit-learn
             resp = torch.rand(n, K, generator=generator, dtype=x.dtype)
             resp = resp / resp.sum(-1, keepdim=True)
-        stats = self.expected_statistics(DiscretePosterior.given(x=resp.T), x, None, None, weight)
-        if labels is not None:
-            stats = po.seed_statistics(stats, labels, K, lambda r: self.expected_statistics(
-                DiscretePosterior.given(x=r.T), x, None, None, weight))
-        self.maximize(stats)
+            if labels is not None:  # labelled rows one-hot, components renumbered to them
+                resp = po.seed_responsibilities(resp, labels)
+        self.maximize(self.expected_statistics(DiscretePosterior.given(x=resp.T), x, None,
+                                               None, weight))
 
     @property
     def num_parameters(self):

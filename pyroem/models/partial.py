@@ -120,37 +120,34 @@ def trim(*args):
     return tuple(args)
 
 
-def seed_responsibilities(labels, num_classes, resp):
-    """``resp (N, K)`` with the rows of labelled items replaced by their one-hot label:
-    the initialisation starts from the labelled points, so that each known class seeds
-    its component (and labels decide which component is which class)."""
+def seed_responsibilities(resp, labels):
+    r"""
+    Starting responsibilities ``(N, K)`` in which each known class seeds its own
+    component: the unsupervised start ``resp`` (e.g. one-hot k-means clusters) with its
+    components renumbered to match the labels, and the labelled rows set to their
+    one-hot label. Labels then decide which component is which class, while every
+    component still starts from all the data (a few labelled points alone would give
+    degenerate covariances).
+
+    The matching is greedy on the overlap :math:`M_{ck} = \sum_{n: l_n = c} r_{nk}`:
+    the largest remaining entry pairs class ``c`` with component ``k``; classes without
+    a label take the remaining components in order.
+    """
     known = labels >= 0
     if not bool(known.any()):
         return resp
-    onehot = torch.nn.functional.one_hot(labels.clamp_min(0), num_classes).to(resp.dtype)
-    return torch.where(known.unsqueeze(-1), onehot, resp)
-
-
-def seed_statistics(stats, labels, num_classes, statistics):
-    """The initial statistics ``stats`` with each labelled class's rows replaced by the
-    statistics of its labelled points alone (``statistics(resp)`` computes them from
-    ``(N, K)`` responsibilities): every known class seeds its own component, so labels
-    decide which component is which class. Classes without a labelled point keep
-    ``stats``' rows."""
-    known = labels >= 0
-    if not bool(known.any()):
-        return stats
-    onehot = torch.nn.functional.one_hot(labels.clamp_min(0), num_classes)
-    seeded = statistics(onehot.to(stats["n"].dtype) * known.unsqueeze(-1))
-    has = seeded["n"] > 0  # (K,)
-    out = {}
-    for key in ("n", "sx", "sxx"):
-        rows = has.reshape((-1,) + (1,) * (stats[key].dim() - 1))
-        out[key] = torch.where(rows, seeded[key], stats[key])
-    shift_a = stats["shift"].expand(stats["sx"].shape)
-    shift_b = seeded["shift"].expand(stats["sx"].shape)
-    out["shift"] = torch.where(has.unsqueeze(-1), shift_b, shift_a)
-    return out
+    K = resp.shape[-1]
+    onehot = torch.nn.functional.one_hot(labels.clamp_min(0), K).to(resp.dtype)
+    overlap = (onehot * known.unsqueeze(-1)).T @ resp  # (class, component)
+    overlap = overlap.masked_fill(~(onehot * known.unsqueeze(-1)).any(0).unsqueeze(-1), -1.0)
+    order = [None] * K
+    for _ in range(int((overlap >= 0).any(-1).sum())):
+        c, k = divmod(int(overlap.argmax()), K)
+        order[c] = k
+        overlap[c, :], overlap[:, k] = -2.0, -2.0
+    rest = iter(k for k in range(K) if k not in order)
+    order = torch.tensor([k if k is not None else next(rest) for k in order])
+    return torch.where(known.unsqueeze(-1), onehot, resp[:, order])
 
 
 def masked_matrix(x, obs_mask, dim, check, name="x", dtype=None):
@@ -186,3 +183,42 @@ def check_decomposition(weighted, record_decomposition):
     if weighted and record_decomposition:
         raise ValueError("record_decomposition is not available with sample_weight: Pyro's "
                          "exact enumeration takes a scalar poutine.scale only")
+
+
+def _sq_dist(x, centers):
+    return ((x * x).sum(-1, keepdim=True) - 2 * x @ centers.T
+            + (centers * centers).sum(-1)).clamp_min(0)
+
+
+def labelled_kmeans(x, labels, num_classes, generator, max_iter=20):
+    r"""
+    k-means whose clusters are the classes: each labelled class starts at the mean of its
+    labelled points, the other centres are k-means++ draws (probability
+    :math:`\propto D(x)^2` to the centres so far), and Lloyd iterations keep every
+    labelled point in its class. Returns the ``(N, K)`` one-hot assignments: a start in
+    which each known class seeds its own component.
+    """
+    K = num_classes
+    known = labels >= 0
+    onehot = torch.nn.functional.one_hot(labels.clamp_min(0), K).to(x.dtype) * known[:, None]
+    counts = onehot.sum(0)
+    centers = (onehot.T @ x) / counts.clamp_min(1).unsqueeze(-1)
+    have = counts > 0
+    for k in (~have).nonzero().squeeze(-1).tolist():
+        if bool(have.any()):
+            closest = _sq_dist(x, centers[have]).min(-1).values
+            probs = closest if float(closest.sum()) > 0 else torch.ones_like(closest)
+        else:
+            probs = torch.ones(x.shape[0], dtype=x.dtype)
+        centers[k] = x[int(torch.multinomial(probs, 1, generator=generator))]
+        have[k] = True
+    assigned = None
+    for _ in range(max_iter):
+        new = torch.where(known, labels, _sq_dist(x, centers).argmin(-1))
+        if assigned is not None and torch.equal(new, assigned):
+            break
+        assigned = new
+        resp = torch.nn.functional.one_hot(assigned, K).to(x.dtype)
+        filled = resp.sum(0) > 0
+        centers[filled] = (resp.T @ x)[filled] / resp.sum(0)[filled].unsqueeze(-1)
+    return torch.nn.functional.one_hot(assigned, K).to(x.dtype)

@@ -299,7 +299,7 @@ class HiddenMarkovModel(CheckedParams, EMModel):
         x, lengths, obs_mask, labels, _ = args + (None,) * (5 - len(args))
         self.emission.initialize(*hp.imputed(x, lengths, obs_mask), init, generator, self.params)
         if labels is not None and init != "given":
-            hp.seed_emission(self.emission, x, lengths, obs_mask, labels, self.params)
+            hp.seed_emission(self.emission, *args[:4], self.params, init, generator)
 
     @property
     def num_parameters(self):

@@ -168,25 +168,24 @@ def observe_step(emission, t, z, x, obs_mask, labels):
             emission.observe(t, z, x[:, t])
 
 
-def seed_emission(emission, x, lengths, obs_mask, labels, params):
-    """Starting emission parameters that put each labelled state at its labelled frames:
-    one M-step of the emission with the labelled frames assigned to their label and the
-    unlabelled frames shared, by their emission densities under the starting
-    parameters, among the states that no frame is labelled with (ignored when every
-    state has a label)."""
+def seed_emission(emission, x, lengths, obs_mask, labels, params, init, generator):
+    """Starting emission parameters in which each known state seeds its own, by one
+    M-step of the emission from: for vector frames with ``init="kmeans++"``, k-means
+    seeded by the labelled frames (:func:`~pyroem.models.partial.labelled_kmeans`);
+    otherwise the responsibilities of every frame under the emission's own starting
+    parameters, renumbered to match the labelled frames and one-hot at them
+    (:func:`~pyroem.models.partial.seed_responsibilities`)."""
     K = emission.num_states
-    known = labels >= 0
-    if not bool(known.any()):
-        return
     valid = torch.arange(x.shape[1]) < lengths.unsqueeze(-1)
     with torch.no_grad():
-        onehot = torch.nn.functional.one_hot(labels.clamp_min(0), K).to(emission.dtype)
-        labelled = torch.zeros(K, dtype=torch.bool)
-        labelled[labels[known].unique()] = True
-        free = emission_log_prob(emission, x, obs_mask, None).masked_fill(labelled, -torch.inf)
-        shared = free.softmax(-1).nan_to_num(0.0) if not bool(labelled.all()) \
-            else torch.zeros_like(onehot)
-        gamma = torch.where(known.unsqueeze(-1), onehot, shared) * valid.unsqueeze(-1)
+        if x.dim() == 3 and init == "kmeans++":  # vector frames: k-means seeded by labels
+            seeded = po.labelled_kmeans(imputed(x, lengths, obs_mask)[0][valid],
+                                        labels[valid], K, generator)
+        else:
+            resp = emission_log_prob(emission, x, obs_mask, None).softmax(-1)[valid]
+            seeded = po.seed_responsibilities(resp, labels[valid])
+        gamma = seeded.new_zeros(valid.shape + (K,))
+        gamma[valid] = seeded
         emission.maximize(emission_statistics(emission, gamma, x, obs_mask), params)
 
 
