@@ -257,3 +257,24 @@ def test_bad_partial_input_is_a_clear_error_that_changes_nothing():
     for k, v in hmm.state_dict().items():
         if torch.is_tensor(v):
             assert torch.equal(v, before[k])
+
+
+def test_an_emission_without_masked_densities_takes_whole_frames_only():
+    """GMMHMM (no masked_log_prob): a frame missing entirely has no emission (checked
+    against the brute-force sum); a frame missing some dimensions is a clear error."""
+    from pyroem.models import GMMHMM
+
+    model = GMMHMM(K, 2, D).double()
+    model.start_probs, model.trans_probs = _gaussian_hmm().start_probs, _gaussian_hmm().trans_probs
+    x = torch.randn(T, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    frames = torch.tensor([True, False, True, True, False, True])
+    mask = frames.unsqueeze(-1).expand(T, D)
+    log_emit = torch.zeros(T, K, dtype=torch.float64)
+    log_emit[frames] = model.emission.log_prob(x[frames].unsqueeze(0)).squeeze(0).detach()
+    ll, _ = _brute(model, log_emit)
+    assert float(model.log_prob(x.masked_fill(~mask, float("nan")), obs_mask=mask)) == \
+        pytest.approx(float(ll), abs=1e-10)
+    partial = mask.clone()
+    partial[0, 1] = False
+    with pytest.raises(ValueError, match="whole frames missing only"):
+        model.log_prob(x, obs_mask=partial)
