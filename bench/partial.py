@@ -2,7 +2,7 @@
 weights against the same iteration on complete data (no peer offers missing values, so
 the reference is pyroem's own complete-data iteration, measured in the same run).
 
-Run by hand:  python bench/partial.py [--n 20000 --dim 8 --k 8 --repeats 5]
+Run by hand (from the repository root):  PYTHONPATH=. python bench/partial.py [--n 20000 --dim 8 --k 8 --repeats 5]
 
 Prints the best of interleaved repeats (seconds per iteration, torch threads = 2) for a
 full-covariance GaussianMixture and a GaussianHMM (one sequence of n frames), and the

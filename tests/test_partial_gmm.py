@@ -296,3 +296,16 @@ def test_bad_partial_input_is_a_clear_error_that_changes_nothing():
             assert torch.equal(v, before[k])
     assert torch.equal(nan_x.isnan(), data_before.isnan())
     assert torch.equal(nan_x.nan_to_num(), data_before.nan_to_num())
+
+
+def test_the_e_step_closes_the_gap_with_missing_values():
+    """KL(q || p(z | X)) = 0 after each E-step and ELBO = log p(X) (the decomposition of
+    the Pyro model and guide), with values missing and a point with none."""
+    x, mask, _ = _data(n=40)
+    mask[5] = False
+    gmm = _started("full")
+    hist = gmm.fit(x, obs_mask=mask, init="given", max_iter=3, tol=0,
+                   record_decomposition=True)
+    for record, ll in zip(hist.records["e_step"], hist.log_likelihood):
+        assert abs(float(record.kl)) < 1e-9
+        assert float(record.elbo) == pytest.approx(ll, abs=1e-9)

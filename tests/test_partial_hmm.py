@@ -278,3 +278,18 @@ def test_an_emission_without_masked_densities_takes_whole_frames_only():
     partial[0, 1] = False
     with pytest.raises(ValueError, match="whole frames missing only"):
         model.log_prob(x, obs_mask=partial)
+
+
+def test_the_e_step_closes_the_gap_with_missing_values_and_labels():
+    """KL = 0 after each E-step (the decomposition of the chain's Pyro model), with
+    partial and whole frames missing and labelled frames."""
+    hmm = _gaussian_hmm()
+    x, z = hmm.sample(40, seed=3)
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) > 0.3
+    mask[5:8] = False
+    labels = torch.where(torch.arange(40) % 7 == 0, z, -1)
+    hist = hmm.fit(x, obs_mask=mask, labels=labels, init="given", max_iter=3, tol=0,
+                   record_decomposition=True)
+    for record, ll in zip(hist.records["e_step"], hist.log_likelihood):
+        assert abs(float(record.kl)) < 1e-9
+        assert float(record.log_evidence) == pytest.approx(ll, abs=1e-9)

@@ -149,8 +149,7 @@ class GaussianMixture(CheckedParams, EMModel):
             ``TraceEnum_ELBO`` takes it; :meth:`e_step` applies it itself)."""
         x = self._check_x(x)
         self._check_partial(x, obs_mask, labels, sample_weight)
-        scale = po.weight_scale(sample_weight)
-        with pyro.plate("data", x.shape[0]), scale:
+        with pyro.plate("data", x.shape[0]), po.weight_scale(sample_weight):
             z = pyro.sample("z", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
             if labels is not None:
                 clamp = po.label_clamp(labels, self.num_components, x.dtype)
@@ -167,9 +166,12 @@ class GaussianMixture(CheckedParams, EMModel):
         if self._q_rows() != n:
             init = torch.full((n, self.num_components), 1.0 / self.num_components, dtype=self.dtype)
             self.q_probs = PyroParam(init, constraint=constraints.simplex, event_dim=1)
-        scale = po.weight_scale(sample_weight)
-        with pyro.plate("data", n), scale:
-            pyro.sample("z", dist.Categorical(self.q_probs), infer={"enumerate": "parallel"})
+        probs = self.q_probs
+        if labels is not None:  # a labelled latent's posterior is a point mass, exactly
+            onehot = torch.nn.functional.one_hot(labels.clamp_min(0), self.num_components)
+            probs = torch.where((labels >= 0).unsqueeze(-1), onehot.to(probs.dtype), probs)
+        with pyro.plate("data", n), po.weight_scale(sample_weight):
+            pyro.sample("z", dist.Categorical(probs), infer={"enumerate": "parallel"})
 
     def _q_rows(self):
         # rows of the guide's q_probs, read without building the constrained value

@@ -103,12 +103,19 @@ def check_sample_weight(weight, size, dtype, name="sample_weight", per="item"):
     return weight
 
 
+#: the clamp's :math:`\log 0`: finite, so that a guide's floored probability times it stays
+#: negligible in an ELBO (0 times -inf is NaN, a tiny number times -inf is -inf), and far
+#: enough below any log-density that its exponential is exactly 0 in float32 and float64
+LOG_ZERO = -1e30
+
+
 def label_clamp(labels, num_classes, dtype):
     r"""``labels.shape + (K,)``: :math:`\log \mathbb 1[z = l]` where the label ``l`` is
-    known (0 at it, :math:`-\infty` elsewhere) and 0 where it is unknown (``-1``)."""
+    known (0 at it, :data:`LOG_ZERO` elsewhere, whose exponential is exactly 0) and 0
+    where it is unknown (``-1``)."""
     states = torch.arange(num_classes)
     keep = (labels.unsqueeze(-1) < 0) | (labels.unsqueeze(-1) == states)
-    return torch.zeros(keep.shape, dtype=dtype).masked_fill(~keep, -torch.inf)
+    return torch.zeros(keep.shape, dtype=dtype).masked_fill(~keep, LOG_ZERO)
 
 
 def trim(*args):
@@ -166,15 +173,17 @@ def masked_matrix(x, obs_mask, dim, check, name="x", dtype=None):
     return check(torch.where(mask, x, torch.zeros((), dtype=x.dtype))), mask
 
 
+@contextlib.contextmanager
 def weight_scale(weight):
     """``poutine.scale`` by per-item weights for a Pyro model (zero weights masked out, as
-    Pyro's scale must be positive), or a no-op without weights."""
-    stack = contextlib.ExitStack()
-    if weight is not None:
-        positive = weight > 0
-        stack.enter_context(poutine.mask(mask=positive))
-        stack.enter_context(poutine.scale(scale=torch.where(positive, weight, 1.0)))
-    return stack
+    Pyro's scale must be positive), or a no-op without weights; entered where it is
+    used (inside the plate)."""
+    if weight is None:
+        yield
+        return
+    positive = weight > 0
+    with poutine.mask(mask=positive), poutine.scale(scale=torch.where(positive, weight, 1.0)):
+        yield
 
 
 def check_decomposition(weighted, record_decomposition):
