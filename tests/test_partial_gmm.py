@@ -95,8 +95,13 @@ def _brute_em_step(gmm, x, mask):
     return n / n.sum(), means, covs
 
 
+@pytest.mark.parametrize("few_patterns", [32, 0], ids=["by-pattern", "gathered"])
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
-def test_log_prob_is_the_marginal_of_the_observed_part(covariance_type):
+def test_log_prob_is_the_marginal_of_the_observed_part(covariance_type, few_patterns,
+                                                        monkeypatch):
+    # both routes of pyroem.distributions.missing: points solved pattern by pattern, or
+    # with each point's factor gathered
+    monkeypatch.setattr("pyroem.distributions.missing.FEW_PATTERNS", few_patterns)
     x, mask, _ = _data()
     mask[0] = False  # a point with nothing observed: log p = 0
     gmm = _started(covariance_type)
@@ -109,8 +114,11 @@ def test_log_prob_is_the_marginal_of_the_observed_part(covariance_type):
                                _brute_log_joint(gmm, x, mask).softmax(-1), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("few_patterns", [32, 0], ids=["by-pattern", "gathered"])
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
-def test_one_em_step_is_the_exact_em_of_ghahramani_and_jordan(covariance_type):
+def test_one_em_step_is_the_exact_em_of_ghahramani_and_jordan(covariance_type, few_patterns,
+                                                               monkeypatch):
+    monkeypatch.setattr("pyroem.distributions.missing.FEW_PATTERNS", few_patterns)
     x, mask, _ = _data()
     mask[:3] = False
     gmm = _started(covariance_type)

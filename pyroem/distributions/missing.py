@@ -95,14 +95,45 @@ def _full_log_prob(x, mask, patterns, loc, cov):
     half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (P, C)
     m = mask.to(x.dtype)
     C, D = loc.shape
-    out = []
-    for rows in _chunks(x.shape[0], C * D * D):
+    out = x.new_zeros(x.shape[0], C)
+    for rows, p in _groups(inverse, patterns.shape[0], C * D * D):
         diff = (x[rows].unsqueeze(1) - loc) * m[rows].unsqueeze(1)  # (n, C, D)
-        sol = torch.linalg.solve_triangular(tril[inverse[rows]], diff.unsqueeze(-1),
-                                            upper=False).squeeze(-1)
-        out.append(-0.5 * (sol.square().sum(-1) + m[rows].sum(-1, keepdim=True)
-                           * math.log(2 * math.pi)) - half_log_det[inverse[rows]])
-    return torch.cat(out)
+        sol = _solve(tril, inverse, rows, p, diff, torch.linalg.solve_triangular)
+        out[rows] = -0.5 * (sol.square().sum(-1) + m[rows].sum(-1, keepdim=True)
+                            * math.log(2 * math.pi)) - half_log_det[inverse[rows]]
+    return out
+
+
+#: up to this many patterns, the points are solved pattern by pattern against one shared
+#: factor; beyond, each point's factor is gathered (no loop over patterns)
+FEW_PATTERNS = 32
+
+
+def _groups(inverse, num_patterns, per_row):
+    """``(rows, pattern)`` blocks of points: by pattern when there are few patterns
+    (``pattern`` the index), else in chunks of any patterns (``pattern`` is ``None``)."""
+    if num_patterns <= FEW_PATTERNS:
+        for p in range(num_patterns):
+            index = (inverse == p).nonzero().squeeze(-1)
+            for chunk in _chunks(index.shape[0], per_row):
+                yield index[chunk], p
+    else:
+        for chunk in _chunks(inverse.shape[0], per_row):
+            yield chunk, None
+
+
+def _solve(factor, inverse, rows, p, diff, solver):
+    """``solver`` (a triangular or a Cholesky solve) of ``diff (n, C, D)`` against the
+    factors of its points' patterns: one shared factor ``factor[p]`` (the points as
+    columns), or each point's gathered factor."""
+    if p is None:
+        if solver is torch.linalg.solve_triangular:
+            return solver(factor[inverse[rows]], diff.unsqueeze(-1), upper=False).squeeze(-1)
+        return solver(diff.unsqueeze(-1), factor[inverse[rows]]).squeeze(-1)
+    columns = diff.permute(1, 2, 0)  # (C, D, n)
+    if solver is torch.linalg.solve_triangular:
+        return solver(factor[p], columns, upper=False).permute(2, 0, 1)
+    return solver(columns, factor[p]).permute(2, 0, 1)
 
 
 def marginal_log_prob(x, mask, loc, cov=None, var=None, patterns=None):
@@ -149,9 +180,9 @@ def _full_moments(x, mask, patterns, weights, loc, cov, shift):
     sx = x.new_zeros(C, D)
     sxx = x.new_zeros(C, D, D)
     mu = loc - shift
-    for rows in _chunks(x.shape[0], C * D * D):
+    for rows, p in _groups(inverse, patterns.shape[0], C * D * D):
         diff = (x[rows].unsqueeze(1) - loc) * m[rows].unsqueeze(1)  # (n, C, D)
-        sol = torch.cholesky_solve(diff.unsqueeze(-1), factor[inverse[rows]]).squeeze(-1)
+        sol = _solve(factor, inverse, rows, p, diff, torch.cholesky_solve)
         filled = mu + ((sol * m[rows].unsqueeze(1)).unsqueeze(-2) @ cov.mT).squeeze(-2)
         weighted = filled * weights[rows].unsqueeze(-1)  # (n, C, D)
         sx += weighted.sum(0)
