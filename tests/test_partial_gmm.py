@@ -240,7 +240,7 @@ def test_seed_responsibilities_matches_clusters_to_labels():
 # ---------------------------------------------------------------------- sample weights
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_integer_weights_equal_repeated_rows(covariance_type):
-    x, mask, _ = _data(n=45)
+    x, _mask, _ = _data(n=45)
     weight = torch.arange(45) % 3  # 0, 1 or 2 copies
     repeated = x.repeat_interleave(weight, 0)
     a, b = _started(covariance_type), _started(covariance_type)
@@ -275,14 +275,14 @@ def test_weighted_e_step_equals_the_enumeration_with_unit_weights():
 # ---------------------------------------------------------------------- bad input
 def _bad_inputs(x, mask):
     return [
-        (dict(obs_mask=mask[:-1]), "obs_mask must have the data's shape"),
-        (dict(obs_mask=mask.long()), "obs_mask must be a boolean"),
-        (dict(labels=torch.full((60,), 3)), r"labels must lie in \[-1, 3\)"),
-        (dict(labels=torch.zeros(59, dtype=torch.long)), "labels must have shape"),
-        (dict(sample_weight=-torch.ones(60)), "finite and >= 0"),
-        (dict(sample_weight=torch.full((60,), float("nan"))), "finite and >= 0"),
-        (dict(sample_weight=torch.zeros(60)), "zero everywhere"),
-        (dict(obs_mask=torch.zeros_like(mask)), "at least num_components"),
+        ({"obs_mask": mask[:-1]}, "obs_mask must have the data's shape"),
+        ({"obs_mask": mask.long()}, "obs_mask must be a boolean"),
+        ({"labels": torch.full((60,), 3)}, r"labels must lie in \[-1, 3\)"),
+        ({"labels": torch.zeros(59, dtype=torch.long)}, "labels must have shape"),
+        ({"sample_weight": -torch.ones(60)}, "finite and >= 0"),
+        ({"sample_weight": torch.full((60,), float("nan"))}, "finite and >= 0"),
+        ({"sample_weight": torch.zeros(60)}, "zero everywhere"),
+        ({"obs_mask": torch.zeros_like(mask)}, "at least num_components"),
     ]
 
 

@@ -238,14 +238,14 @@ def test_bad_partial_input_is_a_clear_error_that_changes_nothing():
     hmm, x, mask = _gaussian_data()
     before = {k: v.clone() for k, v in hmm.state_dict().items() if torch.is_tensor(v)}
     cases = [
-        (dict(obs_mask=mask[:-1]), "obs_mask must have the data's shape"),
-        (dict(obs_mask=[mask]), "obs_mask must have the data's form"),
-        (dict(labels=torch.full((T,), K)), r"labels must lie in \[-1, 3\)"),
-        (dict(labels=torch.zeros(T + 1, dtype=torch.long)), "labels must have the data's"),
-        (dict(sample_weight=[-1.0]), "finite and >= 0"),
-        (dict(sample_weight=[0.0]), "zero everywhere"),
-        (dict(sample_weight=[1.0, 1.0]), "one weight per sequence"),
-        (dict(obs_mask=torch.zeros_like(mask)), "no observed value"),
+        ({"obs_mask": mask[:-1]}, "obs_mask must have the data's shape"),
+        ({"obs_mask": [mask]}, "obs_mask must have the data's form"),
+        ({"labels": torch.full((T,), K)}, r"labels must lie in \[-1, 3\)"),
+        ({"labels": torch.zeros(T + 1, dtype=torch.long)}, "labels must have the data's"),
+        ({"sample_weight": [-1.0]}, "finite and >= 0"),
+        ({"sample_weight": [0.0]}, "zero everywhere"),
+        ({"sample_weight": [1.0, 1.0]}, "one weight per sequence"),
+        ({"obs_mask": torch.zeros_like(mask)}, "no observed value"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -84,11 +84,11 @@ def test_bad_partial_input_is_a_clear_error_that_changes_nothing():
     partial_rows[0, 1] = False
     n = x.shape[0]
     cases = [
-        (dict(obs_mask=partial_rows), "whole embeddings"),
-        (dict(obs_mask=torch.ones(n - 1, dtype=torch.bool)), "obs_mask must have the data's"),
-        (dict(sample_weight=-torch.ones(n)), "finite and >= 0"),
-        (dict(sample_weight=torch.zeros(n)), "zero everywhere"),
-        (dict(sample_weight=torch.ones(n + 1)), "one weight per embedding"),
+        ({"obs_mask": partial_rows}, "whole embeddings"),
+        ({"obs_mask": torch.ones(n - 1, dtype=torch.bool)}, "obs_mask must have the data's"),
+        ({"sample_weight": -torch.ones(n)}, "finite and >= 0"),
+        ({"sample_weight": torch.zeros(n)}, "zero everywhere"),
+        ({"sample_weight": torch.ones(n + 1)}, "one weight per embedding"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):

@@ -33,7 +33,6 @@ from torch.distributions import constraints
 
 from pyroem.distributions.statistics import split_moments
 
-
 # id(mask) -> (weakref, version, patterns): a mask is constant across EM iterations
 _PATTERNS = {}
 

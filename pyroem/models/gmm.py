@@ -135,7 +135,7 @@ class GaussianMixture(CheckedParams, EMModel):
     # ------------------------------------------------------------------ model and guide
     @model_method
     def model(self, x, obs_mask=None, labels=None, sample_weight=None):
-        """``z_n ~ Categorical(weights)``, ``x_n ~ N(means[z_n], covariances[z_n])``.
+        r"""``z_n ~ Categorical(weights)``, ``x_n ~ N(means[z_n], covariances[z_n])``.
 
         :param torch.Tensor x: ``(N, D)`` in the model's dtype (as :meth:`prepare`
             returns it); any other shape or dtype is a ``ValueError``.
@@ -340,7 +340,7 @@ class GaussianMixture(CheckedParams, EMModel):
 
     # ------------------------------------------------------------------ scoring
     def _log_joint(self, x, obs_mask=None, labels=None):
-        """``log p(x_n, z_n = k)`` as an ``(N, K)`` tensor (the observed part of
+        r"""``log p(x_n, z_n = k)`` as an ``(N, K)`` tensor (the observed part of
         ``x_n`` with ``obs_mask``; :math:`-\infty` off a known label)."""
         with torch.no_grad():
             if obs_mask is None:

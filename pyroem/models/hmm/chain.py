@@ -22,6 +22,7 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.infer.posteriors import ChainPosterior
+from pyroem.models import partial as po
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import (
     CheckedParams,
@@ -30,7 +31,6 @@ from pyroem.models.checks import (
     check_simplex,
     make_generator,
 )
-from pyroem.models import partial as po
 from pyroem.models.hmm import partial as hp
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
 from pyroem.models.hmm.sequences import unpack, unpack_scalar

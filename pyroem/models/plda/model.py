@@ -32,17 +32,16 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions.statistics import regularized_cholesky
+from pyroem.models import partial as po
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import (
     CheckedParams,
     check_covariance,
-    check_matrix,
     check_model_data,
     check_positive_int,
     check_real,
     check_reg_covar,
 )
-from pyroem.models import partial as po
 from pyroem.models.plda import partial as plda_partial
 from pyroem.models.plda.labels import encode_labels
 from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
