@@ -48,10 +48,7 @@ def moments(module, weights, x, obs_mask):
     ``weights (N, K)`` under the current parameters (the E-step's), in the form of
     :func:`~pyroem.models.gaussian_emission.weighted_moments`: the M-step
     :func:`~pyroem.models.gaussian_emission.maximize` applied to them is exact EM."""
-    kind = "diag" if module.covariance_type in ("diag", "spherical") else "full"
-    args = covariance_args(module)
-    if kind == "full" and "var" in args:
-        args = {"cov": torch.diag_embed(args["var"])}
+    args = covariance_args(module)  # diag/spherical: diagonal moments, as the M-step reads
     with torch.no_grad():
         return missing.expected_moments(x, obs_mask, weights, module.means.detach(),
                                         shift=missing.observed_mean(x, obs_mask), **args)
