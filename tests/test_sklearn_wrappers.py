@@ -29,6 +29,11 @@ SEQUENCE_CHECKS = {
         "rows are frames of a sequence; score_samples returns hmmlearn's (total "
         "log-likelihood, posteriors), not one value per row",
 }
+# sample_weight of the HMM estimators is one weight per sequence (DESIGN.md section 3)
+SEQUENCE_CHECKS.update({name: "sample_weight is one weight per sequence, not per row" for name in (
+    "check_sample_weights_pandas_series", "check_sample_weights_not_an_array",
+    "check_sample_weights_list", "check_sample_weights_shape",
+    "check_sample_weights_not_overwritten", "check_sample_weight_equivalence_on_dense_data")})
 # CategoricalHMM's X is one column of integer symbols (hmmlearn's layout): every check
 # that fits on a random float matrix of several columns is refused with a clear error.
 _FLOAT_MATRIX = ("the check fits a random float matrix; X is one column of integer symbols")

@@ -96,15 +96,32 @@ class EMModel(ModelState, PyroModule):
     def dtype(self):
         return next(self.parameters()).dtype
 
-    def _data(self, *data):
-        """Validated model arguments in the model's dtype (for scoring)."""
-        return self._prepare(*data, dtype=self.dtype)
+    #: the partial-observation keywords (``obs_mask``, ``labels``, ``sample_weight``) that
+    #: ``fit``, ``initialize`` and ``prepare`` accept (see :mod:`pyroem.models.partial`)
+    partial_observation = ()
 
-    def prepare(self, *data):
-        """The arguments of :meth:`model` and :meth:`guide` for ``data``, validated and in
-        the model's dtype, so that ``EM(m.model, m.guide).step(*m.prepare(x))``,
+    def _partial(self, **partial):
+        """The partial-observation keywords that are given, refusing those the model does
+        not support (before anything changes)."""
+        given = {k: v for k, v in partial.items() if v is not None}
+        for name in given:
+            if name not in self.partial_observation:
+                supported = ", ".join(self.partial_observation) or "none"
+                raise ValueError(f"{type(self).__name__} does not take {name}= (partial "
+                                 f"observation it supports: {supported})")
+        return given
+
+    def _data(self, *data, **partial):
+        """Validated model arguments in the model's dtype (for scoring)."""
+        return self._prepare(*data, dtype=self.dtype, **self._partial(**partial))
+
+    def prepare(self, *data, obs_mask=None, labels=None, sample_weight=None):
+        """The arguments of :meth:`model` and :meth:`guide` for ``data`` (and the partial
+        observation, where the model supports it: ``obs_mask``, ``labels``,
+        ``sample_weight``; see :mod:`pyroem.models.partial`), validated and in the
+        model's dtype, so that ``EM(m.model, m.guide).step(*m.prepare(x))``,
         ``decompose`` and Pyro's ``SVI`` can be run by hand."""
-        return self._data(*data)
+        return self._data(*data, obs_mask=obs_mask, labels=labels, sample_weight=sample_weight)
 
     # ------------------------------------------------------------------ starting values
     def _to_data_dtype(self, args):
@@ -113,7 +130,8 @@ class EMModel(ModelState, PyroModule):
         if args[0].is_floating_point() and args[0].dtype != self.dtype:
             self.to(args[0].dtype)
 
-    def initialize(self, *data, init=None, seed=None):
+    def initialize(self, *data, init=None, seed=None, obs_mask=None, labels=None,
+                   sample_weight=None):
         """
         Set the parameters to starting values computed from ``data``, as ``fit`` does
         before its first iteration (the model takes the data's floating dtype).
@@ -121,13 +139,15 @@ class EMModel(ModelState, PyroModule):
         :param str init: one of :attr:`inits` (``default_init`` when ``None``;
             ``"given"`` keeps the parameters as set).
         :param int seed: seed of the initialisation (a fresh one when ``None``).
+        :param obs_mask, labels, sample_weight: partial observation, as in :meth:`fit`.
         :returns: ``self``.
         :raises ValueError: on bad data or options; the parameters are then unchanged.
         """
         init = self.default_init if init is None else init
         check_option("init", init, self.inits)
         seed = check_seed(seed)
-        args = self._prepare(*data)
+        args = self._prepare(*data, **self._partial(obs_mask=obs_mask, labels=labels,
+                                                     sample_weight=sample_weight))
         self._check_fit(args)
         with self._transaction():
             self._to_data_dtype(args)
@@ -146,7 +166,8 @@ class EMModel(ModelState, PyroModule):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, *data, method="em", max_iter=100, tol=1e-4, init=None, num_restarts=1,
-            seed=None, progress=False, lr=0.05, record_decomposition=False):
+            seed=None, progress=False, lr=0.05, record_decomposition=False, obs_mask=None,
+            labels=None, sample_weight=None):
         r"""
         Fit the parameters to ``data``.
 
@@ -177,6 +198,14 @@ class EMModel(ModelState, PyroModule):
             per iteration, which ``history.seconds`` does not count. Off by default.
             ``"log_evidence"`` records only ``"log_evidence"`` (for Viterbi one extra
             exact E-step per iteration; EM's and SVI's objective is that value already).
+        :param obs_mask: bool, the data's shape, True = observed (Pyro's name): the
+            values it marks missing are never read (they may hold NaN) and the fit is
+            exact EM on the observed part (:mod:`pyroem.models.partial`).
+        :param labels: known latents, ``-1`` where unknown (per point; per frame for an
+            HMM, padded like the data): clamped in the E-step; the initialisation starts
+            from the labelled points.
+        :param sample_weight: a weight ``>= 0`` per point (per sequence for an HMM, per
+            embedding for PLDA): the objective is :math:`\sum_n w_n \log p(x_n)`.
         :returns: the :class:`~pyroem.infer.History` of the kept run; also sets
             ``history``, ``converged`` and ``num_iters``.
         :raises ValueError: on bad data or options; the parameters are then unchanged
@@ -192,11 +221,13 @@ class EMModel(ModelState, PyroModule):
         num_restarts = 1 if init == "given" else check_positive_int("num_restarts", num_restarts)
         Convergence(tol)  # checks tol before anything changes
         seed = check_seed(seed)
+        partial = self._partial(obs_mask=obs_mask, labels=labels, sample_weight=sample_weight)
         if method == "svi" and not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
                                     and lr > 0):
             raise ValueError(f"lr must be a number > 0, got {lr!r}")
-        args = self._prepare(*data)
+        args = self._prepare(*data, **partial)
         self._check_fit(args)
+        self._check_fit_options(args, method, record_decomposition)
         options = dict(method=method, max_iter=max_iter, tol=tol, progress=progress, lr=lr,
                        record_decomposition=record_decomposition)
         with self._transaction():
@@ -204,6 +235,10 @@ class EMModel(ModelState, PyroModule):
             best = self._best_of_restarts(args, init, num_restarts, seed, options)
         self.history, self.converged, self.num_iters = best, best.converged, best.num_iters
         return best
+
+    def _check_fit_options(self, args, method, record_decomposition):
+        """Refuse a combination of options and data that the model cannot fit (before
+        anything changes); nothing by default."""
 
     def _best_of_restarts(self, args, init, num_restarts, seed, options):
         """Run each restart from the same state, then keep the state of the run with the

@@ -1,15 +1,21 @@
 """Gaussian mixture models."""
 
+import contextlib
+
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions import gaussian_design
 from pyroem.distributions.statistics import split_moments
+from pyroem.infer.estep import exact_posterior
 from pyroem.infer.posteriors import DiscretePosterior
 from pyroem.models import gaussian_emission as ge
+from pyroem.models import gaussian_missing as gm
+from pyroem.models import partial as po
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import (
     CheckedParams,
@@ -110,31 +116,62 @@ class GaussianMixture(CheckedParams, EMModel):
             x = x.unsqueeze(-1)
         return check_model_data(x, (None, self.dim), self.dtype, "x", "gmm.prepare(x)")
 
-    def _emission(self, z):
-        return ge.distribution(self, (z,))
+    def _check_partial(self, x, obs_mask, labels, sample_weight):
+        """The partial-observation arguments of the Pyro model and the statistics, as
+        :meth:`prepare` returns them (bool mask of ``x``'s shape, long labels in
+        ``[-1, K)``, ``(N,)`` weights >= 0 in the model's dtype)."""
+        if obs_mask is not None:
+            po.check_obs_mask(obs_mask, x.shape)
+        if labels is not None:
+            po.check_labels(labels, x.shape[:1], self.num_components)
+        if sample_weight is not None:
+            po.check_sample_weight(sample_weight, x.shape[0], self.dtype)
+
+    def _emission(self, z, obs_mask=None):
+        if obs_mask is None:
+            return ge.distribution(self, (z,))
+        return gm.distribution(self, z, obs_mask)
 
     # ------------------------------------------------------------------ model and guide
     @model_method
-    def model(self, x):
-        """``z_n ~ Categorical(weights)``, ``x_n ~ N(means[z_n], covariances[z_n])``.
+    def model(self, x, obs_mask=None, labels=None, sample_weight=None):
+        r"""``z_n ~ Categorical(weights)``, ``x_n ~ N(means[z_n], covariances[z_n])``.
 
         :param torch.Tensor x: ``(N, D)`` in the model's dtype (as :meth:`prepare`
-            returns it); any other shape or dtype is a ``ValueError``."""
+            returns it); any other shape or dtype is a ``ValueError``.
+        :param obs_mask: ``(N, D)`` bool, True = observed: the observation is the
+            marginal of the observed dimensions
+            (:class:`~pyroem.distributions.missing.MaskedGaussian`), masked out for a
+            point with none.
+        :param labels: ``(N,)``, ``-1`` = unknown: a factor
+            :math:`\log \mathbb 1[z_n = l_n]` clamps the known components.
+        :param sample_weight: ``(N,)``: ``poutine.scale`` per point (Pyro's
+            ``TraceEnum_ELBO`` takes it; :meth:`e_step` applies it itself)."""
         x = self._check_x(x)
-        with pyro.plate("data", x.shape[0]):
+        self._check_partial(x, obs_mask, labels, sample_weight)
+        with pyro.plate("data", x.shape[0]), po.weight_scale(sample_weight):
             z = pyro.sample("z", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
-            pyro.sample("x", self._emission(z), obs=x)
+            if labels is not None:
+                clamp = po.label_clamp(labels, self.num_components, x.dtype)
+                pyro.factor("labels", clamp[torch.arange(x.shape[0]), z])
+            observed = None if obs_mask is None else obs_mask.any(-1)
+            with poutine.mask(mask=observed) if observed is not None else contextlib.nullcontext():
+                pyro.sample("x", self._emission(z, obs_mask), obs=x)
 
     @model_method
-    def guide(self, x):
+    def guide(self, x, obs_mask=None, labels=None, sample_weight=None):
         """``z_n ~ Categorical(q_n)``: the local posterior, one row of ``q_probs`` per point
         (set exactly by EM's E-step, trained by SVI)."""
         n = self._check_x(x).shape[0]
         if self._q_rows() != n:
             init = torch.full((n, self.num_components), 1.0 / self.num_components, dtype=self.dtype)
             self.q_probs = PyroParam(init, constraint=constraints.simplex, event_dim=1)
-        with pyro.plate("data", n):
-            pyro.sample("z", dist.Categorical(self.q_probs), infer={"enumerate": "parallel"})
+        probs = self.q_probs
+        if labels is not None:  # a labelled latent's posterior is a point mass, exactly
+            onehot = torch.nn.functional.one_hot(labels.clamp_min(0), self.num_components)
+            probs = torch.where((labels >= 0).unsqueeze(-1), onehot.to(probs.dtype), probs)
+        with pyro.plate("data", n), po.weight_scale(sample_weight):
+            pyro.sample("z", dist.Categorical(probs), infer={"enumerate": "parallel"})
 
     def _q_rows(self):
         # rows of the guide's q_probs, read without building the constrained value
@@ -142,26 +179,81 @@ class GaussianMixture(CheckedParams, EMModel):
         return None if q is None else q.shape[0]
 
     # ------------------------------------------------------------------ EM protocol
-    def write_posterior(self, posterior, x):
+    def e_step(self, x, obs_mask=None, labels=None, sample_weight=None, hard=False):
+        r"""
+        The exact posterior of every :math:`z_n`: Pyro's exact enumeration of
+        :meth:`model` (:func:`~pyroem.infer.exact_posterior`); with ``sample_weight``,
+        whose per-point scale that enumeration does not take, the same posterior from
+        :math:`\log p(x_n, z_n = k)` directly, with
+        ``log_evidence`` :math:`= \sum_n w_n \log p(x_n)` (``hard``: :math:`\max_k`).
+
+        :returns: a :class:`~pyroem.infer.posteriors.DiscretePosterior` whose ``"x"``
+            marginal is the ``(K, N)`` responsibilities.
+        """
+        if sample_weight is None:
+            return exact_posterior(self.model, *po.trim(x, obs_mask, labels), hard=hard,
+                                   max_plate_nesting=self.max_plate_nesting)
+        x = self._check_x(x)
+        self._check_partial(x, obs_mask, labels, sample_weight)
+        lj = self._log_joint(x, obs_mask, labels)
+        if hard:
+            best, index = lj.max(-1)
+            resp = torch.nn.functional.one_hot(index, self.num_components).to(lj.dtype)
+            return DiscretePosterior((sample_weight * best).sum(), {"x": resp.T})
+        norm = lj.logsumexp(-1)
+        resp = (lj - norm[:, None]).exp()
+        if obs_mask is not None:  # as the enumeration: no marginal where 'x' is masked out
+            resp = resp * obs_mask.any(-1, keepdim=True)
+        return DiscretePosterior((sample_weight * norm).sum(), {"x": resp.T})
+
+    def _responsibilities(self, posterior, obs_mask, labels):
+        """``(K, N)``: ``posterior["x"]``, and where ``x`` is masked out (a point with no
+        observed value, whose 'x' has no marginal) the posterior given the label alone:
+        the label's one-hot where known, the weights otherwise."""
+        resp = posterior["x"]
+        if obs_mask is None:
+            return resp
+        seen = obs_mask.any(-1)
+        if bool(seen.all()):
+            return resp
+        fill = self.weights.detach().unsqueeze(-1).expand_as(resp)
+        if labels is not None:
+            onehot = torch.nn.functional.one_hot(labels.clamp_min(0), self.num_components)
+            fill = torch.where(labels >= 0, onehot.T.to(resp.dtype), fill)
+        return torch.where(seen, resp, fill)
+
+    def write_posterior(self, posterior, x, obs_mask=None, labels=None, sample_weight=None):
         """E-step: the guide's ``q(z_n)`` := the exact posterior."""
-        q = _tiny_floor(posterior["x"].T)
+        q = _tiny_floor(self._responsibilities(posterior, obs_mask, labels).T)
         q = q / q.sum(-1, keepdim=True)
         if self._q_rows() != q.shape[0]:
             self.q_probs = PyroParam(q, constraint=constraints.simplex, event_dim=1)
         else:
             self.q_probs = q
 
-    def expected_statistics(self, posterior, x):
+    def expected_statistics(self, posterior, x, obs_mask=None, labels=None,
+                            sample_weight=None):
         r"""
         Expected sufficient statistics, additive over points: ``n`` (:math:`N_k`),
         ``sx`` and ``sxx`` (first and second moments about ``shift``, the data mean;
         ``sxx`` is ``(K, D*D)`` for full/tied covariances, ``(K, D)`` otherwise).
+        Responsibilities are multiplied by ``sample_weight``; with ``obs_mask`` the
+        moments are those of the complete data given the observed part
+        (:func:`~pyroem.models.gaussian_missing.moments`), and a point with no observed
+        value and no label counts for nothing (as if dropped).
         """
         x = self._check_x(x)
+        self._check_partial(x, obs_mask, labels, sample_weight)
         resp = posterior["x"]  # (K, N): q(z_n = k), or one-hot for hard EM
         if resp.shape != (self.num_components, x.shape[0]):
             raise ValueError(f"the posterior of 'x' must have shape ({self.num_components}, "
                              f"{x.shape[0]}) for these data, got {tuple(resp.shape)}")
+        resp = self._responsibilities(posterior, obs_mask, labels)
+        keep = self._kept(x, obs_mask, labels, sample_weight)
+        if keep is not None:
+            resp = resp * keep
+        if obs_mask is not None:
+            return gm.moments(self, resp.T, x, obs_mask)
         kind = "full" if self.covariance_type in ("full", "tied") else "diag"
         shift, design = gaussian_design(x, kind)  # [quad, lin, 1]
         stats = split_moments(resp @ design, shift)  # every moment in one product
@@ -170,6 +262,16 @@ class GaussianMixture(CheckedParams, EMModel):
         # own mean
         return ge.stable_moments(stats, self.covariance_type, self.reg_covar,
                                  lambda: (resp.T, x))
+
+    @staticmethod
+    def _kept(x, obs_mask, labels, sample_weight):
+        """``(N,)`` weight of each point in the statistics (``None``: all 1): the sample
+        weight, times 0 for a point with nothing observed (no value, no label)."""
+        keep = sample_weight
+        if obs_mask is not None:
+            seen = obs_mask.any(-1) if labels is None else obs_mask.any(-1) | (labels >= 0)
+            keep = seen.to(x.dtype) if keep is None else keep * seen
+        return keep
 
     def maximize(self, stats):
         """M-step: the closed-form maximiser of Q (see the class docstring)."""
@@ -180,30 +282,55 @@ class GaussianMixture(CheckedParams, EMModel):
             self.weights = _tiny_floor(nk / nk.sum())
 
     # ------------------------------------------------------------------ fitting hooks
-    def _prepare(self, x, dtype=None):
-        return (check_matrix(x, self.dim, "x", dtype),)
+    partial_observation = ("obs_mask", "labels", "sample_weight")
+
+    def _prepare(self, x, obs_mask=None, labels=None, sample_weight=None, dtype=None):
+        if obs_mask is None:
+            x = check_matrix(x, self.dim, "x", dtype)
+        else:
+            x, obs_mask = po.masked_matrix(x, obs_mask, self.dim,
+                                           lambda v: check_matrix(v, self.dim, "x", dtype))
+        if labels is not None:
+            labels = po.check_labels(labels, x.shape[:1], self.num_components)
+        if sample_weight is not None:
+            sample_weight = po.check_sample_weight(sample_weight, x.shape[0], x.dtype)
+        return po.trim(x, obs_mask, labels, sample_weight)
 
     def _check_fit(self, args):
-        n = args[0].shape[0]
+        x, obs_mask, labels, weight = args + (None,) * (4 - len(args))
+        keep = self._kept(x, obs_mask, labels, weight)
+        n = x.shape[0] if keep is None else int((keep > 0).sum())
         if n < self.num_components:
             raise ValueError(f"fit needs at least num_components={self.num_components} "
-                             f"points, got {n}")
+                             f"points (with an observed value and a weight > 0), got {n}")
+
+    def _check_fit_options(self, args, method, record_decomposition):
+        po.check_decomposition(len(args) == 4, record_decomposition)
 
     def _num_items(self, args):
-        return args[0].shape[0]
+        x, obs_mask, labels, weight = args + (None,) * (4 - len(args))
+        keep = self._kept(x, obs_mask, labels, weight)
+        return x.shape[0] if keep is None else float(keep.sum())
 
     def _initialize(self, args, init, generator):
-        (x,) = args
+        x, obs_mask, labels, weight = args + (None,) * (4 - len(args))
         if init == "given":
             return
+        if obs_mask is not None:  # k-means and the first M-step on mean-imputed data
+            x = gm.imputed(x, obs_mask)
         n, K = x.shape[0], self.num_components
-        if init == "kmeans++":
-            _, labels = kmeans(x, K, generator)
-            resp = torch.nn.functional.one_hot(labels, K).to(x.dtype)
+        if init == "kmeans++" and labels is not None:  # each known class seeds its component
+            resp = po.labelled_kmeans(x, labels, K, generator)
+        elif init == "kmeans++":
+            _, assigned = kmeans(x, K, generator)
+            resp = torch.nn.functional.one_hot(assigned, K).to(x.dtype)
         else:  # "random": random responsibilities, as scikit-learn
             resp = torch.rand(n, K, generator=generator, dtype=x.dtype)
             resp = resp / resp.sum(-1, keepdim=True)
-        self.maximize(self.expected_statistics(DiscretePosterior.given(x=resp.T), x))
+            if labels is not None:  # labelled rows one-hot, components renumbered to them
+                resp = po.seed_responsibilities(resp, labels)
+        self.maximize(self.expected_statistics(DiscretePosterior.given(x=resp.T), x, None,
+                                               None, weight))
 
     @property
     def num_parameters(self):
@@ -212,27 +339,33 @@ class GaussianMixture(CheckedParams, EMModel):
         return ge.num_parameters(self.covariance_type, (K,), self.dim) + K - 1
 
     # ------------------------------------------------------------------ scoring
-    def _log_joint(self, x):
-        """``log p(x_n, z_n = k)`` as an ``(N, K)`` tensor."""
+    def _log_joint(self, x, obs_mask=None, labels=None):
+        r"""``log p(x_n, z_n = k)`` as an ``(N, K)`` tensor (the observed part of
+        ``x_n`` with ``obs_mask``; :math:`-\infty` off a known label)."""
         with torch.no_grad():
-            z = torch.arange(self.num_components).unsqueeze(-1)
-            lp = self._emission(z).log_prob(x) + self.weights.log().unsqueeze(-1)
-        return lp.T
+            if obs_mask is None:
+                z = torch.arange(self.num_components).unsqueeze(-1)
+                lp = (self._emission(z).log_prob(x) + self.weights.log().unsqueeze(-1)).T
+            else:
+                lp = gm.log_prob(self, x, obs_mask) + self.weights.log()
+            if labels is not None:
+                lp = lp + po.label_clamp(labels, self.num_components, lp.dtype)
+        return lp
 
-    def log_prob(self, x):
-        r"""Per-point :math:`\log p(x_n) = \log \sum_k \pi_k N(x_n|\mu_k, \Sigma_k)`, shape ``(N,)``."""
-        (x,) = self._data(x)
-        return self._log_joint(x).logsumexp(-1)
+    def log_prob(self, x, obs_mask=None, labels=None):
+        r"""Per-point :math:`\log p(x_n) = \log \sum_k \pi_k N(x_n|\mu_k, \Sigma_k)`,
+        shape ``(N,)``; with ``obs_mask`` of the observed part (0 for a point with none),
+        with ``labels`` :math:`\log p(x_n, z_n = l_n)` where the label is known."""
+        return self._log_joint(*self._data(x, obs_mask=obs_mask, labels=labels)).logsumexp(-1)
 
-    def posterior(self, x):
-        """Responsibilities :math:`p(z_n = k | x_n)`, shape ``(N, K)``."""
-        (x,) = self._data(x)
-        return self._log_joint(x).softmax(-1)
+    def posterior(self, x, obs_mask=None, labels=None):
+        """Responsibilities :math:`p(z_n = k | x_n)`, shape ``(N, K)`` (given the observed
+        part with ``obs_mask``; one-hot where ``labels`` are known)."""
+        return self._log_joint(*self._data(x, obs_mask=obs_mask, labels=labels)).softmax(-1)
 
-    def predict(self, x):
+    def predict(self, x, obs_mask=None, labels=None):
         """Most probable component of each point, shape ``(N,)``."""
-        (x,) = self._data(x)
-        return self._log_joint(x).argmax(-1)
+        return self._log_joint(*self._data(x, obs_mask=obs_mask, labels=labels)).argmax(-1)
 
     def sample(self, num_samples, seed=None):
         """Draw ``num_samples`` points; returns ``(x (n, D), z (n,))``.

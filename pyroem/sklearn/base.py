@@ -110,8 +110,8 @@ class EMEstimator(DensityMixin, BaseEstimator):
         meaning)."""
         return float(history.final_log_likelihood) / n_samples
 
-    def fit(self, X, y=None, **fit_params):
-        """
+    def fit(self, X, y=None, sample_weight=None, **fit_params):
+        r"""
         Fit by ``method`` (``"em"``, ``"viterbi"`` or ``"svi"``) with ``n_init``
         initialisations, keeping the best; an unconverged fit warns with scikit-learn's
         :class:`~sklearn.exceptions.ConvergenceWarning`. A fit that raises leaves the
@@ -119,6 +119,9 @@ class EMEstimator(DensityMixin, BaseEstimator):
 
         :param X: data, ``(n_samples, n_features)``.
         :param y: ignored (scikit-learn's API).
+        :param sample_weight: weights ``>= 0``, one per sample (per sequence for an HMM):
+            the objective is :math:`\sum_n w_n \log p(x_n)`, so an integer weight is the
+            sample repeated; ``lower_bound_`` is then per unit of weight.
         :param fit_params: the model's further data arguments (e.g. an HMM's ``lengths``).
         :returns: ``self``.
         """
@@ -127,7 +130,7 @@ class EMEstimator(DensityMixin, BaseEstimator):
             with warnings.catch_warnings(record=True) as caught:
                 # pyroem's warning is always caught here, to be re-emitted as scikit-learn's
                 warnings.simplefilter("always", ConvergenceWarning)
-                self._fit(X, fit_params)
+                self._fit(X, fit_params, sample_weight)
         except BaseException:  # a refused or failed fit changes nothing
             self.__dict__.clear()
             self.__dict__.update(before)
@@ -135,7 +138,7 @@ class EMEstimator(DensityMixin, BaseEstimator):
         self._reemit(caught)
         return self
 
-    def _fit(self, X, fit_params):
+    def _fit(self, X, fit_params, sample_weight=None):
         self._check_params()
         X = self._validate(X, reset=True)
         k = getattr(self, "n_components", None) or 1  # PLDA's may be None
@@ -147,11 +150,13 @@ class EMEstimator(DensityMixin, BaseEstimator):
         model = self._make_model(X.shape[1] if X.dim() > 1 else 1)
         history = model.fit(*data, method=self.method, max_iter=self._max_iter(), tol=tol,
                             init=self._init_option(), num_restarts=self.n_init,
-                            seed=self._seed())
+                            seed=self._seed(), sample_weight=sample_weight)
         self.model_ = model
         self.converged_ = bool(history.converged)
         self.n_iter_ = int(history.num_iters)
-        self.lower_bound_ = self._lower_bound(history, X.shape[0])
+        self.lower_bound_ = self._lower_bound(history, X.shape[0] if sample_weight is None
+                                              else model._num_items(model.prepare(
+                                                  *data, sample_weight=sample_weight)))
         self._export(model)
 
     def _reemit(self, caught):

@@ -4,7 +4,6 @@
 
 from typing import ClassVar
 
-import numpy as np
 
 from pyroem.models import BernoulliHMM as _BernoulliHMM
 from pyroem.models import MultinomialHMM as _MultinomialHMM

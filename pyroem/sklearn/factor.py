@@ -57,6 +57,11 @@ class FactorAnalysis(TransformerMixin, EMEstimator):
                              "not identifiable otherwise)")
         return _FactorAnalysis(n_features, self.n_components, self.noise, self.reg_covar)
 
+    def fit(self, X, y=None):
+        """Fit by exact EM (``n_init`` starts, the best kept). Returns ``self``.
+        (No ``sample_weight``: the factor models do not take weights.)"""
+        return super().fit(X, y)
+
     def _model_args(self, X):
         if X.shape[0] < 2:  # scikit-learn's words
             raise ValueError(f"FactorAnalysis needs at least 2 samples, got n_samples = "

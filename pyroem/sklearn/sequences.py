@@ -50,7 +50,7 @@ class HMMEstimator(EMEstimator):
     def _lower_bound(self, history, n_samples):
         return float(history.final_log_likelihood)  # hmmlearn's: the total
 
-    def fit(self, X, y=None, lengths=None, sequence_ids=None):
+    def fit(self, X, y=None, lengths=None, sequence_ids=None, sample_weight=None):
         """
         Fit by ``method`` with ``n_init`` initialisations, keeping the best.
 
@@ -59,9 +59,12 @@ class HMMEstimator(EMEstimator):
         :param lengths: lengths of the sequences (summing to ``n_samples``); ``None``: one
             sequence.
         :param sequence_ids: alternatively, one id per row (runs of equal ids are sequences).
+        :param sample_weight: one weight ``>= 0`` per sequence (an integer weight is the
+            sequence repeated).
         :returns: ``self``.
         """
-        return super().fit(X, y, lengths=lengths, sequence_ids=sequence_ids)
+        return super().fit(X, y, sample_weight=sample_weight, lengths=lengths,
+                           sequence_ids=sequence_ids)
 
     def fit_predict(self, X, y=None, lengths=None, sequence_ids=None):
         """Fit, then :meth:`predict` ``X``."""

@@ -22,6 +22,7 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.infer.posteriors import ChainPosterior
+from pyroem.models import partial as po
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import (
     CheckedParams,
@@ -30,10 +31,10 @@ from pyroem.models.checks import (
     check_simplex,
     make_generator,
 )
+from pyroem.models.hmm import partial as hp
 from pyroem.models.hmm.guide import MarkovChainGuide
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
-from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
 
 DECODERS = ("viterbi", "map")
 
@@ -179,7 +180,7 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
 
     # ------------------------------------------------------------------ the Pyro model
     @model_method
-    def model(self, x, lengths):
+    def model(self, x, lengths, obs_mask=None, labels=None, sample_weight=None):
         r"""
         The chain as a Pyro program: a plate over the ``B`` sequences, ``pyro.markov``
         over time, ``z_t`` enumerated, ``x_t`` observed by the emission; frames beyond a
@@ -188,6 +189,8 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
 
         :param x: padded data ``(B, T, ...)`` (as from :meth:`prepare`).
         :param lengths: ``(B,)``.
+        :param obs_mask, labels, sample_weight: as :meth:`prepare` returns them (masked
+            emissions, labelled states clamped, a scale per sequence; see ``hmm.partial``).
         """
         self.emission.check(x, lengths)
         B, T = x.shape[:2]
@@ -196,20 +199,20 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
         if self.final_states is not None:
             log_final = torch.zeros(self.num_states, dtype=start.dtype).masked_fill(
                 ~self.final_states, -math.inf)
-        with pyro.plate("sequences", B, dim=-1):
+        with pyro.plate("sequences", B, dim=-1), po.weight_scale(sample_weight):
             z = None
             for t in pyro.markov(range(T)):
                 with poutine.mask(mask=lengths > t):
                     probs = start if z is None else trans[z]
                     z = pyro.sample(f"z_{t}", dist.Categorical(probs),
                                     infer={"enumerate": "parallel"})
-                    emission.observe(t, z, x[:, t])
+                    hp.observe_step(emission, t, z, x, obs_mask, labels)
                 if log_final is not None:
                     with poutine.mask(mask=lengths == t + 1):
                         pyro.factor(f"final_{t}", log_final[z])
 
     @model_method
-    def marginal_model(self, x, lengths):
+    def marginal_model(self, x, lengths, obs_mask=None, labels=None, sample_weight=None):
         r"""
         The chain with the states summed out: :math:`\log p(X)` (the forward recursion in
         log space, masked beyond each sequence's length, differentiable in every
@@ -219,7 +222,7 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
         :class:`~pyroem.models.hmm.guide.MarkovChainELBO` instead.)
         """
         self.emission.check(x, lengths)
-        log_emit = self.emission.log_prob(x, grad=True)
+        log_emit = hp.emission_log_prob(self.emission, x, obs_mask, labels, grad=True)
         log_trans = safe_log(self.trans_probs)
         alpha = safe_log(self.start_probs) + log_emit[:, 0]
         for t in range(1, x.shape[1]):
@@ -227,43 +230,40 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
             alpha = torch.where((lengths > t).unsqueeze(-1), step, alpha)
         if self.final_states is not None:
             alpha = alpha.masked_fill(~self.final_states, -math.inf)
-        pyro.factor("log_evidence", alpha.logsumexp(-1).sum())
+        weight = 1.0 if sample_weight is None else sample_weight
+        pyro.factor("log_evidence", (weight * alpha.logsumexp(-1)).sum())
 
     # ------------------------------------------------------------------ EM
-    def e_step(self, x, lengths, hard=False):
+    def e_step(self, x, lengths, obs_mask=None, labels=None, sample_weight=None, hard=False):
         r"""
         Vectorised exact E-step (forward-backward, or Viterbi with ``hard=True``).
 
         :returns: a :class:`~pyroem.infer.posteriors.ChainPosterior`: ``gamma (B, T, K)``
             (zero on padding; one-hot for ``hard``), ``start (K,)`` (expected initial
             states), ``trans (K, K)`` (expected transitions, summed :math:`\xi`),
-            ``log_prob (B,)`` per sequence and their sum ``log_evidence``.
+            ``log_prob (B,)`` per sequence and their sum ``log_evidence`` (each
+            sequence's multiplied by its ``sample_weight``).
         :raises ValueError: on data other than :meth:`prepare` returns.
         """
         self.emission.check(x, lengths)
         with torch.no_grad():
-            log_emit = self.emission.log_prob(x)
+            log_emit = hp.emission_log_prob(self.emission, x, obs_mask, labels)
+            log_prob, gamma, xi = hp.run_chain(self, log_emit, lengths, hard, sample_weight)
             log_start = self.start_probs.detach().log()
-            trans = self.trans_probs.detach()
-            if hard:
-                log_prob, path = viterbi(log_start, trans.log(), log_emit, lengths,
-                                         self.final_states, self.block_length)
-                gamma, xi = path_statistics(path, self.num_states, log_emit.dtype)
-            else:
-                log_prob, gamma, xi = forward_backward(log_start, trans, log_emit, lengths,
-                                                       self.final_states, self.block_length)
+            log_trans = safe_log(self.trans_probs.detach())
         posterior = ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
         # what the guide's chain is computed from when next read (see MarkovChainGuide):
-        # references only, at the parameters of this E-step
+        # references only, at the parameters of this E-step (a sequence's posterior chain
+        # does not depend on its weight)
         posterior.chain_factors = None if hard else (
-            log_start, safe_log(trans), log_emit, lengths, self._log_final(log_emit.dtype))
+            log_start, log_trans, log_emit, lengths, self._log_final(log_emit.dtype))
         return posterior
 
-    def expected_statistics(self, posterior, x, lengths):
+    def expected_statistics(self, posterior, x, lengths, obs_mask=None, *partial):
         """Additive statistics: ``start``, ``trans`` and the emission's statistics."""
         self.emission.check(x, lengths)
         stats = {"start": posterior.start, "trans": posterior.trans}
-        stats.update(self.emission.expected_statistics(posterior.gamma, x))
+        stats.update(hp.emission_statistics(self.emission, posterior.gamma, x, obs_mask))
         return stats
 
     def maximize(self, stats):
@@ -279,22 +279,29 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
         self._set_internal(**values)
 
     # ------------------------------------------------------------------ fitting hooks
-    def _prepare(self, x, lengths=None, dtype=None):
-        padded, lengths, _ = self.emission.pack(x, lengths, dtype)
-        return padded, lengths
+    partial_observation = ("obs_mask", "labels", "sample_weight")  # hmm/partial.py
+    def _prepare(self, x, lengths=None, obs_mask=None, labels=None, sample_weight=None,
+                 dtype=None):
+        return hp.prepare(self, x, lengths, obs_mask, labels, sample_weight, dtype)[0]
 
     def _check_fit(self, args):
+        hp.check_observed(*args)
         n = self._num_items(args)
         if n < self.num_states:
             raise ValueError(f"fit needs at least num_states={self.num_states} frames, got {n}")
 
     def _num_items(self, args):
-        return int(args[1].sum())
+        return hp.num_frames(*args)
+
+    def _check_fit_options(self, args, method, record_decomposition):
+        po.check_decomposition(len(args) == 5, record_decomposition)
 
     def _initialize(self, args, init, generator):
         # start and transition probabilities start as set (uniform by default)
-        x, lengths = args
-        self.emission.initialize(x, lengths, init, generator, self.params)
+        x, lengths, obs_mask, labels, _ = args + (None,) * (5 - len(args))
+        self.emission.initialize(*hp.imputed(x, lengths, obs_mask), init, generator, self.params)
+        if labels is not None and init != "given":
+            hp.seed_emission(self.emission, *args[:4], self.params, init, generator)
 
     @property
     def num_parameters(self):
@@ -304,22 +311,23 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
         return n + self.emission.num_parameters(self.params)
 
     # ------------------------------------------------------------------ scoring
-    def _scoring(self, x, lengths):
-        return self.emission.pack(x, lengths, self.dtype)
+    def _scoring(self, x, lengths, obs_mask=None, labels=None):
+        return hp.prepare(self, x, lengths, obs_mask, labels, None, self.dtype)
 
-    def log_prob(self, x, lengths=None):
+    def log_prob(self, x, lengths=None, obs_mask=None, labels=None):
         r""":math:`\log p(x_{1:T})` of each sequence (``(B,)``; a 0-dim tensor for one
-        sequence). With ``final_states``, paths must end in a final state."""
-        padded, lengths, form = self._scoring(x, lengths)
-        return unpack_scalar(self.e_step(padded, lengths).log_prob, form)
+        sequence). With ``final_states``, paths must end in a final state; with
+        ``obs_mask`` of the observed part, with ``labels`` jointly with the known states."""
+        args, form = self._scoring(x, lengths, obs_mask, labels)
+        return unpack_scalar(self.e_step(*args).log_prob, form)
 
-    def posterior(self, x, lengths=None):
+    def posterior(self, x, lengths=None, obs_mask=None, labels=None):
         r"""Per-frame posteriors :math:`\gamma_t(k) = p(z_t = k | x_{1:T})`: ``(T, K)`` for
         one sequence, a list, or ``(B, T, K)`` (zero on padding)."""
-        padded, lengths, form = self._scoring(x, lengths)
-        return unpack(self.e_step(padded, lengths).gamma, lengths, form)
+        args, form = self._scoring(x, lengths, obs_mask, labels)
+        return unpack(self.e_step(*args).gamma, args[1], form)
 
-    def decode(self, x, lengths=None, algorithm="viterbi"):
+    def decode(self, x, lengths=None, algorithm="viterbi", obs_mask=None, labels=None):
         r"""
         Most probable states.
 
@@ -331,15 +339,16 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
             states in the data's form (``-1`` on padding).
         """
         check_option("algorithm", algorithm, DECODERS)
-        padded, lengths, form = self._scoring(x, lengths)
-        post = self.e_step(padded, lengths, hard=(algorithm == "viterbi"))
+        args, form = self._scoring(x, lengths, obs_mask, labels)
+        padded, lengths = args[:2]
+        post = self.e_step(*args, hard=(algorithm == "viterbi"))
         mask = torch.arange(padded.shape[1]) < lengths.unsqueeze(-1)
         states = torch.where(mask, post.gamma.argmax(-1), -1)
         return unpack_scalar(post.log_prob, form), unpack(states, lengths, form)
 
-    def predict(self, x, lengths=None):
+    def predict(self, x, lengths=None, obs_mask=None, labels=None):
         """The Viterbi path (``decode(x)[1]``)."""
-        return self.decode(x, lengths)[1]
+        return self.decode(x, lengths, obs_mask=obs_mask, labels=labels)[1]
 
     # ------------------------------------------------------------------ sampling
     def sample(self, num_steps, num_sequences=None, seed=None):

@@ -6,7 +6,9 @@ Gaussian emissions, :math:`x_t | z_t = k \sim \mathcal N(\mu_k, \Sigma_k)`, and
 import pyro
 import torch
 
+from pyroem.distributions import missing
 from pyroem.models import gaussian_emission as ge
+from pyroem.models import gaussian_missing as gm
 from pyroem.models.checks import (
     CheckedParams,
     check_option,
@@ -77,6 +79,29 @@ class GaussianEmission(CheckedParams, Emission):
         # computed state-major, (T, K, B), the layout of the forward-backward recursion
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             return ge.state_major_log_prob(self, x).permute(2, 0, 1)
+
+    def observe_masked(self, t, z, x_t, mask_t):
+        """Step ``t`` with some dimensions missing: the marginal of the observed ones."""
+        pyro.sample(f"x_{t}", gm.distribution(self, z, mask_t), obs=x_t)
+
+    def masked_log_prob(self, x, obs_mask, grad=False):
+        r""":math:`\log \mathcal N(x_{b,t,o} | \mu_{k,o}, \Sigma_{k,oo})` for the observed
+        dimensions :math:`o` of every frame, ``(B, T, K)`` (0 on a frame with none)."""
+        B, T, D = x.shape
+        flat, mask = x.reshape(B * T, D), obs_mask.reshape(B * T, D)
+        if grad and torch.is_grad_enabled():
+            lp = missing.marginal_log_prob(flat, mask, self.means,
+                                           **gm.covariance_args(self, grad=True))
+        else:
+            lp = gm.log_prob(self, flat, mask)
+        return lp.reshape(B, T, self.num_states)
+
+    def masked_statistics(self, gamma, x, obs_mask):
+        """The expected complete-data moments given the observed dimensions of each frame
+        (Ghahramani and Jordan, 1994; :func:`~pyroem.models.gaussian_missing.moments`)."""
+        D = self.dim
+        return gm.moments(self, gamma.reshape(-1, self.num_states), x.reshape(-1, D),
+                          obs_mask.reshape(-1, D))
 
     def expected_statistics(self, gamma, x):
         # gamma from forward_backward is a (B, T, K) view of a state-major tensor

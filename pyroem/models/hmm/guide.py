@@ -48,6 +48,7 @@ from torch.distributions import constraints
 from pyroem.infer.decompose import Decomposition
 from pyroem.infer.protocols import owner_of
 from pyroem.models.base import model_method
+from pyroem.models.hmm import partial as hp
 from pyroem.models.hmm.probs import safe_log
 
 
@@ -200,7 +201,7 @@ class MarkovChainGuide:
     guide_params = _GUIDE_PARAMS
 
     @model_method
-    def guide(self, x, lengths):
+    def guide(self, x, lengths, obs_mask=None, labels=None, sample_weight=None):
         r"""
         ``z_1 ~ Categorical(q(z_1))``, ``z_t ~ Categorical(q(z_t | z_{t-1}))`` per
         sequence, frames beyond a sequence's length masked out: the posterior chain (set
@@ -208,6 +209,8 @@ class MarkovChainGuide:
 
         :param x: padded data ``(B, T, ...)`` (as from :meth:`prepare`).
         :param lengths: ``(B,)``.
+        :param obs_mask, labels, sample_weight: the partial observation (as the model's):
+            q is over every state whatever is observed, so the guide does not read them.
         """
         self.emission.check(x, lengths)
         B, T = x.shape[:2]
@@ -221,7 +224,7 @@ class MarkovChainGuide:
                     logits = start if z is None else trans[rows, t - 1, z]
                     z = pyro.sample(f"z_{t}", dist.Categorical(logits=logits))
 
-    def write_posterior(self, posterior, x, lengths):
+    def write_posterior(self, posterior, x, lengths, *partial):
         """E-step: the guide's chain := the exact posterior (computed when next read)."""
         if getattr(posterior, "chain_factors", False) is False:
             raise ValueError("write_posterior needs a posterior of this model's e_step")
@@ -280,23 +283,28 @@ class MarkovChainGuide:
         return torch.zeros(self.num_states, dtype=dtype).masked_fill(~self.final_states, -math.inf)
 
     @model_method
-    def chain_elbo(self, x, lengths):
+    def chain_elbo(self, x, lengths, obs_mask=None, labels=None, sample_weight=None):
         r""":math:`\mathrm{ELBO}(q, \eta)` per sequence, ``(B,)``, exact and differentiable
         in the model's parameters and the guide's q (:func:`chain_expectations`)."""
         self.emission.check(x, lengths)
         self._q_for(*x.shape[:2])
-        joint, entropy = self._expectations(x, lengths)
+        joint, entropy = self._expectations(x, lengths, obs_mask, labels, sample_weight)
         return joint + entropy
 
-    def _expectations(self, x, lengths):
-        log_emit = self.emission.log_prob(x, grad=True)
+    def _expectations(self, x, lengths, obs_mask=None, labels=None, sample_weight=None):
+        """``(Q, H)`` per sequence (each multiplied by its ``sample_weight``)."""
+        log_emit = hp.emission_log_prob(self.emission, x, obs_mask, labels, grad=True)
         log_q_start = self.q_start_logits.log_softmax(-1)
         log_q_trans = self.q_trans_logits.log_softmax(-1)
-        return chain_expectations(log_q_start, log_q_trans, safe_log(self.start_probs),
-                                  safe_log(self.trans_probs), log_emit, lengths,
-                                  self._log_final(log_emit.dtype))
+        joint, entropy = chain_expectations(log_q_start, log_q_trans, safe_log(self.start_probs),
+                                            safe_log(self.trans_probs), log_emit, lengths,
+                                            self._log_final(log_emit.dtype))
+        if sample_weight is None:
+            return joint, entropy
+        return sample_weight * joint, sample_weight * entropy
 
-    def guide_decomposition(self, x, lengths, log_evidence=None):
+    def guide_decomposition(self, x, lengths, obs_mask=None, labels=None, sample_weight=None,
+                            log_evidence=None):
         r"""
         The exact :class:`~pyroem.infer.Decomposition` of :math:`\log p(X)` for the
         guide's current q (what :func:`~pyroem.infer.decompose` returns for a built-in
@@ -306,9 +314,10 @@ class MarkovChainGuide:
         with torch.no_grad():
             self.emission.check(x, lengths)
             self._q_for(*x.shape[:2])
-            joint, entropy = (float(v.sum()) for v in self._expectations(x, lengths))
+            partial = (obs_mask, labels, sample_weight)
+            joint, entropy = (float(v.sum()) for v in self._expectations(x, lengths, *partial))
             if log_evidence is None:
-                log_evidence = self.e_step(x, lengths).log_evidence
+                log_evidence = self.e_step(x, lengths, *partial).log_evidence
         log_evidence, elbo = float(log_evidence), joint + entropy
         return Decomposition(log_evidence=log_evidence, elbo=elbo, kl=log_evidence - elbo,
                              entropy=entropy, expected_log_joint=joint)

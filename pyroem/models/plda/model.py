@@ -32,17 +32,18 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions.statistics import regularized_cholesky
+from pyroem.models import partial as po
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import (
     CheckedParams,
     check_covariance,
-    check_matrix,
     check_model_data,
     check_positive_int,
     check_real,
     check_reg_covar,
 )
 from pyroem.models.factor.common import DataSizedGuide
+from pyroem.models.plda import partial as plda_partial
 from pyroem.models.plda.labels import encode_labels
 from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
 from pyroem.models.plda.sampling import PLDASampling
@@ -169,7 +170,7 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
     def _check_param(self, name, value):
         return check_real(value, "mean", (self.dim,), self.dtype)
 
-    def _check_args(self, x, speaker):
+    def _check_args(self, x, speaker, sample_weight=None):
         """The arguments of the Pyro ``model``/``guide``/``e_step``/statistics: the
         prepared embeddings ``(N, D)`` in the model's dtype and speaker codes ``(N,)``
         (finiteness and contiguous codes are checked with the data summary, once per
@@ -183,6 +184,8 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
                    if torch.is_tensor(speaker) else type(speaker).__name__)
             raise ValueError(f"speaker must be integer codes of shape ({x.shape[0]},), one "
                              f"per embedding, got {got} (use {prepare})")
+        if sample_weight is not None:
+            po.check_sample_weight(sample_weight, x.shape[0], self.dtype, per="embedding")
 
     def _basis(self):
         """The simultaneously diagonalising basis of the current covariances."""
@@ -198,32 +201,34 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
 
     # ------------------------------------------------------------------ model and guide
     @model_method
-    def model(self, x, speaker):
+    def model(self, x, speaker, sample_weight=None):
         """``z_s ~ N(mean, between_cov)`` per speaker, ``x_i ~ N(z[speaker_i], within_cov)``.
 
         :param torch.Tensor x: embeddings ``(N, D)``.
         :param torch.LongTensor speaker: contiguous speaker codes ``(N,)``.
+        :param sample_weight: ``(N,)`` weights > 0 (``poutine.scale`` per embedding).
         """
-        self._check_args(x, speaker)
+        self._check_args(x, speaker, sample_weight)
         num_speakers = int(speaker.max()) + 1
         mean, between, within = self.mean, self.between_scale_tril, self.within_scale_tril
         with pyro.plate("speakers", num_speakers):
             z = pyro.sample("z", dist.MultivariateNormal(mean, scale_tril=between))
-        with pyro.plate("embeddings", x.shape[0]):
+        with pyro.plate("embeddings", x.shape[0]), po.weight_scale(sample_weight):
             # validate_args=False: validation would materialise the (N, D, D) broadcast of
             # scale_tril (the constraint holds by construction: a lower_cholesky PyroParam)
             pyro.sample("x", dist.MultivariateNormal(z[speaker], scale_tril=within,
                                                      validate_args=False), obs=x)
 
     @model_method
-    def guide(self, x, speaker):
+    def guide(self, x, speaker, sample_weight=None):
         r"""``z_s ~ N(q_loc[s], q_scale_tril[g_s] q_scale_tril[g_s]^T)``: one Gaussian per
         speaker whose covariance is shared by the speakers of equal count (group
         :math:`g_s`). That family contains the exact posterior, whose covariance depends
         on :math:`n_s` only, and needs ``G D^2`` memory instead of ``S D^2``. Set
         exactly by EM's E-step, trained by SVI; starts at the prior."""
-        self._check_args(x, speaker)
-        counts = torch.bincount(speaker)
+        self._check_args(x, speaker, sample_weight)
+        counts = torch.bincount(speaker) if sample_weight is None else \
+            torch.bincount(speaker, weights=sample_weight).to(self.dtype)  # as the E-step's
         distinct, group = torch.unique(counts, return_inverse=True)
         num_speakers = counts.shape[0]
         if (self._q_shape("q_loc") != (num_speakers, self._latent_size)
@@ -255,7 +260,7 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
                      + summary.counts * (D * math.log(2 * math.pi) + basis.log_det_within))
         return lp, ybar, npsi
 
-    def e_step(self, x, speaker, hard=False):
+    def e_step(self, x, speaker, sample_weight=None, hard=False):
         r"""
         The exact posterior of every :math:`z_s` and the exact :math:`\log p(X)`.
 
@@ -265,9 +270,9 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
         if hard:
             raise ValueError("PLDA's latent speaker means are continuous: there is no hard "
                              "(Viterbi) E-step; use method='em' or 'svi'")
-        self._check_args(x, speaker)
+        self._check_args(x, speaker, sample_weight)
         with torch.no_grad():
-            summary = data_summary(x, speaker)
+            summary = data_summary(x, speaker, sample_weight)
             basis = self._basis()
             lp, ybar, npsi = self._speaker_terms(summary, basis)
             t = basis.transform
@@ -278,12 +283,13 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
             log_evidence = lp.sum() - 0.5 * within_quad
         return SpeakerPosterior(log_evidence, loc, distinct, group, basis.inverse, variances)
 
-    def write_posterior(self, posterior, x, speaker):
+    def write_posterior(self, posterior, x, speaker, sample_weight=None):
         """E-step: the guide's ``q(z_s)`` := the exact posterior."""
         self._set_q(q_loc=posterior.loc, q_scale_tril=posterior.scale_tril)
-        self.q_counts = posterior.counts.long()
+        # weighted counts are real numbers; whole counts stay integers, as the guide's
+        self.q_counts = posterior.counts.long() if sample_weight is None else posterior.counts
 
-    def expected_statistics(self, posterior, x, speaker):
+    def expected_statistics(self, posterior, x, speaker, sample_weight=None):
         r"""
         Expected sufficient statistics, additive over speakers: ``num_speakers``,
         ``num_embeddings``, ``sum_z`` (:math:`\sum_s m_s`), ``sum_zz``
@@ -291,8 +297,8 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
         (:math:`\sum_s \sum_i E_q[(x_{si} - z_s)(x_{si} - z_s)^\top]`), all about
         ``shift`` (the data mean).
         """
-        self._check_args(x, speaker)
-        summary = data_summary(x, speaker)
+        self._check_args(x, speaker, sample_weight)
+        summary = data_summary(x, speaker, sample_weight)
         post = posterior
         m = post.loc - summary.shift
         sizes = torch.bincount(post.group, minlength=post.counts.shape[0]).to(m.dtype)
@@ -332,7 +338,8 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
             ``Trace_ELBO`` on the same model and guide). ``"viterbi"`` raises
             ``ValueError``: the latents are continuous.
         :param kwargs: as :meth:`pyroem.models.EMModel.fit` (``max_iter``, ``tol``,
-            ``init`` in ``("scatter", "given")``, ``seed``, ``progress``, ``lr``).
+            ``init`` in ``("scatter", "given")``, ``seed``, ``progress``, ``lr``;
+            ``obs_mask``, ``sample_weight``: :mod:`pyroem.models.plda.partial`).
         """
         if method == "viterbi":
             raise ValueError("method='viterbi' does not apply to PLDA: its latent speaker "
@@ -342,16 +349,16 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
     def _svi_elbo(self):
         return pyro.infer.Trace_ELBO()
 
-    def _prepare(self, embeddings, labels, dtype=None):
-        x = check_matrix(embeddings, self.dim, "embeddings", dtype)
+    partial_observation = ("obs_mask", "sample_weight")
+
+    def _prepare(self, embeddings, labels, obs_mask=None, sample_weight=None, dtype=None):
+        # missing embeddings (and zero weights) are dropped: see plda/partial.py
         speaker, _ = encode_labels(labels)
-        if speaker.shape[0] != x.shape[0]:
-            raise ValueError(f"labels must have one entry per embedding: got {speaker.shape[0]} "
-                             f"labels for {x.shape[0]} embeddings")
-        return x, speaker.to(x.device)
+        return plda_partial.prepare(embeddings, speaker, obs_mask, sample_weight, self.dim,
+                                    dtype)
 
     def _check_fit(self, args):
-        x, speaker = args
+        x, speaker = args[:2]
         num_speakers = int(speaker.max()) + 1
         if num_speakers < 2:
             raise ValueError("fit needs embeddings of at least 2 speakers")
@@ -360,7 +367,10 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
                              "(otherwise within_cov cannot be told from between_cov)")
 
     def _num_items(self, args):
-        return args[0].shape[0]
+        return args[0].shape[0] if len(args) == 2 else float(args[2].sum())
+
+    def _check_fit_options(self, args, method, record_decomposition):
+        po.check_decomposition(len(args) == 3, record_decomposition)
 
     def _initialize(self, args, init, generator):
         if init == "given":
@@ -369,7 +379,7 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
         means = summary.means
         mean_c = means.mean(0)
         dev = means - mean_c
-        S, N = means.shape[0], args[0].shape[0]
+        S, N = means.shape[0], float(summary.counts.sum())
         self.maximize({
             "num_speakers": means.new_tensor(float(S)),
             "num_embeddings": means.new_tensor(float(N - S)),

@@ -22,39 +22,47 @@ class _Summary(NamedTuple):
 _CACHE = {}
 
 
-def _compute_summary(x, speaker):
+def _compute_summary(x, speaker, weight=None):
     if speaker.shape != x.shape[:1]:
         raise ValueError(f"speaker codes must have shape ({x.shape[0]},), got "
                          f"{tuple(speaker.shape)}")
     check_finite(x, "x")
     if speaker.numel() and int(speaker.min()) < 0:
         raise ValueError("speaker codes must be >= 0")
-    counts = torch.bincount(speaker).to(x.dtype)
-    if (counts == 0).any():
+    if (torch.bincount(speaker) == 0).any():
         raise ValueError("speaker codes must be contiguous 0..S-1 (see pyroem.models.plda."
                          "encode_labels)")
-    shift = x.mean(0)
+    # a weight per embedding counts it that many times (sums of weights, weighted means
+    # and scatter); without weights every embedding counts once
+    counts = torch.bincount(speaker, weights=weight).to(x.dtype)
+    if weight is not None and not bool((counts > 0).all()):
+        raise ValueError("every speaker needs an embedding with a sample_weight > 0")
+    shift = x.mean(0) if weight is None else (weight.unsqueeze(-1) * x).sum(0) / weight.sum()
     xc = x - shift
     means = torch.zeros(counts.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
-    means.index_add_(0, speaker, xc)
+    means.index_add_(0, speaker, xc if weight is None else weight.unsqueeze(-1) * xc)
     means /= counts.unsqueeze(-1)
     resid = xc.sub_(means[speaker])  # in place: xc is ours
-    return _Summary(counts, means, resid.T @ resid, shift)
+    weighted = resid if weight is None else weight.unsqueeze(-1) * resid
+    return _Summary(counts, means, weighted.T @ resid, shift)
 
 
-def data_summary(x, speaker):
-    """Speaker counts, centred speaker means and the within-speaker scatter of ``x``,
-    cached while ``x`` and ``speaker`` are alive and unmodified."""
+def data_summary(x, speaker, weight=None):
+    """Speaker counts, centred speaker means and the within-speaker scatter of ``x`` (with
+    ``weight``, one per embedding: sums of weights, weighted means and scatter), cached
+    while ``x``, ``speaker`` (and ``weight``) are alive and unmodified."""
     if x.requires_grad:
-        return _compute_summary(x.detach(), speaker)
-    key = (id(x), id(speaker))
+        return _compute_summary(x.detach(), speaker, weight)
+    tensors = (x, speaker) if weight is None else (x, speaker, weight)
+    key = tuple(id(t) for t in tensors)
+    versions = tuple(t._version for t in tensors)
     hit = _CACHE.get(key)
     if hit is not None:
-        (xref, sref), versions, summary = hit
-        if xref() is x and sref() is speaker and versions == (x._version, speaker._version):
+        refs, cached_versions, summary = hit
+        if all(r() is t for r, t in zip(refs, tensors)) and cached_versions == versions:
             return summary
-    summary = _compute_summary(x, speaker)
-    # the entry goes when either tensor dies
-    refs = tuple(weakref.ref(t, lambda _, k=key: _CACHE.pop(k, None)) for t in (x, speaker))
-    _CACHE[key] = (refs, (x._version, speaker._version), summary)
+    summary = _compute_summary(x, speaker, weight)
+    # the entry goes when any of the tensors dies
+    refs = tuple(weakref.ref(t, lambda _, k=key: _CACHE.pop(k, None)) for t in tensors)
+    _CACHE[key] = (refs, versions, summary)
     return summary
