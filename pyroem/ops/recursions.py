@@ -49,6 +49,7 @@ from pyroem.ops.blocked import (
     layout,
     where,
 )
+from pyroem.ops.denormals import flush_denormals
 from pyroem.ops.scaled import finite_max, scaled_forward_backward
 
 
@@ -80,12 +81,14 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     final_w = None if final is None else final.to(log_emit.dtype)
     S = T - 1
     L = block_length if block_length is not None else auto_block_length(S, B, K)
-    if S == 0 or L >= S:
-        # one block: the state-major recursion; gamma is a (B, T, K) view of its result
-        log_ev, gamma, xi = scaled_forward_backward(log_start, trans, log_emit.permute(1, 2, 0),
-                                                    lengths, final_w)
-        return log_ev, gamma.permute(2, 0, 1), xi
-    return blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, L)
+    with flush_denormals():  # entries below the smallest normal float (module docstring)
+        if S == 0 or L >= S:
+            # one block: the state-major recursion; gamma is a (B, T, K) view of its result
+            log_ev, gamma, xi = scaled_forward_backward(log_start, trans,
+                                                        log_emit.permute(1, 2, 0), lengths,
+                                                        final_w)
+            return log_ev, gamma.permute(2, 0, 1), xi
+        return blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, L)
 
 
 
