@@ -49,6 +49,7 @@ from pyroem.ops.blocked import (
     layout,
     where,
 )
+from pyroem.ops.compiled import applies, compiled_forward_backward
 from pyroem.ops.denormals import flush_denormals
 from pyroem.ops.scaled import finite_max, scaled_forward_backward
 
@@ -81,6 +82,9 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     final_w = None if final is None else final.to(log_emit.dtype)
     S = T - 1
     L = block_length if block_length is not None else auto_block_length(S, B, K)
+    if block_length is None and applies(log_emit, trans):
+        # few states: the compiled frame-by-frame recursion (pyroem.ops.compiled)
+        return compiled_forward_backward(log_start, trans, log_emit, lengths, final_w)
     with flush_denormals():  # entries below the smallest normal float (module docstring)
         if S == 0 or L >= S:
             # one block: the state-major recursion; gamma is a (B, T, K) view of its result
@@ -90,6 +94,24 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
             return log_ev, gamma.permute(2, 0, 1), xi
         return blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, L)
 
+
+
+def forward_backward_symbols(log_start, trans, log_table, symbols, lengths, final=None,
+                             block_length=None):
+    r"""
+    :func:`forward_backward` for emissions that a lookup table gives,
+    :math:`\log b_t(k)` = ``log_table[symbols[b, t], k]`` (categorical emissions): the
+    compiled kernel (:mod:`~pyroem.ops.compiled`) reads the table, scaled once, instead of a
+    ``(B, T, K)`` tensor of log-densities exponentiated frame by frame; otherwise the
+    table is gathered and :func:`forward_backward` runs.
+
+    :param torch.Tensor log_table: ``(M, K)``.
+    :param torch.Tensor symbols: ``(B, T)`` integers in ``[0, M)`` (padding included).
+    """
+    if block_length is None and applies(log_table, trans):
+        final_w = None if final is None else final.to(log_table.dtype)
+        return compiled_forward_backward(log_start, trans, log_table, lengths, final_w, symbols)
+    return forward_backward(log_start, trans, log_table[symbols], lengths, final, block_length)
 
 
 def _shift(w):

@@ -31,7 +31,12 @@ from pyroem.models.checks import (
     make_generator,
 )
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
-from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
+from pyroem.ops.recursions import (
+    forward_backward,
+    forward_backward_symbols,
+    path_statistics,
+    viterbi,
+)
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
 
 DECODERS = ("viterbi", "map")
@@ -248,9 +253,14 @@ class HiddenMarkovModel(CheckedParams, EMModel):
         """
         self.emission.check(x, lengths)
         with torch.no_grad():
-            log_emit = self.emission.log_prob(x)
             log_start = self.start_probs.detach().log()
             trans = self.trans_probs.detach()
+            table = None if hard else self.emission.log_prob_table()
+            if table is not None:  # symbols: the recursion looks their rows up
+                log_prob, gamma, xi = forward_backward_symbols(
+                    log_start, trans, table, x, lengths, self.final_states, self.block_length)
+                return ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
+            log_emit = self.emission.log_prob(x)
             if hard:
                 log_prob, path = viterbi(log_start, trans.log(), log_emit, lengths,
                                          self.final_states, self.block_length)
