@@ -93,7 +93,8 @@ def gaussian_data(k, d, total, seed=0):
 
 # ----------------------------------------------------------------------------- iterations
 def hmmlearn_iteration(kind, x, lengths, init, implementation):
-    """One ``_do_estep`` + ``_do_mstep`` of hmmlearn, the parameters reset after it."""
+    """One ``_do_estep`` + ``_do_mstep`` of hmmlearn (successive calls iterate EM from the
+    start ``init``, as pyroem's do)."""
     from hmmlearn import hmm as hl
 
     if kind == "categorical":
@@ -115,7 +116,6 @@ def hmmlearn_iteration(kind, x, lengths, init, implementation):
     def step():
         stats, _ = ref._do_estep(x, lengths)
         ref._do_mstep(stats)
-        reset()
 
     return step
 
@@ -143,13 +143,14 @@ def pyroem_model(kind, init, dtype):
 
 
 def pyroem_iteration(kind, x, lengths, init, dtype=None):
-    """One ``EM.step`` of pyroem on the same data and start, the parameters reset after it."""
+    """One ``EM.step`` of pyroem on the same data and start (successive calls iterate; the
+    parameters are not reset, which costs more than a small problem's iteration)."""
     import numpy as np
     import torch
     from pyroem.infer import EM
 
     dtype = dtype or torch.float64
-    model, reset = pyroem_model(kind, init, dtype)
+    model, _ = pyroem_model(kind, init, dtype)
     data = torch.as_tensor(x) if lengths is None else [
         torch.as_tensor(s) for s in np.split(x, np.cumsum(lengths)[:-1])]
     args = model._prepare(data, dtype=dtype)
@@ -157,7 +158,6 @@ def pyroem_iteration(kind, x, lengths, init, dtype=None):
 
     def step():
         em.step(*args)
-        reset()
 
     return step, model, args
 

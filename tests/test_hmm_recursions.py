@@ -134,3 +134,22 @@ def test_backward_ratios_beyond_the_float_range_give_no_nan(T, block_length):
         assert torch.allclose(gamma[0], torch.tensor([1.0, 0.0], dtype=dtype).expand(T, 2))
         assert torch.allclose(xi, torch.tensor([[T - 1.0, 0.0], [0.0, 0.0]], dtype=dtype),
                               rtol=1e-5)
+
+
+def test_subnormals_flushed_inside_the_recursion_only():
+    from pyroem.ops.denormals import flush_denormals, flushing
+
+    tiny = torch.tensor(torch.finfo(torch.float32).tiny)
+    assert not flushing() and (tiny / 4) > 0  # the default: subnormals kept
+    with flush_denormals():
+        assert flushing() and (tiny / 4) == 0
+    assert not flushing()
+    pi, A, le = _problem(K=12, T=400, B=2, seed=2)  # 12 states: the torch recursions
+    forward_backward(pi.log().float(), A.float(), le.float(), torch.tensor([400, 300]))
+    assert not flushing()  # restored after the recursion
+    torch.set_flush_denormal(True)  # a caller that flushes keeps flushing
+    try:
+        forward_backward(pi.log().float(), A.float(), le.float(), torch.tensor([400, 300]))
+        assert flushing()
+    finally:
+        torch.set_flush_denormal(False)

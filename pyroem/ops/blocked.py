@@ -27,6 +27,10 @@ import torch
 
 from pyroem.ops.scaled import drifts, finite_max, safe_reciprocal
 
+# NumPy's float limits, read once here: read for the first time inside the recursions'
+# flush-to-zero block (pyroem.ops.denormals) they would warn that subnormals are zero
+_NP_LIMITS = {np.dtype(t): np.finfo(t) for t in (np.float32, np.float64)}
+
 # Blocks multiply the work of a step by K (K x K matrices instead of vectors) and save
 # Python steps; they pay while a step is too small to fill the machine. Measured
 # (1 thread, float64): the sum-product pays up to B K^3 = 2^16 (K=16, B=16, T=5000:
@@ -146,7 +150,7 @@ def _stitch(v0, P, R):
     B, nb, K = R.shape
     p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
     out = np.empty((B, nb, K), dtype=p.dtype)
-    low, tiny = np.finfo(p.dtype).min, np.finfo(p.dtype).tiny
+    low, tiny = _NP_LIMITS[p.dtype].min, _NP_LIMITS[p.dtype].tiny
     out[:, 0] = v0.detach().cpu().numpy()
     with np.errstate(divide="ignore", under="ignore"):
         for b in range(1, nb):
@@ -171,7 +175,7 @@ def _stitch_backward(last, P, R, C):
     p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
     c = C.detach().cpu().numpy()
     out = np.empty((B, nb, K), dtype=p.dtype)
-    big = np.finfo(p.dtype).max
+    big = _NP_LIMITS[p.dtype].max
     out[:, nb - 1] = last.detach().cpu().numpy()
     with np.errstate(divide="ignore", under="ignore", over="ignore"):
         for b in range(nb - 2, -1, -1):
