@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from pyroem.ops.scaled import drifts, finite_max, safe_reciprocal
+from pyroem.ops.scaled import drifts, finite_max, flushed_exp_, safe_reciprocal
 
 # NumPy's float limits, read once here: read for the first time inside the recursions'
 # flush-to-zero block (pyroem.ops.denormals) they would warn that subnormals are zero
@@ -195,10 +195,10 @@ def _scaled_steps(log_emit, offset, nb, L):
         es = log_emit.new_empty(L, B, nb, K)
         torch.sub(log_emit[:, 1:].view(B, nb, L, K), offset[:, 1:].view(B, nb, L, 1),
                   out=es.permute(1, 2, 0, 3))
-        return es.exp_()
+        return flushed_exp_(es)
     steps = log_emit.new_zeros(B, nb * L, K)
     torch.sub(log_emit[:, 1:], offset[:, 1:], out=steps[:, :S])
-    return steps.view(B, nb, L, K).permute(2, 0, 1, 3).contiguous().exp_()
+    return flushed_exp_(steps.view(B, nb, L, K).permute(2, 0, 1, 3).contiguous())
 
 
 def _inside_forward(x, trans, es, pads):
@@ -288,7 +288,7 @@ def blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, lengt
     pads = padding(masks)
     offset = finite_max(log_emit, -1).unsqueeze(-1)
     log_ev = (offset.squeeze(-1).double() * frame_mask).sum(-1)
-    e0 = (log_emit[:, 0] - offset[:, 0]).exp()
+    e0 = flushed_exp_(log_emit[:, 0] - offset[:, 0])
     es = _scaled_steps(log_emit, offset, nb, L)
     a0 = log_start.exp() * e0
     c0 = a0.sum(-1)
