@@ -153,3 +153,17 @@ def test_subnormals_flushed_inside_the_recursion_only():
         assert flushing()
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_flushed_exp_keeps_zeros_and_normal_results():
+    from pyroem.ops.scaled import flushed_exp_
+
+    x = torch.tensor([0.0, -1.5, -80.0, -86.0, -87.0, -100.0, -1e4, -math.inf])
+    got = flushed_exp_(x.clone())
+    ref = x.double().exp()
+    normal = ref > math.e * torch.finfo(torch.float32).tiny
+    assert torch.allclose(got[normal].double(), ref[normal], rtol=1e-6)  # exp where normal
+    assert (got[~normal] == 0).all()  # below e * tiny: zero, exact zeros included
+    assert normal.tolist() == [True, True, True, True, False, False, False, False]
+    x64 = torch.tensor([-1.0, -800.0, -math.inf], dtype=torch.float64)
+    assert torch.equal(flushed_exp_(x64.clone()), x64.exp())  # float64: plain exp
