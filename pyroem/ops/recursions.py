@@ -9,6 +9,9 @@ together: every Python step of a recursion acts on all chains at once. Padded st
 one padded layout. A Python step costs microseconds, so the count of sequential steps is
 what matters:
 
+- few states (:math:`K \le 8`): the same recursion compiled, frame by frame
+  (:mod:`~pyroem.ops.compiled`), where one torch operation per step would cost more than
+  the step's arithmetic;
 - many chains, or short ones: one block, the scaled recursion of
   :mod:`~pyroem.ops.scaled`, state-major ``(T, K, B)``;
 - a long chain: about :math:`\sqrt T` blocks (:mod:`~pyroem.ops.blocked`): the
@@ -74,9 +77,12 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     :param int block_length: steps per block (``None``: automatic).
     :returns: ``(log_evidence (B,), gamma (B, T, K), xi (K, K))`` with ``gamma`` zero on
         padded frames and ``xi`` the expected transition counts summed over chains and
-        time; ``log_evidence`` is float64. Without blocks ``gamma`` is a view of a
-        state-major ``(T, K, B)`` tensor (``gamma.permute(1, 2, 0)`` is contiguous), and
-        ``log_emit`` is read fastest in that layout too.
+        time; ``log_evidence`` is float64. With at most
+        :data:`~pyroem.ops.compiled.MAX_STATES` states (and no ``block_length``) the
+        compiled kernel runs (:mod:`~pyroem.ops.compiled`; ``gamma`` contiguous);
+        otherwise, without blocks, ``gamma`` is a view of a state-major ``(T, K, B)``
+        tensor (``gamma.permute(1, 2, 0)`` is contiguous), and ``log_emit`` is read
+        fastest in that layout too.
     """
     B, T, K = log_emit.shape
     final_w = None if final is None else final.to(log_emit.dtype)
