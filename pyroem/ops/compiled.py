@@ -11,7 +11,7 @@ recursion (the same scaling, caps and float32 renormalisation) in one pass forwa
 one backward, without blocks.
 
 It is built on first use with the system's C compiler (``cc``, plain C99 and libm, no
-Python or torch headers: well under a second) into a cache directory (``PYROEM_CACHE``,
+Python or torch headers: a few seconds, once) into a cache directory (``PYROEM_CACHE``,
 else ``$XDG_CACHE_HOME/pyroem`` or ``~/.cache/pyroem``), and loaded with :mod:`ctypes`.
 Where that fails (no compiler, no writable cache) the pure-torch recursion runs instead,
 after one warning; ``PYROEM_COMPILED=0`` turns the kernel off (no warning). Results agree
