@@ -27,7 +27,7 @@ def _problem(K, T, B, seed, dtype=torch.float64):
     return pi.log().to(dtype), A.to(dtype), le.to(dtype)
 
 
-@pytest.mark.parametrize("K", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 8, 12, 16])  # 12: the kernel's general case
 @pytest.mark.parametrize("final", [False, True])
 def test_kernel_equals_torch_recursion_float64(K, final):
     log_pi, A, le = _problem(K, 60, 4, seed=K)
@@ -57,6 +57,27 @@ def test_kernel_float32_close_to_float64(K):
     # float32 renormalises each frame: gamma sums to one on data frames
     assert torch.allclose(got[1][0].sum(-1), torch.ones(2000), atol=1e-5)
     assert torch.allclose(got[2].double(), ref[2], rtol=1e-3, atol=1e-2)
+
+
+def test_routing_by_states_and_layout(monkeypatch):
+    calls = []
+    real = compiled.compiled_forward_backward
+
+    def spy(*args, **kwargs):
+        calls.append(args[2].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("pyroem.ops.recursions.compiled_forward_backward", spy)
+    for K, B, T, kernel in [(4, 50, 20, True), (16, 1, 5000, True), (16, 64, 20, False),
+                            (17, 1, 5000, False)]:
+        log_pi, A, le = _problem(K, T, B, seed=K)
+        lengths = torch.full((B,), T)
+        calls.clear()
+        got = forward_backward(log_pi, A, le, lengths)
+        assert bool(calls) == kernel, (K, B, T)
+        ref = forward_backward(log_pi, A, le, lengths, None, T if B > 1 else 71)
+        assert torch.allclose(got[0], ref[0], rtol=1e-12)
+        assert torch.allclose(got[1], ref[1], atol=1e-10)
 
 
 def test_kernel_equals_brute_force():

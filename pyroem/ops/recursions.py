@@ -9,9 +9,9 @@ together: every Python step of a recursion acts on all chains at once. Padded st
 one padded layout. A Python step costs microseconds, so the count of sequential steps is
 what matters:
 
-- few states (:math:`K \le 8`): the same recursion compiled, frame by frame
-  (:mod:`~pyroem.ops.compiled`), where one torch operation per step would cost more than
-  the step's arithmetic;
+- few states (:math:`K \le 8`; up to 16 for few long chains): the same recursion
+  compiled, frame by frame (:mod:`~pyroem.ops.compiled`), where one torch operation per
+  step would cost more than the step's arithmetic;
 - many chains, or short ones: one block, the scaled recursion of
   :mod:`~pyroem.ops.scaled`, state-major ``(T, K, B)``;
 - a long chain: about :math:`\sqrt T` blocks (:mod:`~pyroem.ops.blocked`): the
@@ -78,8 +78,9 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     :returns: ``(log_evidence (B,), gamma (B, T, K), xi (K, K))`` with ``gamma`` zero on
         padded frames and ``xi`` the expected transition counts summed over chains and
         time; ``log_evidence`` is float64. With at most
-        :data:`~pyroem.ops.compiled.MAX_STATES` states (and no ``block_length``) the
-        compiled kernel runs (:mod:`~pyroem.ops.compiled`; ``gamma`` contiguous);
+        :data:`~pyroem.ops.compiled.MAX_STATES` states (16 where the torch route would
+        be blocked) and no ``block_length`` the compiled kernel runs
+        (:mod:`~pyroem.ops.compiled`; ``gamma`` contiguous);
         otherwise, without blocks, ``gamma`` is a view of a state-major ``(T, K, B)``
         tensor (``gamma.permute(1, 2, 0)`` is contiguous), and ``log_emit`` is read
         fastest in that layout too.
@@ -88,7 +89,7 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     final_w = None if final is None else final.to(log_emit.dtype)
     S = T - 1
     L = block_length if block_length is not None else auto_block_length(S, B, K)
-    if block_length is None and applies(log_emit, trans):
+    if block_length is None and applies(log_emit, trans, blocked=0 < L < S):
         # few states: the compiled frame-by-frame recursion (pyroem.ops.compiled)
         return compiled_forward_backward(log_start, trans, log_emit, lengths, final_w)
     with flush_denormals():  # entries below the smallest normal float (module docstring)
@@ -114,7 +115,9 @@ def forward_backward_symbols(log_start, trans, log_table, symbols, lengths, fina
     :param torch.Tensor log_table: ``(M, K)``.
     :param torch.Tensor symbols: ``(B, T)`` integers in ``[0, M)`` (padding included).
     """
-    if block_length is None and applies(log_table, trans):
+    B, T = symbols.shape
+    blocked = 0 < auto_block_length(T - 1, B, log_table.shape[-1]) < T - 1
+    if block_length is None and applies(log_table, trans, blocked):
         final_w = None if final is None else final.to(log_table.dtype)
         return compiled_forward_backward(log_start, trans, log_table, lengths, final_w, symbols)
     return forward_backward(log_start, trans, log_table[symbols], lengths, final, block_length)

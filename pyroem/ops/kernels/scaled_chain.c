@@ -23,7 +23,7 @@
 #include <stdint.h>
 #include <float.h>
 
-#define MAXK 8
+#define MAXK 16
 #define CASE(NAME, KK)                                                                      \
     case KK: NAME##_k(B, T, KK, le, sym, mtab, lengths, log_start, trans, final_w, gamma,   \
                       fw, scale, pairs, log_ev); break;
@@ -124,7 +124,7 @@ NAME##_k(int64_t B, int64_t T, const int64_t K, const REAL *le, const int64_t *s
     for (int64_t i = 0; i < K * K; i++) pairs[i] += acc[i];                                    \
 }                                                                                              \
                                                                                                \
-/* K a compile-time constant in each case: loops unrolled, vectors kept in registers */        \
+/* K a compile-time constant in each case (1-8, 16): loops unrolled, vectors in registers */        \
 void NAME(int64_t B, int64_t T, int64_t K, const REAL *le, const int64_t *sym,                 \
           const REAL *mtab, const int64_t *lengths, const REAL *log_start, const REAL *trans,  \
           const REAL *final_w, REAL *gamma, REAL *fw, REAL *scale, double *pairs,              \
@@ -132,7 +132,9 @@ void NAME(int64_t B, int64_t T, int64_t K, const REAL *le, const int64_t *sym,  
 {                                                                                              \
     switch (K) {                                                                               \
     CASE(NAME, 1) CASE(NAME, 2) CASE(NAME, 3) CASE(NAME, 4)                                    \
-    CASE(NAME, 5) CASE(NAME, 6) CASE(NAME, 7) CASE(NAME, 8)                                    \
+    CASE(NAME, 5) CASE(NAME, 6) CASE(NAME, 7) CASE(NAME, 8) CASE(NAME, 16)                     \
+    default: NAME##_k(B, T, K, le, sym, mtab, lengths, log_start, trans, final_w, gamma,       \
+                      fw, scale, pairs, log_ev);                                               \
     }                                                                                          \
 }
 
