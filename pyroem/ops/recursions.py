@@ -89,10 +89,10 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     final_w = None if final is None else final.to(log_emit.dtype)
     S = T - 1
     L = block_length if block_length is not None else auto_block_length(S, B, K)
-    if block_length is None and applies(log_emit, trans, blocked=0 < L < S):
-        # few states: the compiled frame-by-frame recursion (pyroem.ops.compiled)
-        return compiled_forward_backward(log_start, trans, log_emit, lengths, final_w)
-    with flush_denormals():  # entries below the smallest normal float (module docstring)
+    with flush_denormals():  # entries below the smallest normal float (pyroem.ops.denormals)
+        if block_length is None and applies(log_emit, trans, blocked=0 < L < S):
+            # few states: the compiled frame-by-frame recursion (pyroem.ops.compiled)
+            return compiled_forward_backward(log_start, trans, log_emit, lengths, final_w)
         if S == 0 or L >= S:
             # one block: the state-major recursion; gamma is a (B, T, K) view of its result
             log_ev, gamma, xi = scaled_forward_backward(log_start, trans,
@@ -119,7 +119,9 @@ def forward_backward_symbols(log_start, trans, log_table, symbols, lengths, fina
     blocked = 0 < auto_block_length(T - 1, B, log_table.shape[-1]) < T - 1
     if block_length is None and applies(log_table, trans, blocked):
         final_w = None if final is None else final.to(log_table.dtype)
-        return compiled_forward_backward(log_start, trans, log_table, lengths, final_w, symbols)
+        with flush_denormals():
+            return compiled_forward_backward(log_start, trans, log_table, lengths, final_w,
+                                             symbols)
     return forward_backward(log_start, trans, log_table[symbols], lengths, final, block_length)
 
 

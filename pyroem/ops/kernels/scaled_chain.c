@@ -13,7 +13,8 @@
  *   gamma_t = alpha_t * beta_t,  pairs += alpha_{t-1} u_t^T  (xi = A * pairs, in Python).
  * Below float64 (RENORM) gamma_t and u_t are divided by n_t = sum_k gamma_t(k), as the
  * torch recursion does against the drift of the rounded c_t. Frames beyond n get gamma 0.
- * The sums of logs and the pair counts accumulate in double.
+ * The sums of logs and the pair counts accumulate in double; float32 exponentiates in
+ * float32 (expf). Callers flush subnormals (pyroem/ops/denormals.py).
  *
  * Emissions come dense, le (B, T, K) log-densities, or (sym != NULL) as symbols
  * sym (B, T) indexing a table: le (M, K) the scaled e of each symbol and mtab (M,) its
@@ -28,7 +29,7 @@
     case KK: NAME##_k(B, T, KK, le, sym, mtab, lengths, log_start, trans, final_w, gamma,   \
                       fw, scale, pairs, log_ev); break;
 
-#define DEFINE_CHAIN(NAME, REAL, TINY, BIG, RENORM)                                          \
+#define DEFINE_CHAIN(NAME, REAL, TINY, BIG, RENORM, EXP)                                        \
 static inline __attribute__((always_inline)) void                                              \
 NAME##_k(int64_t B, int64_t T, const int64_t K, const REAL *le, const int64_t *sym,            \
        const REAL *mtab, const int64_t *lengths, const REAL *log_start, const REAL *trans,     \
@@ -55,7 +56,7 @@ NAME##_k(int64_t B, int64_t T, const int64_t K, const REAL *le, const int64_t *s
                 m = lt[0];                                                                     \
                 for (int64_t k = 1; k < K; k++) if (lt[k] > m) m = lt[k];                      \
                 if (!isfinite(m)) m = 0;                                                       \
-                for (int64_t k = 0; k < K; k++) e[k] = (REAL)exp((double)(lt[k] - m));         \
+                for (int64_t k = 0; k < K; k++) e[k] = EXP(lt[k] - m);                   \
                 et = e;                                                                        \
             }                                                                                  \
             ll += (double)m;                                                                   \
@@ -139,5 +140,5 @@ void NAME(int64_t B, int64_t T, int64_t K, const REAL *le, const int64_t *sym,  
 }
 
 
-DEFINE_CHAIN(scaled_chain_f64, double, DBL_MIN, DBL_MAX, 0)
-DEFINE_CHAIN(scaled_chain_f32, float, FLT_MIN, FLT_MAX, 1)
+DEFINE_CHAIN(scaled_chain_f64, double, DBL_MIN, DBL_MAX, 0, exp)
+DEFINE_CHAIN(scaled_chain_f32, float, FLT_MIN, FLT_MAX, 1, expf)
