@@ -1,31 +1,41 @@
-"""One Baum-Welch iteration of a diagonal-covariance Gaussian HMM: pyroem against hmmlearn.
+"""Baum-Welch iterations of HMMs: pyroem against hmmlearn, and pyroem's float32 against float64.
 
-Run by hand:  python bench/hmm.py [--k 16 --dim 8 --repeats 5 --threads 1 --clock wall --long 1000000]
+Run by hand:  python bench/hmm.py [--case all|genome|tiny|batch|long|float32] [--quick]
+              [--repeats 5] [--threads 2] [--clock wall|cpu] [--pyroem PATH]
 
-Prints the best-of-N wall-clock seconds (runs interleaved) of one E-step plus M-step of hmmlearn's ``GaussianHMM``
-(``implementation="scaling"`` and ``"log"``, its ``_do_estep`` + ``_do_mstep``) and of
-``pyroem.infer.EM.step`` on the same data and parameters (float64), for one sequence of
-T=100000 frames and for 1000 sequences of 100 frames, with the speed-ups (and, for scale, a
-small problem: one sequence of 300 frames, K=2, D=1). Then the
-float32-vs-float64 log-likelihood of one sequence of ``--long`` frames (DESIGN.md: within
-1e-5 relative, never NaN).
+Each case prints a table of best-of-``--repeats`` wall-clock seconds (the functions timed
+interleaved, one warm-up call each, so that load from other processes hits them alike) and
+the ratio against the peer measured in the same run:
+
+- ``genome``: ``CategoricalHMM`` K=4 over {A, C, G, T}, one simulated 2.46 Mbp genome
+  (isochores and CpG islands, below), one E-step plus M-step of hmmlearn's
+  ``CategoricalHMM`` (``implementation="scaling"`` and ``"log"``) and of
+  ``pyroem.infer.EM.step``, float64;
+- ``tiny``: ``GaussianHMM`` K=2, D=1, one sequence of 300 frames (per-call overhead);
+- ``batch``: diagonal ``GaussianHMM`` K=16, D=8, 1000 sequences of 100 frames;
+- ``long``: the same model, one sequence of 100000 frames;
+- ``float32``: pyroem's E-step on one sequence of 1e6 frames (K=16, D=8) in float32 and
+  float64, the speed ratio and the relative difference of the log-likelihoods.
+
+``--pyroem PATH`` imports pyroem from ``PATH`` (e.g. an export of an older commit, to
+time it against the same peer); the default is this checkout. ``--quick`` shrinks the
+problems (for a smoke test; the bars are stated at full size).
 """
 
 import argparse
+import os
+import sys
 import time
 
-import numpy as np
-import torch
-from hmmlearn import hmm as hl
 
-from pyroem.infer import EM
-from pyroem.models import GaussianHMM
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCK["wall"]
 
 
-def best_times(fns, repeats, clock=time.perf_counter):
-    """Best-of-``repeats`` wall-clock seconds of each function, the functions interleaved
-    (so that load from other processes hits them alike); one warm-up call each (it fills
-    the data-feature cache, as every EM iteration after the first sees it)."""
+def best_times(fns, repeats):
+    """Best-of-``repeats`` wall-clock seconds of each function, the functions interleaved;
+    one warm-up call each (it fills the data-feature cache, as every EM iteration after the
+    first sees it)."""
     for fn in fns:
         fn()
     times = [[] for _ in fns]
@@ -37,7 +47,40 @@ def best_times(fns, repeats, clock=time.perf_counter):
     return [min(ts) for ts in times]
 
 
-def make_data(k, d, total, seed=0):
+# ----------------------------------------------------------------------------- data
+def simulated_genome(length, seed=0):
+    """A genome-like sequence of ``length`` bases (0..3 = A, C, G, T) from a 4-state chain:
+    AT-rich and GC-rich isochores (mean run 100 kbp and 50 kbp), CpG islands (mean 1 kbp,
+    every ~100 kbp) and short repeats (mean 300 bp), sampled run by run (geometric run
+    lengths) with NumPy's generator. Returns ``(bases (T,), init)`` with ``init`` a fixed,
+    different starting point ``(start, trans, emission)`` for both libraries."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    stay = np.array([1 - 1e-5, 1 - 2e-5, 1 - 1e-3, 1 - 1 / 300])
+    jump = np.array([[0, 0.6, 0.3, 0.1], [0.7, 0, 0.2, 0.1], [0.5, 0.5, 0, 0], [0.6, 0.4, 0, 0]])
+    emit = np.array([[0.31, 0.19, 0.19, 0.31], [0.21, 0.29, 0.29, 0.21],
+                     [0.15, 0.35, 0.35, 0.15], [0.4, 0.1, 0.1, 0.4]])
+    states, total, s = [], 0, 0
+    while total < length:
+        run = int(rng.geometric(1 - stay[s]))
+        states.append((s, run))
+        total += run
+        s = int(rng.choice(4, p=jump[s]))
+    z = np.repeat([a for a, _ in states], [r for _, r in states])[:length]
+    u = rng.random(length)
+    bases = (u[:, None] > emit.cumsum(1)[z][:, :3]).sum(1)
+    trans = np.full((4, 4), 1e-4) + np.diag(np.full(4, 1 - 4e-4))
+    init = (np.full(4, 0.25), trans / trans.sum(1, keepdims=True),
+            rng.dirichlet(np.full(4, 20.0), size=4))
+    return bases, init
+
+
+def gaussian_data(k, d, total, seed=0):
+    """Frames from a ``k``-state diagonal Gaussian HMM and a fixed, different start."""
+    import numpy as np
+    from hmmlearn import hmm as hl
+
     rng = np.random.default_rng(seed)
     gen = hl.GaussianHMM(k, "diag", init_params="", random_state=seed)
     gen.startprob_ = np.full(k, 1.0 / k)
@@ -45,7 +88,6 @@ def make_data(k, d, total, seed=0):
     gen.means_ = rng.normal(0, 3, size=(k, d))
     gen.covars_ = np.ones((k, d))
     x, _ = gen.sample(total, random_state=seed)
-    # a different, fixed starting point for both libraries
     start = rng.dirichlet(np.ones(k))
     trans = rng.dirichlet(np.ones(k), size=k)
     means = gen.means_ + rng.normal(size=(k, d))
@@ -53,92 +95,178 @@ def make_data(k, d, total, seed=0):
     return x, (start, trans, means, covars)
 
 
-def hmmlearn_iteration(x, lengths, init, implementation):
-    start, trans, means, covars = init
-    ref = hl.GaussianHMM(len(start), "diag", init_params="", implementation=implementation,
-                         covars_prior=0.0)
-    ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = start, trans, means, covars
+# ----------------------------------------------------------------------------- iterations
+def hmmlearn_iteration(kind, x, lengths, init, implementation):
+    """One ``_do_estep`` + ``_do_mstep`` of hmmlearn (successive calls iterate EM from the
+    start ``init``, as pyroem's do)."""
+    from hmmlearn import hmm as hl
+
+    if kind == "categorical":
+        ref = hl.CategoricalHMM(len(init[0]), init_params="", implementation=implementation)
+        ref.n_features = init[2].shape[1]
+        names = ("startprob_", "transmat_", "emissionprob_")
+    else:
+        ref = hl.GaussianHMM(len(init[0]), "diag", init_params="", implementation=implementation,
+                             covars_prior=0.0)
+        names = ("startprob_", "transmat_", "means_", "covars_")
+
+    def reset():
+        for name, value in zip(names, init):
+            setattr(ref, name, value)
+
+    reset()
     ref._check()
 
     def step():
         stats, _ = ref._do_estep(x, lengths)
         ref._do_mstep(stats)
-        ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = start, trans, means, covars
 
     return step
 
 
-def pyroem_iteration(x, lengths, init, dtype=torch.float64):
-    start, trans, means, covars = init
-    k, d = means.shape
-    model = GaussianHMM(k, d, "diag", reg_covar=0.0).to(dtype)
-    args = model._prepare([torch.as_tensor(s) for s in np.split(x, np.cumsum(lengths)[:-1])]
-                          if lengths is not None else torch.as_tensor(x), dtype=dtype)
+def pyroem_model(kind, init, dtype):
+    import torch
+    from pyroem.models import CategoricalHMM, GaussianHMM
+
+    if kind == "categorical":
+        start, trans, emit = init
+        model = CategoricalHMM(len(start), emit.shape[1]).to(dtype)
+        values = {"emission_probs": emit}
+    else:
+        start, trans, means, covars = init
+        model = GaussianHMM(means.shape[0], means.shape[1], "diag", reg_covar=0.0).to(dtype)
+        values = {"means": means, "covariances": covars}
+    values.update(start_probs=start, trans_probs=trans)
 
     def reset():
-        model.start_probs = torch.as_tensor(start, dtype=dtype)
-        model.trans_probs = torch.as_tensor(trans, dtype=dtype)
-        model.means = torch.as_tensor(means, dtype=dtype)
-        model.covariances = torch.as_tensor(covars, dtype=dtype)
+        for name, value in values.items():
+            setattr(model, name, torch.as_tensor(value, dtype=dtype))
 
     reset()
+    return model, reset
+
+
+def pyroem_iteration(kind, x, lengths, init, dtype=None):
+    """One ``EM.step`` of pyroem on the same data and start (successive calls iterate; the
+    parameters are not reset, which costs more than a small problem's iteration)."""
+    import numpy as np
+    import torch
+    from pyroem.infer import EM
+
+    dtype = dtype or torch.float64
+    model, _ = pyroem_model(kind, init, dtype)
+    data = torch.as_tensor(x) if lengths is None else [
+        torch.as_tensor(s) for s in np.split(x, np.cumsum(lengths)[:-1])]
+    args = model._prepare(data, dtype=dtype)
     em = EM(model.model, model.guide)
 
     def step():
         em.step(*args)
-        reset()
 
     return step, model, args
 
 
+# ----------------------------------------------------------------------------- cases
+def peer_table(title, rows, repeats):
+    """Time and print ``rows``: ``(name, kind, x, lengths, init)``; hmmlearn's scaling and
+    log implementations against pyroem's ``EM.step`` (float64)."""
+    print(title)
+    print(f"{'data':16} {'hmmlearn scaling s':>18} {'hmmlearn log s':>15} {'pyroem s':>9} "
+          f"{'vs scaling':>10} {'vs log':>7}")
+    for name, kind, x, lengths, init in rows:
+        fx = x.reshape(-1, 1) if kind == "categorical" else x
+        ours, _, _ = pyroem_iteration(kind, x, lengths, init)
+        t_sc, t_log, t_ours = best_times(
+            [hmmlearn_iteration(kind, fx, lengths, init, "scaling"),
+             hmmlearn_iteration(kind, fx, lengths, init, "log"), ours], repeats)
+        print(f"{name:16} {t_sc:18.4f} {t_log:15.4f} {t_ours:9.4f} {t_sc / t_ours:9.2f}x "
+              f"{t_log / t_ours:6.2f}x")
+
+
+def case_genome(args):
+    length = 200_000 if args.quick else 2_460_000
+    bases, init = simulated_genome(length)
+    peer_table(f"CategoricalHMM K=4 M=4, one simulated genome of {length} bp, Baum-Welch "
+               "iteration, float64", [(f"genome {length / 1e6:.2f} Mbp", "categorical", bases,
+                                       None, init)], args.repeats)
+
+
+def case_tiny(args):
+    x, init = gaussian_data(2, 1, 300)
+    peer_table("GaussianHMM K=2 D=1 diag, one sequence of 300 frames, Baum-Welch iteration, "
+               "float64", [("1 x T=300", "gaussian", x, None, init)], args.repeats)
+
+
+def case_batch(args):
+    n = 100 if args.quick else 1000
+    x, init = gaussian_data(16, 8, 100 * n)
+    peer_table("GaussianHMM K=16 D=8 diag, Baum-Welch iteration, float64",
+               [(f"{n} x T=100", "gaussian", x, [100] * n, init)], args.repeats)
+
+
+def case_long(args):
+    total = 10_000 if args.quick else 100_000
+    x, init = gaussian_data(16, 8, total)
+    peer_table("GaussianHMM K=16 D=8 diag, Baum-Welch iteration, float64",
+               [(f"1 x T={total}", "gaussian", x, None, init)], args.repeats)
+
+
+def case_float32(args):
+    import torch
+
+    total = 100_000 if args.quick else 1_000_000
+    x, init = gaussian_data(16, 8, total, seed=1)
+    runs, out = [], {}
+    for dtype in (torch.float64, torch.float32):
+        model, _ = pyroem_model("gaussian", init, dtype)
+        data = model._prepare(torch.as_tensor(x), dtype=dtype)
+
+        def estep(model=model, data=data, dtype=dtype):
+            out[dtype] = model.e_step(*data)
+
+        runs.append(estep)
+    t64, t32 = best_times(runs, args.repeats)
+    l64 = out[torch.float64].log_evidence.item()
+    l32 = out[torch.float32].log_evidence.item()
+    finite = bool(torch.isfinite(out[torch.float32].gamma).all())
+    print(f"HMM E-step, diag GaussianHMM K=16 D=8, one sequence of T={total}")
+    print(f"{'float64 s':>10} {'float32 s':>10} {'f32 speed-up':>12} {'log p f64':>16} "
+          f"{'log p f32':>16} {'rel diff':>9} {'f32 finite':>10}")
+    print(f"{t64:10.4f} {t32:10.4f} {t64 / t32:11.2f}x {l64:16.4f} {l32:16.4f} "
+          f"{abs(l32 - l64) / abs(l64):9.2e} {str(finite):>10}")
+
+
+CASES = {"genome": case_genome, "tiny": case_tiny, "batch": case_batch, "long": case_long,
+         "float32": case_float32}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--k", type=int, default=16)
-    p.add_argument("--dim", type=int, default=8)
+    p.add_argument("--case", choices=("all",) + tuple(CASES), default="all")
+    p.add_argument("--quick", action="store_true", help="small problems (a smoke test)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall-clock time, or this process's CPU time (steadier on a loaded machine)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1, as hmmlearn; 0 keeps torch's "
-                        "default). The recursions are many small ops: on a shared machine a "
-                        "second thread mostly waits for the first")
-    p.add_argument("--long", type=int, default=1_000_000,
-                   help="frames of the float32 accuracy check (0 to skip)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--clock", choices=tuple(CLOCK), default="wall",
+                   help="wall-clock seconds (the default), or this process's CPU seconds "
+                        "(steadier on a loaded machine; use with --threads 1)")
+    p.add_argument("--pyroem", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                   help="directory to import pyroem from (default: this checkout)")
     args = p.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    k, d = args.k, args.dim
-    cases = [("1 x T=100000", 100_000, None, k, d), ("1000 x T=100", 100_000, [100] * 1000, k, d),
-             # a small problem (Old Faithful's size) for scale: per-call overhead dominates
-             ("1 x T=300 *", 300, None, 2, 1)]
-    print(f"Baum-Welch iteration, diag Gaussian HMM K={k} D={d}, float64, torch threads="
-          f"{torch.get_num_threads()}, {args.clock} seconds, best of {args.repeats} (interleaved)")
-    print(f"{'data':14} {'hmmlearn scaling s':>18} {'hmmlearn log s':>15} {'pyroem s':>9} "
-          f"{'vs scaling':>10} {'vs log':>7}")
-    for name, total, lengths, ck, cd in cases:
-        x, init = make_data(ck, cd, total)
-        step, _, _ = pyroem_iteration(x, lengths, init)
-        t_scaling, t_log, t_ours = best_times(
-            [hmmlearn_iteration(x, lengths, init, "scaling"),
-             hmmlearn_iteration(x, lengths, init, "log"), step], args.repeats,
-            time.perf_counter if args.clock == "wall" else time.process_time)
-        print(f"{name:14} {t_scaling:18.4f} {t_log:15.4f} {t_ours:9.4f} "
-              f"{t_scaling / t_ours:9.2f}x {t_log / t_ours:6.2f}x")
-    print("* K=2 states, D=1")
+    sys.path.insert(0, os.path.abspath(args.pyroem))
+    global clock
+    clock = CLOCK[args.clock]
+    import torch
 
-    if args.long:
-        x, init = make_data(k, d, args.long, seed=1)
-        res = {}
-        for dtype in (torch.float64, torch.float32):
-            _, model, data = pyroem_iteration(x, None, init, dtype)
-            t = time.perf_counter()
-            post = model.e_step(*data)
-            res[dtype] = (post.log_evidence.item(), time.perf_counter() - t,
-                          bool(torch.isfinite(post.gamma).all()))
-        (l64, t64, _), (l32, t32, ok32) = res[torch.float64], res[torch.float32]
-        print(f"\nT={args.long} one sequence, E-step: float64 log p(X) = {l64:.6f} ({t64:.2f} s), "
-              f"float32 = {l32:.6f} ({t32:.2f} s), relative difference "
-              f"{abs(l32 - l64) / abs(l64):.2e}, float32 posteriors finite: {ok32}")
+    torch.set_num_threads(args.threads)
+    import pyroem
+
+    print(f"pyroem from {os.path.dirname(pyroem.__file__)}, torch threads "
+          f"{torch.get_num_threads()}, {args.clock} seconds, best of {args.repeats} "
+          "interleaved repeats\n")
+    for name, case in CASES.items():
+        if args.case in ("all", name):
+            case(args)
+            print()
 
 
 if __name__ == "__main__":

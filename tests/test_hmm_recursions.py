@@ -134,3 +134,36 @@ def test_backward_ratios_beyond_the_float_range_give_no_nan(T, block_length):
         assert torch.allclose(gamma[0], torch.tensor([1.0, 0.0], dtype=dtype).expand(T, 2))
         assert torch.allclose(xi, torch.tensor([[T - 1.0, 0.0], [0.0, 0.0]], dtype=dtype),
                               rtol=1e-5)
+
+
+def test_subnormals_flushed_inside_the_recursion_only():
+    from pyroem.ops.denormals import flush_denormals, flushing
+
+    tiny = torch.tensor(torch.finfo(torch.float32).tiny)
+    assert not flushing() and (tiny / 4) > 0  # the default: subnormals kept
+    with flush_denormals():
+        assert flushing() and (tiny / 4) == 0
+    assert not flushing()
+    pi, A, le = _problem(K=12, T=400, B=2, seed=2)  # 12 states: the torch recursions
+    forward_backward(pi.log().float(), A.float(), le.float(), torch.tensor([400, 300]))
+    assert not flushing()  # restored after the recursion
+    torch.set_flush_denormal(True)  # a caller that flushes keeps flushing
+    try:
+        forward_backward(pi.log().float(), A.float(), le.float(), torch.tensor([400, 300]))
+        assert flushing()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_flushed_exp_keeps_zeros_and_normal_results():
+    from pyroem.ops.scaled import flushed_exp_
+
+    x = torch.tensor([0.0, -1.5, -80.0, -86.0, -87.0, -100.0, -1e4, -math.inf])
+    got = flushed_exp_(x.clone())
+    ref = x.double().exp()
+    normal = ref > math.e * torch.finfo(torch.float32).tiny
+    assert torch.allclose(got[normal].double(), ref[normal], rtol=1e-6)  # exp where normal
+    assert (got[~normal] == 0).all()  # below e * tiny: zero, exact zeros included
+    assert normal.tolist() == [True, True, True, True, False, False, False, False]
+    x64 = torch.tensor([-1.0, -800.0, -math.inf], dtype=torch.float64)
+    assert torch.equal(flushed_exp_(x64.clone()), x64.exp())  # float64: plain exp

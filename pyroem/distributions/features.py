@@ -83,6 +83,12 @@ def data_radius(x):
     return _fact(x, "radius", _radius)
 
 
+def value_range(x):
+    """``(min, max)`` of the entries of ``x`` as Python numbers, cached per data tensor like
+    :func:`all_finite` (symbol data are range-checked once, not on every EM iteration)."""
+    return _fact(x, "range", lambda t: (t.min().item(), t.max().item()))
+
+
 def all_finite(x):
     """Whether every entry of the floating tensor ``x`` is finite, cached per data tensor
     (observed data are checked once, not on every EM iteration)."""

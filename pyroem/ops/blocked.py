@@ -25,7 +25,11 @@ import math
 import numpy as np
 import torch
 
-from pyroem.ops.scaled import drifts, finite_max, safe_reciprocal
+from pyroem.ops.scaled import drifts, finite_max, flushed_exp_, safe_reciprocal
+
+# NumPy's float limits, read once here: read for the first time inside the recursions'
+# flush-to-zero block (pyroem.ops.denormals) they would warn that subnormals are zero
+_NP_LIMITS = {np.dtype(t): np.finfo(t) for t in (np.float32, np.float64)}
 
 # Blocks multiply the work of a step by K (K x K matrices instead of vectors) and save
 # Python steps; they pay while a step is too small to fill the machine. Measured
@@ -75,6 +79,14 @@ def layout(steps, lengths, length, fill, max_work):
     return steps.reshape(B, nb, L, K), masks, nb, L
 
 
+def padding(masks):
+    """The padding entries of each step, ``(chain, block)`` index tensors of the steps
+    beyond each chain's length (``None`` where every block's step is data): a padding step
+    puts back its few entries after a step computed on all blocks, instead of a
+    ``torch.where`` over all of them (one short chain pads only its last block)."""
+    return [None if v is None else (~v).nonzero(as_tuple=True) for v in masks]
+
+
 def where(mask, new, old):
     """``torch.where`` with ``mask`` broadcast from the left (``new`` where no mask)."""
     if mask is None:
@@ -84,7 +96,7 @@ def where(mask, new, old):
     return torch.where(mask, new, old)
 
 
-def _transfer(trans, es, masks, B, nb, L, K):
+def _transfer(trans, es, pads, B, nb, L, K):
     r"""
     Transfer matrices :math:`P_b \propto \prod_{t \in b} A\,\mathrm{diag}(e_t)` of all
     blocks, each row rescaled separately: returns ``P (B, nb, K, K)`` with unit row sums
@@ -92,7 +104,8 @@ def _transfer(trans, es, masks, B, nb, L, K):
 
     Kept transposed, ``Q[j, b, n, i] = P_bn[i, j]``, so that each step is one wide matrix
     product :math:`A^\top Q` (about twice as fast as the tall ``P @ A``), in place on two
-    buffers: these are the largest tensors of the recursion.
+    buffers: these are the largest tensors of the recursion. Padding steps (``pads[l]``,
+    see :func:`padding`) copy the previous matrix back into their few blocks.
     """
     dtype = es.dtype
     tiny = torch.finfo(dtype).tiny
@@ -110,19 +123,18 @@ def _transfer(trans, es, masks, B, nb, L, K):
     for l in range(L):
         torch.mm(trans_t, Q.view(K, -1), out=Qn.view(K, -1))
         Qn.mul_(es[l].permute(2, 0, 1).unsqueeze(-1))
-        v = masks[l]
-        if v is None and l % every and l != L - 1:
+        pad = pads[l]
+        if pad is None and l % every and l != L - 1:
             Q, Qn = Qn, Q
             continue
         s = Qn.sum(0).clamp_(min=tiny)  # an all-zero row stays zero
         Qn.div_(s)
-        if v is None:
-            Q, Qn = Qn, Q
-            R.add_(s.log_())
-        else:
-            Q = torch.where(v.unsqueeze(-1), Qn, Q)
-            R = torch.where(v.unsqueeze(-1), R + s.log(), R)
-            Qn = torch.empty_like(Q)
+        s = s.log_()
+        if pad is not None:
+            Qn[:, pad[0], pad[1]] = Q[:, pad[0], pad[1]]
+            s[pad] = 0.0
+        R.add_(s)
+        Q, Qn = Qn, Q
     return Q.permute(1, 2, 3, 0).contiguous(), R
 
 
@@ -138,7 +150,7 @@ def _stitch(v0, P, R):
     B, nb, K = R.shape
     p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
     out = np.empty((B, nb, K), dtype=p.dtype)
-    low, tiny = np.finfo(p.dtype).min, np.finfo(p.dtype).tiny
+    low, tiny = _NP_LIMITS[p.dtype].min, _NP_LIMITS[p.dtype].tiny
     out[:, 0] = v0.detach().cpu().numpy()
     with np.errstate(divide="ignore", under="ignore"):
         for b in range(1, nb):
@@ -163,7 +175,7 @@ def _stitch_backward(last, P, R, C):
     p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
     c = C.detach().cpu().numpy()
     out = np.empty((B, nb, K), dtype=p.dtype)
-    big = np.finfo(p.dtype).max
+    big = _NP_LIMITS[p.dtype].max
     out[:, nb - 1] = last.detach().cpu().numpy()
     with np.errstate(divide="ignore", under="ignore", over="ignore"):
         for b in range(nb - 2, -1, -1):
@@ -183,35 +195,33 @@ def _scaled_steps(log_emit, offset, nb, L):
         es = log_emit.new_empty(L, B, nb, K)
         torch.sub(log_emit[:, 1:].view(B, nb, L, K), offset[:, 1:].view(B, nb, L, 1),
                   out=es.permute(1, 2, 0, 3))
-        return es.exp_()
+        return flushed_exp_(es)
     steps = log_emit.new_zeros(B, nb * L, K)
     torch.sub(log_emit[:, 1:], offset[:, 1:], out=steps[:, :S])
-    return steps.view(B, nb, L, K).permute(2, 0, 1, 3).contiguous().exp_()
+    return flushed_exp_(steps.view(B, nb, L, K).permute(2, 0, 1, 3).contiguous())
 
 
-def _inside_forward(x, trans, es, masks):
+def _inside_forward(x, trans, es, pads):
     r"""Phase 3a: the scaled forward recursion inside all blocks at once from their start
     vectors ``x (B, nb, K)``: ``fw (L, B, nb, K)`` and the normalisers ``scale (L, B, nb)``
     (1 on padding, where :math:`\hat\alpha` is carried over)."""
     L = es.shape[0]
     tiny = torch.finfo(es.dtype).tiny
     fw = torch.empty_like(es)
-    scale = es.new_ones(es.shape[:-1])
+    scale = es.new_empty(es.shape[:-1])
     for l in range(L):
         a = torch.matmul(x, trans, out=fw[l]).mul_(es[l])
-        c = a.sum(-1)
+        c = torch.sum(a, -1, out=scale[l])
         a.div_(c.clamp_min(tiny).unsqueeze(-1))
-        v = masks[l]
-        if v is None:
-            scale[l] = c
-        else:
-            fw[l] = where(v, a, x)
-            scale[l] = torch.where(v, c, 1.0)
-        x = fw[l]
+        pad = pads[l]
+        if pad is not None:
+            a[pad] = x[pad]
+            c[pad] = 1.0
+        x = a
     return fw, scale
 
 
-def _inside_backward(y, trans, es, inv, masks):
+def _inside_backward(y, trans, es, inv, pads):
     r"""Phase 3b: the Rabiner-scaled backward recursion inside all blocks at once from
     the block ends ``y (B, nb, K)``: :math:`\hat\beta_{t-1} = A u_t` with
     :math:`u_t = e_t \odot \hat\beta_t / c_t` written over ``es`` (zero on padding), ratios
@@ -228,9 +238,10 @@ def _inside_backward(y, trans, es, inv, masks):
         out = bw[l - 1] if l else torch.empty_like(y)
         u = es[l].mul_(bw[l]).mul_(inv[l].unsqueeze(-1)).clamp_max_(big)
         torch.matmul(u, trans_t, out=out).clamp_max_(big)
-        if masks[l] is not None:
-            u.masked_fill_(~masks[l].unsqueeze(-1), 0.0)
-            out.copy_(where(masks[l], out, bw[l]))
+        pad = pads[l]
+        if pad is not None:
+            u[pad] = 0.0
+            out[pad] = bw[l][pad]
         y = out
     return bw, y
 
@@ -259,7 +270,7 @@ def _block_posteriors(trans, a0, y0, fw, bw, u, x_start, valid, T):
     inner = gamma[:, 1:].view(B, nb, L, K)
     inner.copy_(g.permute(1, 2, 0, 3))
     if valid is not None:
-        inner.mul_(valid.unsqueeze(-1))
+        inner[(~valid).nonzero(as_tuple=True)] = 0.0
     return gamma[:, :T], xi
 
 
@@ -274,20 +285,21 @@ def blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, lengt
     tiny = torch.finfo(log_emit.dtype).tiny
     frame_mask = torch.arange(T, device=log_emit.device) < lengths.unsqueeze(-1)
     nb, L, masks, valid = blocks(T - 1, B, K, lengths, length, log_emit.device)
+    pads = padding(masks)
     offset = finite_max(log_emit, -1).unsqueeze(-1)
     log_ev = (offset.squeeze(-1).double() * frame_mask).sum(-1)
-    e0 = (log_emit[:, 0] - offset[:, 0]).exp()
+    e0 = flushed_exp_(log_emit[:, 0] - offset[:, 0])
     es = _scaled_steps(log_emit, offset, nb, L)
     a0 = log_start.exp() * e0
     c0 = a0.sum(-1)
     a0 = a0 / c0.clamp_min(tiny).unsqueeze(-1)
     log_ev = log_ev + c0.double().log()
     if nb > 1:  # 1. transfer, 2a. stitch the filtered vectors at the block boundaries
-        P, R = _transfer(trans, es, masks, B, nb, L, K)
+        P, R = _transfer(trans, es, pads, B, nb, L, K)
         x_start = _stitch(a0, P, R)
     else:
         x_start = a0.unsqueeze(1)
-    fw, scale = _inside_forward(x_start, trans, es, masks)
+    fw, scale = _inside_forward(x_start, trans, es, pads)
     log_scale = scale.double().log()
     log_ev = log_ev + log_scale.sum((0, 2))
     last = torch.ones_like(a0)
@@ -302,6 +314,6 @@ def blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, lengt
         y = _stitch_backward(last, P, R, C)
     else:
         y = last.unsqueeze(1)
-    bw, y = _inside_backward(y, trans, es, safe_reciprocal(scale), masks)
+    bw, y = _inside_backward(y, trans, es, safe_reciprocal(scale), pads)
     gamma, xi = _block_posteriors(trans, a0, y[:, 0], fw, bw, es, x_start, valid, T)
     return log_ev, gamma, xi

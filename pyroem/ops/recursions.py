@@ -9,6 +9,9 @@ together: every Python step of a recursion acts on all chains at once. Padded st
 one padded layout. A Python step costs microseconds, so the count of sequential steps is
 what matters:
 
+- few states (:math:`K \le 8`; up to 16 for few long chains): the same recursion
+  compiled, frame by frame (:mod:`~pyroem.ops.compiled`), where one torch operation per
+  step would cost more than the step's arithmetic;
 - many chains, or short ones: one block, the scaled recursion of
   :mod:`~pyroem.ops.scaled`, state-major ``(T, K, B)``;
 - a long chain: about :math:`\sqrt T` blocks (:mod:`~pyroem.ops.blocked`): the
@@ -49,6 +52,8 @@ from pyroem.ops.blocked import (
     layout,
     where,
 )
+from pyroem.ops.compiled import applies, compiled_forward_backward
+from pyroem.ops.denormals import flush_denormals
 from pyroem.ops.scaled import finite_max, scaled_forward_backward
 
 
@@ -72,21 +77,52 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     :param int block_length: steps per block (``None``: automatic).
     :returns: ``(log_evidence (B,), gamma (B, T, K), xi (K, K))`` with ``gamma`` zero on
         padded frames and ``xi`` the expected transition counts summed over chains and
-        time; ``log_evidence`` is float64. Without blocks ``gamma`` is a view of a
-        state-major ``(T, K, B)`` tensor (``gamma.permute(1, 2, 0)`` is contiguous), and
-        ``log_emit`` is read fastest in that layout too.
+        time; ``log_evidence`` is float64. With at most
+        :data:`~pyroem.ops.compiled.MAX_STATES` states (16 where the torch route would
+        be blocked) and no ``block_length`` the compiled kernel runs
+        (:mod:`~pyroem.ops.compiled`; ``gamma`` contiguous);
+        otherwise, without blocks, ``gamma`` is a view of a state-major ``(T, K, B)``
+        tensor (``gamma.permute(1, 2, 0)`` is contiguous), and ``log_emit`` is read
+        fastest in that layout too.
     """
     B, T, K = log_emit.shape
     final_w = None if final is None else final.to(log_emit.dtype)
     S = T - 1
     L = block_length if block_length is not None else auto_block_length(S, B, K)
-    if S == 0 or L >= S:
-        # one block: the state-major recursion; gamma is a (B, T, K) view of its result
-        log_ev, gamma, xi = scaled_forward_backward(log_start, trans, log_emit.permute(1, 2, 0),
-                                                    lengths, final_w)
-        return log_ev, gamma.permute(2, 0, 1), xi
-    return blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, L)
+    with flush_denormals():  # entries below the smallest normal float (pyroem.ops.denormals)
+        if block_length is None and applies(log_emit, trans, blocked=0 < L < S):
+            # few states: the compiled frame-by-frame recursion (pyroem.ops.compiled)
+            return compiled_forward_backward(log_start, trans, log_emit, lengths, final_w)
+        if S == 0 or L >= S:
+            # one block: the state-major recursion; gamma is a (B, T, K) view of its result
+            log_ev, gamma, xi = scaled_forward_backward(log_start, trans,
+                                                        log_emit.permute(1, 2, 0), lengths,
+                                                        final_w)
+            return log_ev, gamma.permute(2, 0, 1), xi
+        return blocked_forward_backward(log_start, trans, log_emit, lengths, final_w, L)
 
+
+
+def forward_backward_symbols(log_start, trans, log_table, symbols, lengths, final=None,
+                             block_length=None):
+    r"""
+    :func:`forward_backward` for emissions that a lookup table gives,
+    :math:`\log b_t(k)` = ``log_table[symbols[b, t], k]`` (categorical emissions): the
+    compiled kernel (:mod:`~pyroem.ops.compiled`) reads the table, scaled once, instead of a
+    ``(B, T, K)`` tensor of log-densities exponentiated frame by frame; otherwise the
+    table is gathered and :func:`forward_backward` runs.
+
+    :param torch.Tensor log_table: ``(M, K)``.
+    :param torch.Tensor symbols: ``(B, T)`` integers in ``[0, M)`` (padding included).
+    """
+    B, T = symbols.shape
+    blocked = 0 < auto_block_length(T - 1, B, log_table.shape[-1]) < T - 1
+    if block_length is None and applies(log_table, trans, blocked):
+        final_w = None if final is None else final.to(log_table.dtype)
+        with flush_denormals():
+            return compiled_forward_backward(log_start, trans, log_table, lengths, final_w,
+                                             symbols)
+    return forward_backward(log_start, trans, log_table[symbols], lengths, final, block_length)
 
 
 def _shift(w):

@@ -18,6 +18,8 @@ and the backward pass uses Rabiner's scaling, dividing by the same :math:`c_t`:
 need no normalising pass.
 """
 
+import math
+
 import torch
 
 
@@ -31,6 +33,26 @@ def finite_max(w, dim):
     can emit, or all ``-inf``): the offset taken out before exponentiating."""
     top = w.amax(dim)
     return torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+
+
+def flushed_exp_(x):
+    r"""``x.exp_()`` in place, with results below :math:`e` times the smallest normal
+    float set to zero (as flush-to-zero arithmetic makes the subnormal ones,
+    :mod:`~pyroem.ops.denormals`; beside the maximum of a scaled frame, 1, they are
+    nothing).
+
+    The vectorised exp takes a slow path, about fifteen times slower, for every input
+    whose result is near or below the smallest normal float (inputs below about -87 in
+    float32, where scaled emissions of unlikely states often are): the inputs are clamped
+    one above that threshold first and the results below it zeroed after, so that exact
+    zeros (``-inf``) stay zero. Float64 exponentiates directly.
+    """
+    if x.dtype == torch.float64:
+        # the threshold is -707 there: rare in scaled frames, not worth three more passes
+        return x.exp_()
+    low = math.log(torch.finfo(x.dtype).tiny) + 1.0
+    under = x < low
+    return x.clamp_min_(low).exp_().masked_fill_(under, 0.0)
 
 
 def drifts(dtype):
@@ -137,7 +159,7 @@ def scaled_forward_backward(log_start, trans, lt, lengths, final_w):
     offset = finite_max(lt, 1)
     log_ev = (offset.double() * valid).sum(0)
     # one pass, from whatever layout the caller's emissions have
-    e = torch.sub(lt, offset.unsqueeze(1), out=lt.new_empty(T, K, B)).exp_()
+    e = flushed_exp_(torch.sub(lt, offset.unsqueeze(1), out=lt.new_empty(T, K, B)))
     fw, scale = _forward(log_start, trans, e, masks)
     log_ev += scale.double().log().sum(0)
     inv = safe_reciprocal(scale)  # 0 where c_t = 0: alpha, beta and gamma stay zero

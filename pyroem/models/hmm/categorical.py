@@ -57,6 +57,9 @@ class CategoricalEmission(CheckedParams, Emission):
         probs = self.emission_probs if grad else self.emission_probs.detach()
         return safe_log(probs).T[x]
 
+    def log_prob_table(self):
+        return safe_log(self.emission_probs.detach()).T
+
     def expected_statistics(self, gamma, x):
         counts = categorical_counts(gamma.reshape(-1, self.num_states), x, self.num_symbols)
         return {"emission": counts}

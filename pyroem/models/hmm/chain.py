@@ -34,6 +34,7 @@ from pyroem.models.checks import (
 from pyroem.models.hmm import partial as hp
 from pyroem.models.hmm.guide import MarkovChainGuide
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
+from pyroem.ops.recursions import forward_backward_symbols
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
 
 DECODERS = ("viterbi", "map")
@@ -247,16 +248,25 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
         """
         self.emission.check(x, lengths)
         with torch.no_grad():
-            log_emit = hp.emission_log_prob(self.emission, x, obs_mask, labels)
-            log_prob, gamma, xi = hp.run_chain(self, log_emit, lengths, hard, sample_weight)
             log_start = self.start_probs.detach().log()
             log_trans = safe_log(self.trans_probs.detach())
+            plain = not hard and obs_mask is None and labels is None and sample_weight is None
+            table = self.emission.log_prob_table() if plain else None
+            if table is not None:  # symbols: the recursion looks their rows up
+                log_prob, gamma, xi = forward_backward_symbols(
+                    log_start, self.trans_probs.detach(), table, x, lengths,
+                    self.final_states, self.block_length)
+            else:
+                log_emit = hp.emission_log_prob(self.emission, x, obs_mask, labels)
+                log_prob, gamma, xi = hp.run_chain(self, log_emit, lengths, hard, sample_weight)
         posterior = ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
-        # what the guide's chain is computed from when next read (see MarkovChainGuide):
-        # references only, at the parameters of this E-step (a sequence's posterior chain
-        # does not depend on its weight)
+        # what the guide's chain is computed from when next read (see MarkovChainGuide), at
+        # the parameters of this E-step (a sequence's posterior chain does not depend on its
+        # weight); from a symbol table, the (B, T, K) log-densities only when q is read
+        log_final = self._log_final(log_start.dtype)
         posterior.chain_factors = None if hard else (
-            log_start, log_trans, log_emit, lengths, self._log_final(log_emit.dtype))
+            (lambda: (log_start, log_trans, table[x], lengths, log_final)) if table is not None
+            else (log_start, log_trans, log_emit, lengths, log_final))
         return posterior
 
     def expected_statistics(self, posterior, x, lengths, obs_mask=None, *partial):

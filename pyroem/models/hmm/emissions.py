@@ -85,6 +85,13 @@ class Emission(PyroModule):
         (for SVI); otherwise computed without a graph."""
         raise NotImplementedError
 
+    def log_prob_table(self):
+        r"""For emissions over ``M`` discrete symbols, the ``(M, K)`` table
+        :math:`\log p(x = m | z = k)` that the data index (then the E-step looks frames up
+        in it instead of building :meth:`log_prob`'s ``(B, T, K)`` tensor); ``None``
+        (the default) for other emissions."""
+        return None
+
     def expected_statistics(self, gamma, x):
         r"""Expected sufficient statistics under the per-frame posteriors
         ``gamma (B, T, K)`` (:math:`\gamma_{b,t}(k)`, zero on padding; possibly a view

@@ -253,6 +253,7 @@ class MarkovChainGuide:
         object.__setattr__(self, "_pending_q", None)
         with torch.no_grad():
             factors = pending.chain_factors
+            factors = factors() if callable(factors) else factors  # computed on demand
             q = point_mass_chain(pending.gamma) if factors is None else posterior_chain(*factors)
         self._set_q(*q)
 

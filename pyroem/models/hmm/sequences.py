@@ -11,6 +11,7 @@ in ``[0, num_symbols)`` (categorical emissions).
 import numpy as np
 import torch
 
+from pyroem.distributions.features import value_range
 from pyroem.models.checks import as_float_tensor, check_finite, check_model_data
 
 SINGLE, LIST, PADDED = "single", "list", "padded"
@@ -200,7 +201,7 @@ def check_padded(x, lengths, *, dim=None, num_symbols=None, dtype=None):
     if symbols:
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
             raise ValueError(f"x must hold integer symbols, got dtype {x.dtype} (use {prepare})")
-        low, high = int(x.min()), int(x.max())
+        low, high = value_range(x)  # cached: the data of a fit are checked once
         if low < 0 or high >= num_symbols:
             raise ValueError(f"x symbols must lie in [0, {num_symbols}), got values in "
                              f"[{low}, {high}]")

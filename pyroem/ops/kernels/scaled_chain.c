@@ -1,0 +1,144 @@
+/*
+ * The scaled forward-backward recursion of pyroem/ops/scaled.py, one chain after the
+ * other, one frame at a time: for chains with few states (K <= 8) a frame is a few dozen
+ * multiply-adds, far less than the cost of one torch operation, so a compiled loop beats
+ * any vectorised formulation. Loaded by pyroem/ops/compiled.py (ctypes); the pure-torch
+ * recursions remain the reference and the fallback.
+ *
+ * Per chain of n frames, with e_t(k) = exp(l_t(k) - m_t), m_t the finite maximum of l_t:
+ *   alpha_0 = pi * e_0 / c_0,  alpha_t = (A^T alpha_{t-1}) * e_t / c_t,
+ *   log p = sum_t m_t + sum_t log c_t (+ log sum_F alpha_{n-1} with final states F);
+ *   beta_{n-1} = 1 (or 1_F / sum_F alpha_{n-1}),
+ *   u_t = min(e_t * beta_t / c_t, BIG),  beta_{t-1} = min(A u_t, BIG),
+ *   gamma_t = alpha_t * beta_t,  pairs += alpha_{t-1} u_t^T  (xi = A * pairs, in Python).
+ * Below float64 (RENORM) gamma_t and u_t are divided by n_t = sum_k gamma_t(k), as the
+ * torch recursion does against the drift of the rounded c_t. Frames beyond n get gamma 0.
+ * The sums of logs and the pair counts accumulate in double; float32 exponentiates in
+ * float32 (expf). Callers flush subnormals (pyroem/ops/denormals.py).
+ *
+ * Emissions come dense, le (B, T, K) log-densities, or (sym != NULL) as symbols
+ * sym (B, T) indexing a table: le (M, K) the scaled e of each symbol and mtab (M,) its
+ * offset m, so that a categorical emission needs no exp and no (B, T, K) tensor at all.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <float.h>
+
+#define MAXK 16
+#define CASE(NAME, KK)                                                                      \
+    case KK: NAME##_k(B, T, KK, le, sym, mtab, lengths, log_start, trans, final_w, gamma,   \
+                      fw, scale, pairs, log_ev); break;
+
+#define DEFINE_CHAIN(NAME, REAL, TINY, BIG, RENORM, EXP)                                        \
+static inline __attribute__((always_inline)) void                                              \
+NAME##_k(int64_t B, int64_t T, const int64_t K, const REAL *le, const int64_t *sym,            \
+       const REAL *mtab, const int64_t *lengths, const REAL *log_start, const REAL *trans,     \
+       const REAL *final_w, REAL *gamma, REAL *fw, REAL *scale, double *pairs, double *log_ev) \
+{                                                                                              \
+    REAL start[MAXK], a[MAXK], b[MAXK], u[MAXK];                                               \
+    double acc[MAXK * MAXK] = {0};  /* the pair counts, local: kept out of memory */           \
+    for (int64_t k = 0; k < K; k++) start[k] = (REAL)exp((double)log_start[k]);                \
+    for (int64_t c = 0; c < B; c++) {                                                          \
+        REAL *g = gamma + c * T * K;                                                           \
+        const int64_t *sc = sym ? sym + c * T : 0;                                             \
+        int64_t n = lengths[c];                                                                \
+        double ll = 0.0, prod = 1.0;                                                           \
+        /* forward; dense emissions: the scaled e_t kept in gamma until the backward */        \
+        for (int64_t t = 0; t < n; t++) {                                                      \
+            REAL *ft = fw + t * K, m;                                                          \
+            const REAL *et;                                                                    \
+            if (sc) {  /* a symbol: its row of the scaled table and its offset */              \
+                et = le + sc[t] * K;                                                           \
+                m = mtab[sc[t]];                                                               \
+            } else {                                                                           \
+                const REAL *lt = le + (c * T + t) * K;                                         \
+                REAL *e = g + t * K;                                                           \
+                m = lt[0];                                                                     \
+                for (int64_t k = 1; k < K; k++) if (lt[k] > m) m = lt[k];                      \
+                if (!isfinite(m)) m = 0;                                                       \
+                for (int64_t k = 0; k < K; k++) e[k] = EXP(lt[k] - m);                   \
+                et = e;                                                                        \
+            }                                                                                  \
+            ll += (double)m;                                                                   \
+            REAL s = 0;                                                                        \
+            for (int64_t k = 0; k < K; k++) {                                                  \
+                REAL p;                                                                        \
+                if (t == 0) p = start[k];                                                      \
+                else {                                                                         \
+                    p = 0;                                                                     \
+                    for (int64_t i = 0; i < K; i++) p += trans[i * K + k] * fw[(t - 1) * K + i];\
+                }                                                                              \
+                ft[k] = p * et[k];                                                             \
+                s += ft[k];                                                                    \
+            }                                                                                  \
+            scale[t] = s;                                                                      \
+            REAL r = 1 / (s > TINY ? s : TINY);                                                \
+            for (int64_t k = 0; k < K; k++) ft[k] *= r;                                        \
+            /* log c_t summed as a product: one log per ~250 orders of magnitude */            \
+            if (s < 1e-30) ll += log((double)s);                                               \
+            else if ((prod *= s) < 1e-250) { ll += log(prod); prod = 1.0; }                    \
+        }                                                                                      \
+        ll += log(prod);                                                                       \
+        if (final_w) {                                                                         \
+            REAL end = 0;                                                                      \
+            for (int64_t k = 0; k < K; k++) end += final_w[k] * fw[(n - 1) * K + k];           \
+            ll += log((double)end);                                                            \
+            REAL r = end > 0 ? 1 / (end > TINY ? end : TINY) : 0;                              \
+            for (int64_t k = 0; k < K; k++) b[k] = final_w[k] * r;                             \
+        } else {                                                                               \
+            for (int64_t k = 0; k < K; k++) b[k] = 1;                                          \
+        }                                                                                      \
+        log_ev[c] = ll;                                                                        \
+        /* backward, gamma and the pair counts */                                              \
+        for (int64_t t = n - 1; t >= 0; t--) {                                                 \
+            REAL *gt = g + t * K;                                                              \
+            const REAL *ft = fw + t * K;                                                       \
+            const REAL *et = sc ? le + sc[t] * K : gt;                                         \
+            REAL st = scale[t];                                                                \
+            REAL inv = st > 0 ? 1 / (st > TINY ? st : TINY) : 0;                               \
+            REAL norm = 0;                                                                     \
+            for (int64_t k = 0; k < K; k++) {                                                  \
+                REAL v = et[k] * b[k] * inv;                                                   \
+                u[k] = v < BIG ? v : BIG;                                                      \
+                gt[k] = ft[k] * b[k];                                                          \
+                norm += gt[k];                                                                 \
+            }                                                                                  \
+            if (RENORM) {                                                                      \
+                REAL r = norm > 0 ? 1 / (norm > TINY ? norm : TINY) : 0;                       \
+                for (int64_t k = 0; k < K; k++) { gt[k] *= r; u[k] *= r; }                     \
+            }                                                                                  \
+            if (t == 0) break;                                                                 \
+            const REAL *fp = fw + (t - 1) * K;                                                 \
+            for (int64_t i = 0; i < K; i++) {                                                  \
+                REAL v = 0;                                                                    \
+                for (int64_t j = 0; j < K; j++) {                                              \
+                    acc[i * K + j] += (double)(fp[i] * u[j]);                                  \
+                    v += trans[i * K + j] * u[j];                                              \
+                }                                                                              \
+                a[i] = v < BIG ? v : BIG;                                                      \
+            }                                                                                  \
+            for (int64_t k = 0; k < K; k++) b[k] = a[k];                                       \
+        }                                                                                      \
+        for (int64_t t = n; t < T; t++)                                                        \
+            for (int64_t k = 0; k < K; k++) g[t * K + k] = 0;                                  \
+    }                                                                                          \
+    for (int64_t i = 0; i < K * K; i++) pairs[i] += acc[i];                                    \
+}                                                                                              \
+                                                                                               \
+/* K a compile-time constant in each case (1-8, 16): loops unrolled, vectors in registers */        \
+void NAME(int64_t B, int64_t T, int64_t K, const REAL *le, const int64_t *sym,                 \
+          const REAL *mtab, const int64_t *lengths, const REAL *log_start, const REAL *trans,  \
+          const REAL *final_w, REAL *gamma, REAL *fw, REAL *scale, double *pairs,              \
+          double *log_ev)                                                                      \
+{                                                                                              \
+    switch (K) {                                                                               \
+    CASE(NAME, 1) CASE(NAME, 2) CASE(NAME, 3) CASE(NAME, 4)                                    \
+    CASE(NAME, 5) CASE(NAME, 6) CASE(NAME, 7) CASE(NAME, 8) CASE(NAME, 16)                     \
+    default: NAME##_k(B, T, K, le, sym, mtab, lengths, log_start, trans, final_w, gamma,       \
+                      fw, scale, pairs, log_ev);                                               \
+    }                                                                                          \
+}
+
+
+DEFINE_CHAIN(scaled_chain_f64, double, DBL_MIN, DBL_MAX, 0, exp)
+DEFINE_CHAIN(scaled_chain_f32, float, FLT_MIN, FLT_MAX, 1, expf)
