@@ -21,7 +21,9 @@ from pyroem.infer.loop import (
 )
 from pyroem.infer.recorders import EMDecomposition, ExactEvidence, SVIDecomposition
 from pyroem.models import checkpoint
+from pyroem.models.batching import Batches
 from pyroem.models.checks import check_option, check_positive_int, check_seed, make_generator
+from pyroem.models.scaling import ScalableFitting
 from pyroem.models.state import ModelState
 
 METHODS = ("em", "viterbi", "svi")
@@ -44,7 +46,7 @@ def model_method(fn):
     return wrapped
 
 
-class EMModel(ModelState, PyroModule):
+class EMModel(ScalableFitting, ModelState, PyroModule):
     """
     Base class of the built-in models: a :class:`~pyro.nn.PyroModule` with ``model``,
     ``guide`` and the EM contract of :mod:`pyroem.infer.protocols` (a closed-form
@@ -146,7 +148,7 @@ class EMModel(ModelState, PyroModule):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, *data, method="em", max_iter=100, tol=1e-4, init=None, num_restarts=1,
-            seed=None, progress=False, lr=0.05, record_decomposition=False):
+            seed=None, progress=False, lr=0.05, record_decomposition=False, chunk_size=None):
         r"""
         Fit the parameters to ``data``.
 
@@ -177,6 +179,13 @@ class EMModel(ModelState, PyroModule):
             per iteration, which ``history.seconds`` does not count. Off by default.
             ``"log_evidence"`` records only ``"log_evidence"`` (for Viterbi one extra
             exact E-step per iteration; EM's and SVI's objective is that value already).
+        :param int chunk_size: rows per chunk of the E-step and statistics (mixtures);
+            ``None`` chooses: whole when the cached data features fit in
+            :data:`~pyroem.models.scaling.CACHE_BUDGET_BYTES`, else chunks of
+            :data:`~pyroem.models.scaling.CHUNK_BYTES`. Chunks, batches (``data`` a
+            ``DataLoader`` or a list of batches, see :mod:`pyroem.models.batching`) and
+            ``torch.distributed`` shards all run exact EM: statistics merged over one
+            pass, one M-step per pass (:mod:`pyroem.models.scaling`).
         :returns: the :class:`~pyroem.infer.History` of the kept run; also sets
             ``history``, ``converged`` and ``num_iters``.
         :raises ValueError: on bad data or options; the parameters are then unchanged
@@ -195,12 +204,11 @@ class EMModel(ModelState, PyroModule):
         if method == "svi" and not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
                                     and lr > 0):
             raise ValueError(f"lr must be a number > 0, got {lr!r}")
-        args = self._prepare(*data)
-        self._check_fit(args)
+        args = self._fit_arguments(data, chunk_size, method, init, record_decomposition)
         options = dict(method=method, max_iter=max_iter, tol=tol, progress=progress, lr=lr,
                        record_decomposition=record_decomposition)
         with self._transaction():
-            self._to_data_dtype(args)
+            self._batch_dtype(args)
             best = self._best_of_restarts(args, init, num_restarts, seed, options)
         self.history, self.converged, self.num_iters = best, best.converged, best.num_iters
         return best
@@ -214,7 +222,7 @@ class EMModel(ModelState, PyroModule):
             if restart:
                 self.load_state_dict(start)
             restart_seed = None if seed is None else int(seed) + restart
-            self._initialize(args, init, make_generator(restart_seed))
+            self._start(args, init, make_generator(restart_seed))
             hist = self._fit_once(args, seed=restart_seed, **options)
             hist.restart = restart
             if best is None or hist.final_log_likelihood > best.final_log_likelihood:
@@ -227,6 +235,8 @@ class EMModel(ModelState, PyroModule):
     def _fit_once(self, args, method, max_iter, tol, progress, lr, record_decomposition,
                   seed):
         """One run of ``method`` from the current parameters, through the one loop."""
+        if isinstance(args, Batches):
+            return self._fit_batches_once(args, method, max_iter, tol, progress)
         run = FitRun(method, args, num_items=self._num_items(args))
         recorders = [Objective(), Convergence(tol),
                      Progress(max_iter, f"{type(self).__name__} {method}", progress)]

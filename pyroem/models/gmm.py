@@ -7,6 +7,7 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions import gaussian_design
+from pyroem.distributions.merge import sum_statistics
 from pyroem.distributions.statistics import split_moments
 from pyroem.infer.posteriors import DiscretePosterior
 from pyroem.models import gaussian_emission as ge
@@ -23,6 +24,7 @@ from pyroem.models.checks import (
     make_generator,
 )
 from pyroem.models.kmeans import kmeans
+from pyroem.models.scaling import cat_chunks, chunked
 
 COVARIANCE_TYPES = ge.COVARIANCE_TYPES
 
@@ -75,6 +77,7 @@ class GaussianMixture(CheckedParams, EMModel):
     checked_params = ("weights", "means")
     default_init = "kmeans++"
     guide_params = {"q_probs": (constraints.simplex, 1)}
+    batch_kind = "matrix"  # fit takes a list or DataLoader of (n, D) batches
 
     def __init__(self, num_components, dim=1, covariance_type="full", reg_covar=1e-6):
         super().__init__()
@@ -192,6 +195,11 @@ class GaussianMixture(CheckedParams, EMModel):
     def _num_items(self, args):
         return args[0].shape[0]
 
+    def _feature_width(self):
+        # the cached design [vec(x x^T), x, 1] (or [x * x, x, 1]) per row
+        D = self.dim
+        return D * D + D + 1 if self.covariance_type in ("full", "tied") else 2 * D + 1
+
     def _initialize(self, args, init, generator):
         (x,) = args
         if init == "given":
@@ -203,7 +211,14 @@ class GaussianMixture(CheckedParams, EMModel):
         else:  # "random": random responsibilities, as scikit-learn
             resp = torch.rand(n, K, generator=generator, dtype=x.dtype)
             resp = resp / resp.sum(-1, keepdim=True)
-        self.maximize(self.expected_statistics(DiscretePosterior.given(x=resp.T), x))
+        rows = self._chunk_rows(args, None)
+        if rows is None:
+            self.maximize(self.expected_statistics(DiscretePosterior.given(x=resp.T), x))
+            return
+        # past the memory budget: the statistics of row chunks, merged exactly
+        parts = (self.expected_statistics(DiscretePosterior.given(x=r.T), c)
+                 for r, c in zip(chunked(resp, rows), chunked(x, rows)))
+        self.maximize(sum_statistics(parts))
 
     @property
     def num_parameters(self):
@@ -219,20 +234,27 @@ class GaussianMixture(CheckedParams, EMModel):
             lp = self._emission(z).log_prob(x) + self.weights.log().unsqueeze(-1)
         return lp.T
 
-    def log_prob(self, x):
-        r"""Per-point :math:`\log p(x_n) = \log \sum_k \pi_k N(x_n|\mu_k, \Sigma_k)`, shape ``(N,)``."""
+    def _scored(self, x, chunk_size, reduce):
+        """``reduce(log p(x_n, z_n = k))`` in row chunks (``chunk_size`` as in
+        :meth:`fit`: ``None`` keeps the data whole within the memory budget)."""
         (x,) = self._data(x)
-        return self._log_joint(x).logsumexp(-1)
+        rows = self._chunk_rows((x,), chunk_size)
+        return cat_chunks(lambda c: reduce(self._log_joint(c)), x, rows)
 
-    def posterior(self, x):
-        """Responsibilities :math:`p(z_n = k | x_n)`, shape ``(N, K)``."""
-        (x,) = self._data(x)
-        return self._log_joint(x).softmax(-1)
+    def log_prob(self, x, chunk_size=None):
+        r"""Per-point :math:`\log p(x_n) = \log \sum_k \pi_k N(x_n|\mu_k, \Sigma_k)`, shape
+        ``(N,)`` (computed in chunks of ``chunk_size`` rows, as :meth:`fit`)."""
+        return self._scored(x, chunk_size, lambda lp: lp.logsumexp(-1))
 
-    def predict(self, x):
-        """Most probable component of each point, shape ``(N,)``."""
-        (x,) = self._data(x)
-        return self._log_joint(x).argmax(-1)
+    def posterior(self, x, chunk_size=None):
+        """Responsibilities :math:`p(z_n = k | x_n)`, shape ``(N, K)`` (in chunks as
+        :meth:`log_prob`)."""
+        return self._scored(x, chunk_size, lambda lp: lp.softmax(-1))
+
+    def predict(self, x, chunk_size=None):
+        """Most probable component of each point, shape ``(N,)`` (in chunks as
+        :meth:`log_prob`)."""
+        return self._scored(x, chunk_size, lambda lp: lp.argmax(-1))
 
     def sample(self, num_samples, seed=None):
         """Draw ``num_samples`` points; returns ``(x (n, D), z (n,))``.
