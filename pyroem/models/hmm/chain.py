@@ -107,6 +107,9 @@ class HiddenMarkovModel(CheckedParams, EMModel):
     """
 
     inits = ("given",)
+    #: fit takes a list or DataLoader of batches, each a list of sequences or a
+    #: (padded, lengths) pair (pyroem.models.batching)
+    batch_kind = "sequences"
     default_init = "given"
     checked_params = ("start_probs", "trans_probs")
 
