@@ -23,7 +23,7 @@ from pyroem.infer.batches import BatchEMStepper, StatisticsMStep, accumulate
 from pyroem.infer.em import EM
 from pyroem.infer.loop import Convergence, FitRun, Objective, Progress, run_fit
 from pyroem.infer.online import OnlineStatistics
-from pyroem.models.batching import Batches, batch_arguments, batches_of
+from pyroem.models.batching import Batches, batches_of
 from pyroem.models.checks import check_option, check_seed, make_generator
 
 #: the default memory budget (bytes) of a mixture's cached data features: beyond it, fit
@@ -151,8 +151,8 @@ class ScalableFitting:
             init = self.default_init if init is None else init
             check_option("init", init, self.inits)
             seed = check_seed(seed)
-        data = batch_arguments(self.batch_kind, batch[0]) if len(batch) == 1 else batch
-        args = self._prepare(*data, dtype=None if first else self.dtype)
+        raw = batch[0] if len(batch) == 1 else tuple(batch)
+        args = Batches(self).prepare(0 if first else online.t, raw, check_dtype=not first)
         with self._transaction():
             if first:
                 self._to_data_dtype(args)
