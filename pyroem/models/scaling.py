@@ -72,7 +72,7 @@ class ScalableFitting:
         """``fit``'s data as prepared arguments (a tuple) or as :class:`Batches`."""
         source = batches_of(self, data)
         if source is None:
-            args = self._prepare(*data)
+            args = self._prepared_shard(data)
             rows = self._chunk_rows(args, chunk_size)
             if rows is None and not distributed.is_active():
                 self._check_fit(args)
@@ -87,6 +87,23 @@ class ScalableFitting:
                              "several processes run exact EM or Viterbi only (pass "
                              "chunk_size=N to keep a data set whole)")
         return batches
+
+    def _signature(self):
+        """What every rank must agree on: the model's class and configuration."""
+        return type(self).__name__, repr(self.config())
+
+    def _prepared_shard(self, data):
+        """``self._prepare(*data)``; under torch.distributed every rank first learns
+        whether any rank's shard was refused, and all raise naming that rank."""
+        if not distributed.is_active():
+            return self._prepare(*data)
+        args, error = None, None
+        try:
+            args = self._prepare(*data)
+        except ValueError as e:
+            error = e
+        distributed.agree(error, self._signature())
+        return args
 
     def _start(self, args, init, generator):
         """Starting values: from the data, or for batches from the first batch (on rank
@@ -105,8 +122,7 @@ class ScalableFitting:
                 raise
             error = e
         if distributed.is_active():
-            signature = (type(self).__name__, repr(self.config()), str(self.dtype))
-            distributed.agree(error, signature)
+            distributed.agree(error, self._signature() + (str(self.dtype),))
             distributed.broadcast_parameters(self)
 
     def _batch_dtype(self, args):
