@@ -68,8 +68,12 @@ def accumulate(em, owner, batches, statistics=True, merge=add_statistics):
             if statistics:
                 stats = owner.expected_statistics(posterior, *args)
                 total = stats if total is None else merge(total, stats)
+                del stats
         log_evidence += float(posterior.log_evidence)
         num_items += owner._num_items(args)
+        # drop the batch's trace (and through it the data features cached for the
+        # batch) before the next batch is read: one batch's memory at a time
+        del posterior, args
     return PassResult(total, log_evidence, num_items)
 
 

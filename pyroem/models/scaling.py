@@ -30,7 +30,7 @@ from pyroem.models.checks import check_option, check_seed, make_generator
 #: and scoring work through chunks of rows whose features fit in ``CHUNK_BYTES``
 CACHE_BUDGET_BYTES = 256 * 2**20
 #: the features of one chunk (bytes) when the budget is exceeded
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 16 * 2**20
 
 
 def _check_chunk_size(chunk_size):
