@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pyroem.datasets import load_old_faithful
 from pyroem.distributions.merge import add_statistics, reshift, sum_statistics
 from pyroem.infer.posteriors import DiscretePosterior
-from pyroem.models import CategoricalHMM, GaussianHMM, GaussianMixture, GMMHMM
+from pyroem.models import PLDA, CategoricalHMM, GaussianHMM, GaussianMixture, GMMHMM
 
 COVS = ("full", "diag", "spherical", "tied")
 
@@ -218,3 +218,45 @@ def test_hmm_bad_batch_names_it():
     hmm = GaussianHMM(2, 2).initialize(seqs, seed=0)
     with pytest.raises(ValueError, match="batch 1"):
         hmm.fit([seqs[:3], [s[:, :1] for s in seqs[3:]]], init="given")
+
+
+def _speakers(S=30, n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(S, 3, generator=g, dtype=torch.float64) * 2 + 5
+    lab = torch.arange(S).repeat_interleave(n)
+    x = z[lab] + torch.randn(S * n, 3, generator=g, dtype=torch.float64)
+    perm = torch.randperm(S * n, generator=g)  # each speaker spread over the batches
+    return x[perm], [f"spk{int(v)}" for v in lab[perm]]
+
+
+def test_plda_batches_with_speakers_spread_equal_the_in_memory_fit():
+    x, names = _speakers()
+    state = PLDA(3).initialize(x, names).state_dict()
+    ref = PLDA(3)
+    ref.load_state_dict(state)
+    ref_hist = ref.fit(x, names, init="given", max_iter=10, tol=0)
+    batches = [(x[:50], names[:50]), (x[50:51], names[50:51]), (x[51:], names[51:])]
+    m = PLDA(3)
+    m.load_state_dict(state)
+    hist = m.fit(batches, init="given", max_iter=10, tol=0)
+    _assert_same(m, ref)
+    assert np.allclose(hist.log_likelihood, ref_hist.log_likelihood, rtol=0, atol=1e-9)
+    # the default start ("scatter") from the pass's summary is the in-memory one too
+    a, b = PLDA(3), PLDA(3)
+    a.fit(x, names, max_iter=3, tol=0)
+    b.fit(batches, max_iter=3, tol=0)
+    _assert_same(a, b)
+
+
+def test_plda_bad_batch_is_named_and_changes_nothing():
+    x, names = _speakers()
+    m = PLDA(3).initialize(x, names)
+    before = _params(m)
+    with pytest.raises(ValueError, match="batch 1: labels must have one entry"):
+        m.fit([(x[:50], names[:50]), (x[50:], names[:3])])
+    with pytest.raises(ValueError, match="batch 1: embeddings must have shape"):
+        m.fit([(x[:50], names[:50]), (x[50:, :2], names[50:])])
+    with pytest.raises(ValueError, match="batch 0: a PLDA batch is a pair"):
+        m.fit([(x[:50], names[:50], 0)])
+    after = _params(m)
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pyroem.datasets import load_old_faithful
-from pyroem.models import GaussianHMM, GaussianMixture
+from pyroem.models import PLDA, GaussianHMM, GaussianMixture
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -79,7 +79,22 @@ def _bad_case(rank):
     return {}
 
 
-CASES = {"gmm": _gmm_case, "hmm": _hmm_case, "bad": _bad_case}
+def _speakers():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(20, 3, generator=g, dtype=torch.float64) * 2 + 5
+    lab = torch.arange(20).repeat_interleave(5)
+    x = z[lab] + torch.randn(100, 3, generator=g, dtype=torch.float64)
+    return x, [f"spk{int(v)}" for v in lab]
+
+
+def _plda_case(rank):
+    x, names = _speakers()  # every speaker spread over both ranks
+    m = PLDA(3)
+    m.fit(_shard(x, rank), _shard(names, rank), max_iter=6, tol=0)
+    return {"params": _params(m)}
+
+
+CASES = {"gmm": _gmm_case, "hmm": _hmm_case, "plda": _plda_case, "bad": _bad_case}
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +136,12 @@ def test_a_shard_of_another_dimension_is_an_error_naming_the_rank_on_every_rank(
     results = [r["bad"] for r in spawned]
     assert "rank 1 failed" in results[0]["error"] and "shape" in results[0]["error"]
     assert "shape (N, 2)" in results[1]["error"]  # rank 1 raises its own error
+
+
+def test_two_processes_fit_plda_with_speakers_spread_over_both(spawned):
+    results = [r["plda"] for r in spawned]
+    x, names = _speakers()
+    ref = PLDA(3)
+    ref.fit(x, names, max_iter=6, tol=0)
+    for r in results:
+        _assert_same(r["params"], _params(ref))

@@ -10,7 +10,10 @@ Per family (``batch_kind`` of the model class):
   tensor or a ``TensorDataset`` yields such batches (a one-tensor list is unwrapped).
 - ``"sequences"`` (the HMMs): a batch is a list of sequences or a ``(padded, lengths)``
   pair, so a list of lists of sequences is a list of batches, while a plain list of
-  sequences stays one data set.
+  sequences stays one data set;
+- ``"labelled"`` (:class:`~pyroem.models.PLDA`): a batch is a pair ``(embeddings,
+  labels)``, a speaker possibly spread over several batches
+  (:mod:`pyroem.models.plda.batches`).
 
 Any other iterable that is not a tensor, an array or a list (a ``DataLoader``, a
 memory-mapped reader) is a source of batches too. It must be re-iterable: EM passes over
@@ -46,6 +49,18 @@ def _sequence_batches(obj):
         isinstance(b, (list, tuple)) for b in obj)
 
 
+def _labelled_batches(obj):
+    if _is_source(obj):
+        return True
+    # a list of pairs (embeddings, labels); a pair of the wrong length is refused later
+    return isinstance(obj, (list, tuple)) and len(obj) > 0 and all(
+        isinstance(b, (list, tuple)) and len(b) > 0 and _is_array(b[0]) for b in obj)
+
+
+_DETECT = {"matrix": _matrix_batches, "sequences": _sequence_batches,
+           "labelled": _labelled_batches}
+
+
 def batches_of(model, data):
     """The user's re-iterable of batches when ``data`` (``fit``'s positional arguments)
     is one, else ``None``."""
@@ -53,8 +68,7 @@ def batches_of(model, data):
     if kind is None or len(data) != 1:
         return None
     obj = data[0]
-    found = _matrix_batches(obj) if kind == "matrix" else _sequence_batches(obj)
-    if not found:
+    if not _DETECT[kind](obj):
         return None
     if iter(obj) is obj:
         raise ValueError(

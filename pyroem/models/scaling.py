@@ -42,6 +42,14 @@ def _check_chunk_size(chunk_size):
     return chunk_size
 
 
+def _check_in_memory_only(method, record_decomposition):
+    if method == "svi" or record_decomposition:
+        raise ValueError(f"{'method=svi' if method == 'svi' else 'record_decomposition'} "
+                         "needs the data in memory in one piece; batches, chunks and "
+                         "several processes run exact EM or Viterbi only (pass "
+                         "chunk_size=N to keep a data set whole)")
+
+
 class ScalableFitting:
     """Mixin of :class:`~pyroem.models.EMModel`: batches, chunks, ``partial_fit``,
     ``torch.distributed`` (see the module docstring)."""
@@ -71,6 +79,14 @@ class ScalableFitting:
     def _fit_arguments(self, data, chunk_size, method, init, record_decomposition):
         """``fit``'s data as prepared arguments (a tuple) or as :class:`Batches`."""
         source = batches_of(self, data)
+        summarise = getattr(self, "_summarised_arguments", None)
+        if summarise is not None and (source is not None or distributed.is_active()):
+            # the data enter EM through a summary that one pass accumulates (PLDA)
+            _check_in_memory_only(method, record_decomposition)
+            _check_chunk_size(chunk_size)
+            args = summarise(source if source is not None else [tuple(data)])
+            self._check_fit(args)
+            return args
         if source is None:
             args = self._prepared_shard(data)
             rows = self._chunk_rows(args, chunk_size)
@@ -81,11 +97,7 @@ class ScalableFitting:
         else:
             _check_chunk_size(chunk_size)
             batches = Batches(self, source)
-        if method == "svi" or record_decomposition:
-            raise ValueError(f"{'method=svi' if method == 'svi' else 'record_decomposition'} "
-                             "needs the data in memory in one piece; batches, chunks and "
-                             "several processes run exact EM or Viterbi only (pass "
-                             "chunk_size=N to keep a data set whole)")
+        _check_in_memory_only(method, record_decomposition)
         return batches
 
     def _signature(self):
