@@ -78,11 +78,19 @@ def all_reduce_statistics(stats):
     return out
 
 
+def _device():
+    """Where collectives run: the current CUDA device under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def reduce_pass(result, error=None):
     """The :class:`~pyroem.infer.batches.PassResult` of all ranks together (statistics,
     log-evidence and item counts summed); raises on every rank when one failed."""
     agree(error)
-    totals = torch.tensor([result.log_evidence, float(result.num_items)], dtype=torch.float64)
+    totals = torch.tensor([result.log_evidence, float(result.num_items)], dtype=torch.float64,
+                          device=_device())
     dist.all_reduce(totals)
     stats = None if result.stats is None else all_reduce_statistics(result.stats)
     return PassResult(stats, float(totals[0]), int(round(float(totals[1]))))

@@ -209,7 +209,7 @@ class GaussianMixture(CheckedParams, EMModel):
             _, labels = kmeans(x, K, generator)
             resp = torch.nn.functional.one_hot(labels, K).to(x.dtype)
         else:  # "random": random responsibilities, as scikit-learn
-            resp = torch.rand(n, K, generator=generator, dtype=x.dtype)
+            resp = torch.rand(n, K, generator=generator, dtype=x.dtype).to(x.device)
             resp = resp / resp.sum(-1, keepdim=True)
         rows = self._chunk_rows(args, None)
         if rows is None:

@@ -67,6 +67,7 @@ class _Accumulator:
             self.counts = torch.cat([self.counts, self.counts.new_zeros(grow)])
             self.sums = torch.cat([self.sums, self.sums.new_zeros(grow, self.dim)])
         glob = torch.tensor([self.codes[s] for s in speakers], dtype=torch.long)[local]
+        glob = glob.to(x.device)
         xc = x - self.origin
         self.counts.index_add_(0, glob, torch.ones_like(xc[:, 0]))
         self.sums.index_add_(0, glob, xc)
@@ -84,7 +85,7 @@ def _all_reduce(acc):
     origin = acc.origin.clone()
     torch.distributed.broadcast(origin, src=0)
     delta = acc.origin - origin  # re-express this rank's sums about rank 0's origin
-    place = torch.tensor([codes[s] for s in acc.codes], dtype=torch.long)
+    place = torch.tensor([codes[s] for s in acc.codes], dtype=torch.long).to(acc.counts.device)
     counts = acc.counts.new_zeros(len(codes)).index_add_(0, place, acc.counts)
     sums = acc.sums.new_zeros(len(codes), acc.dim).index_add_(
         0, place, acc.sums + acc.counts.unsqueeze(-1) * delta)
@@ -125,7 +126,8 @@ def summarised_arguments(model, source):
     means = sums / counts.unsqueeze(-1)
     within = acc.second - (sums.T / counts) @ sums
     summary = summary_module._Summary(counts, means, 0.5 * (within + within.T), acc.origin)
-    speaker = torch.repeat_interleave(torch.arange(counts.shape[0]), counts.long())
+    speaker = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device),
+                                      counts.long())
     x = acc.origin.new_zeros(()).expand(speaker.shape[0], model.dim)
     _register(x, speaker, summary)
     return x, speaker
