@@ -31,7 +31,8 @@ import torch
 MOMENT_GROUPS = (("n", "sx", "sxx"), ("num_speakers", "sum_z", "sum_zz"))
 
 
-def _group(stats):
+def moment_group(stats):
+    """The ``(count, first, second)`` keys of the moment group in ``stats``, or ``None``."""
     for group in MOMENT_GROUPS:
         if all(k in stats for k in group):
             return group
@@ -52,7 +53,7 @@ def _second_update(second, first, n, delta):
 
 def full_shift(stats):
     """``stats["shift"]`` expanded to one point per count entry, ``n.shape + (D,)``."""
-    count, first, _ = _group(stats)
+    count, first, _ = moment_group(stats)
     return stats["shift"].expand(stats[first].shape).clone()
 
 
@@ -64,7 +65,7 @@ def reshift(stats, origin):
     :param dict stats: statistics with ``"shift"`` and a moment group.
     :param torch.Tensor origin: ``(D,)`` or one point per count entry (``n.shape + (D,)``).
     """
-    group = _group(stats)
+    group = moment_group(stats)
     if group is None or "shift" not in stats:
         return dict(stats)
     count, first, second = group
@@ -92,7 +93,7 @@ def add_statistics(a, b):
     :raises ValueError: when the two hold different entries or shapes.
     """
     _check_keys(a, b)
-    if "shift" in a and _group(a) is not None:
+    if "shift" in a and moment_group(a) is not None:
         origin = a["shift"]
         if origin.shape != b["shift"].shape:
             # one per component on one side: both about per-component points

@@ -20,7 +20,7 @@ Launched with ``torchrun --nproc-per-node 2 script.py`` after
 import torch
 import torch.distributed as dist
 
-from pyroem.distributions.merge import full_shift, reshift
+from pyroem.distributions.merge import full_shift, moment_group, reshift
 from pyroem.infer.batches import PassResult
 
 
@@ -61,7 +61,7 @@ def all_reduce_statistics(stats):
     """The sum over ranks of statistics dicts of identical layout (moment groups
     re-expressed about rank 0's origin first); ``stats`` is not changed."""
     out = {}
-    if "shift" in stats:
+    if "shift" in stats and moment_group(stats) is not None:
         origin = full_shift(stats).contiguous()
         dist.broadcast(origin, src=0)
         stats = reshift(stats, origin)

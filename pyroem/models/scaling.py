@@ -16,6 +16,8 @@ statistics of every batch merged about one origin before one M-step per pass. It
 not write the guide's q (which holds one row per data item of one in-memory data set).
 """
 
+import warnings
+
 import torch
 
 from pyroem.infer import distributed
@@ -85,6 +87,14 @@ class ScalableFitting:
             _check_in_memory_only(method, record_decomposition)
             _check_chunk_size(chunk_size)
             args = summarise(source if source is not None else [tuple(data)])
+            self._check_fit(args)
+            return args
+        if source is None and self.batch_kind is None:
+            if distributed.is_active():
+                warnings.warn(f"{type(self).__name__} has no distributed fit: under the "
+                              "initialised torch.distributed process group each rank fits "
+                              "its own data only", UserWarning, stacklevel=4)
+            args = self._prepare(*data)
             self._check_fit(args)
             return args
         if source is None:
