@@ -169,6 +169,11 @@ def test_hmm_batches_equal_the_in_memory_fit(cls, kw, symbols):
         m, hist = _fit_from(cls, state, data, **kw)
         _assert_same(m, ref)
         assert np.allclose(hist.log_likelihood, ref_hist.log_likelihood, rtol=0, atol=1e-9)
+    if not symbols:  # in memory, in chunks of 2 sequences
+        m = cls(**kw)
+        m.load_state_dict(state)
+        hist = m.fit(seqs, init="given", max_iter=12, tol=0, chunk_size=2)
+        _assert_same(m, ref)
 
 
 BAD = {

@@ -179,7 +179,8 @@ class EMModel(ScalableFitting, ModelState, PyroModule):
             per iteration, which ``history.seconds`` does not count. Off by default.
             ``"log_evidence"`` records only ``"log_evidence"`` (for Viterbi one extra
             exact E-step per iteration; EM's and SVI's objective is that value already).
-        :param int chunk_size: rows per chunk of the E-step and statistics (mixtures);
+        :param int chunk_size: rows per chunk of the E-step and statistics (points of
+            a mixture, sequences of an HMM with Gaussian emissions);
             ``None`` chooses: whole when the cached data features fit in
             :data:`~pyroem.models.scaling.CACHE_BUDGET_BYTES`, else chunks of
             :data:`~pyroem.models.scaling.CHUNK_BYTES`. Chunks, batches (``data`` a

@@ -65,17 +65,24 @@ class ScalableFitting:
         return None
 
     def _chunk_rows(self, args, chunk_size):
-        """Rows per chunk for in-memory ``args``, or ``None`` to keep them whole."""
+        """Rows per chunk for in-memory ``args`` (points of a mixture, sequences of an
+        HMM), or ``None`` to keep them whole."""
         chunk_size = _check_chunk_size(chunk_size)
         width = self._feature_width()
-        if width is None or self.batch_kind != "matrix":
+        if width is None or self.batch_kind not in ("matrix", "sequences"):
+            if chunk_size is not None:
+                warnings.warn(f"chunk_size has no effect on {type(self).__name__}: its "
+                              "E-step caches no per-row features that chunks would bound; "
+                              "the data are processed whole", UserWarning, stacklevel=4)
             return None
         n = args[0].shape[0]
         if chunk_size is None:
-            itemsize = args[0].element_size()
-            if n * width * itemsize <= CACHE_BUDGET_BYTES:
+            # bytes of features per row: a point, or a padded sequence of T frames
+            per_row = width * args[0].element_size() * (
+                args[0].shape[1] if self.batch_kind == "sequences" else 1)
+            if n * per_row <= CACHE_BUDGET_BYTES:
                 return None
-            chunk_size = max(1, CHUNK_BYTES // (width * itemsize))
+            chunk_size = max(1, CHUNK_BYTES // per_row)
         return chunk_size if chunk_size < n else None
 
     def _fit_arguments(self, data, chunk_size, method, init, record_decomposition):

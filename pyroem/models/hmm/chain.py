@@ -295,6 +295,15 @@ class HiddenMarkovModel(CheckedParams, EMModel):
     def _num_items(self, args):
         return int(args[1].sum())
 
+    def _feature_width(self):
+        # Gaussian emissions cache a design per frame (pyroem.models.scaling chunks the
+        # sequences past a memory budget); other emissions cache nothing that large
+        cov = getattr(self.emission, "covariance_type", None)
+        if cov is None:
+            return None
+        D = self.emission.dim
+        return D * D + D + 1 if cov in ("full", "tied") else 2 * D + 1
+
     def _initialize(self, args, init, generator):
         # start and transition probabilities start as set (uniform by default)
         x, lengths = args
