@@ -53,6 +53,7 @@ def _data(n, dim, k, seed=0):
 def _start(x, k):
     """One shared start: k-means++ means of the first 5000 rows, identity covariances."""
     import torch
+
     from pyroem.models import GaussianMixture
     g = GaussianMixture(k, x.shape[1]).initialize(torch.as_tensor(x[:5000]), seed=0)
     return g.weights.detach().numpy(), g.means.detach().numpy()
@@ -64,8 +65,9 @@ def worker_fit(peer, n, dim, k, iters, chunk_size):
     import numpy as np
     import torch
     torch.set_num_threads(2)
-    from threadpoolctl import threadpool_limits
     from sklearn.mixture import GaussianMixture as Sk
+    from threadpoolctl import threadpool_limits
+
     from pyroem.models import GaussianMixture
     x = _data(n, dim, k)
     weights, means = _start(x, k)

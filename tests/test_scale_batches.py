@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pyroem.datasets import load_old_faithful
 from pyroem.distributions.merge import add_statistics, reshift, sum_statistics
 from pyroem.infer.posteriors import DiscretePosterior
-from pyroem.models import PLDA, CategoricalHMM, GaussianHMM, GaussianMixture, GMMHMM
+from pyroem.models import GMMHMM, PLDA, CategoricalHMM, GaussianHMM, GaussianMixture
 
 COVS = ("full", "diag", "spherical", "tied")
 
@@ -89,7 +89,7 @@ def _fit_from(cls, state, data, **kw):
 @pytest.mark.parametrize("cov", COVS)
 def test_gmm_batches_chunks_and_loader_equal_the_in_memory_fit(cov):
     x = load_old_faithful()
-    kw = dict(num_components=3, dim=2, covariance_type=cov)
+    kw = {"num_components": 3, "dim": 2, "covariance_type": cov}
     state = _start(GaussianMixture, x, **kw)
     ref, ref_hist = _fit_from(GaussianMixture, state, x, **kw)
     routes = {
@@ -149,10 +149,10 @@ def _sequences(symbols=False, num=7, seed=0):
 
 
 HMMS = [
-    (GaussianHMM, dict(num_states=2, dim=2), False),
-    (GaussianHMM, dict(num_states=3, dim=2, covariance_type="diag"), False),
-    (GMMHMM, dict(num_states=2, num_components=2, dim=2), False),
-    (CategoricalHMM, dict(num_states=3, num_symbols=4), True),
+    (GaussianHMM, {"num_states": 2, "dim": 2}, False),
+    (GaussianHMM, {"num_states": 3, "dim": 2, "covariance_type": "diag"}, False),
+    (GMMHMM, {"num_states": 2, "num_components": 2, "dim": 2}, False),
+    (CategoricalHMM, {"num_states": 3, "num_symbols": 4}, True),
 ]
 
 

@@ -53,7 +53,7 @@ def _second_update(second, first, n, delta):
 
 def full_shift(stats):
     """``stats["shift"]`` expanded to one point per count entry, ``n.shape + (D,)``."""
-    count, first, _ = moment_group(stats)
+    _count, first, _ = moment_group(stats)
     return stats["shift"].expand(stats[first].shape).clone()
 
 

@@ -93,7 +93,7 @@ def reduce_pass(result, error=None):
                           device=_device())
     dist.all_reduce(totals)
     stats = None if result.stats is None else all_reduce_statistics(result.stats)
-    return PassResult(stats, float(totals[0]), int(round(float(totals[1]))))
+    return PassResult(stats, float(totals[0]), round(float(totals[1])))
 
 
 def broadcast_parameters(module, src=0, skip_prefix="q_"):

@@ -62,7 +62,7 @@ class ScalableFitting:
 
     def _feature_width(self):
         """Numbers per data row in the cached features (``None``: not chunked)."""
-        return None
+        return
 
     def _chunk_rows(self, args, chunk_size):
         """Rows per chunk for in-memory ``args`` (points of a mixture, sequences of an
