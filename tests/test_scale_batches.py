@@ -106,6 +106,11 @@ def test_gmm_batches_chunks_and_loader_equal_the_in_memory_fit(cov):
     m.load_state_dict(state)
     m.fit(x, init="given", max_iter=12, tol=0, chunk_size=50)
     _assert_same(m, ref)
+    # chunks start from all the data, as the whole fit does
+    a, b = GaussianMixture(**kw), GaussianMixture(**kw)
+    a.fit(x, seed=5, max_iter=3, tol=0)
+    b.fit(x, seed=5, max_iter=3, tol=0, chunk_size=50)
+    _assert_same(a, b)
     # scoring in chunks gives the same numbers
     assert torch.allclose(ref.log_prob(x, chunk_size=7), ref.log_prob(x), atol=1e-12)
     assert torch.equal(ref.predict(x, chunk_size=7), ref.predict(x))

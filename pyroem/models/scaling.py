@@ -142,7 +142,9 @@ class ScalableFitting:
             return
         error = None
         try:
-            first = args.first()
+            # in-memory data (chunked, or a rank's shard) start from all of it, as
+            # without chunks; a stream of batches from its first batch
+            first = args.chunks[0] if args.chunks is not None else args.first()
             if init != "given" and distributed.rank() == 0:
                 self._check_fit(first)
                 self._initialize(first, init, generator)
