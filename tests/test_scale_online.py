@@ -94,3 +94,9 @@ def test_partial_fit_refuses_a_batch_of_another_dtype_or_dimension():
     with pytest.raises(ValueError, match="shape"):
         gmm.partial_fit(x[100:, :1])
     assert torch.equal(gmm.means, before)
+
+
+def test_partial_fit_is_refused_where_online_em_does_not_apply():
+    from pyroem.models import PLDA
+    with pytest.raises(ValueError, match="PLDA has no partial_fit"):
+        PLDA(2).partial_fit((load_old_faithful(), list(range(272))))

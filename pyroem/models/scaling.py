@@ -191,6 +191,9 @@ class ScalableFitting:
             :math:`\log p(X_t | \eta_{t-1})`.
         :raises ValueError: on a bad batch or option; nothing changes then.
         """
+        if self.batch_kind not in ("matrix", "sequences"):
+            raise ValueError(f"{type(self).__name__} has no partial_fit (online EM is for "
+                             "mixtures and HMMs); fit it on a list or DataLoader of batches")
         online = getattr(self, "_online", None)
         schedule = OnlineStatistics(kappa, t0)  # checks kappa and t0
         first = online is None
