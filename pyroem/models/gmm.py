@@ -156,9 +156,10 @@ class GaussianMixture(CheckedParams, EMModel):
 
     def expected_statistics(self, posterior, x):
         r"""
-        Expected sufficient statistics, additive over points: ``n`` (:math:`N_k`),
-        ``sx`` and ``sxx`` (first and second moments about ``shift``, the data mean;
-        ``sxx`` is ``(K, D*D)`` for full/tied covariances, ``(K, D)`` otherwise).
+        Expected sufficient statistics: ``n`` (:math:`N_k`), ``sx`` and ``sxx`` (first
+        and second moments about ``shift``, the data mean; ``sxx`` is ``(K, D*D)`` for
+        full/tied covariances, ``(K, D)`` otherwise); those of several batches merge
+        exactly with :func:`~pyroem.distributions.merge.add_statistics`.
         """
         x = self._check_x(x)
         resp = posterior["x"]  # (K, N): q(z_n = k), or one-hot for hard EM
