@@ -12,7 +12,9 @@ component, ``batch + (D,)``, for moments from :func:`centred_moments`): with wei
     n = \sum w, \qquad s = \sum w\, x_c, \qquad S = \sum w\, x_c x_c^\top
 
 (or :math:`\sum w\, x_c \odot x_c` for diagonal covariances). About one origin they are
-additive over data, so batches, chunks and processes sum them before the maximiser.
+additive over data; moments of two batches, each about its own mean, are not, and
+:func:`~pyroem.distributions.merge.add_statistics` re-expresses one about the other's
+origin first (exact), so batches, chunks and processes merge them before the maximiser.
 """
 
 import torch

@@ -21,7 +21,10 @@ from pyroem.infer.loop import (
 )
 from pyroem.infer.recorders import EMDecomposition, ExactEvidence, SVIDecomposition
 from pyroem.models import checkpoint
+from pyroem.infer import distributed
+from pyroem.models.batching import Batches, batches_of
 from pyroem.models.checks import check_option, check_positive_int, check_seed, make_generator
+from pyroem.models.scaling import ScalableFitting
 from pyroem.models.state import ModelState
 
 METHODS = ("em", "viterbi", "svi")
@@ -44,7 +47,7 @@ def model_method(fn):
     return wrapped
 
 
-class EMModel(ModelState, PyroModule):
+class EMModel(ScalableFitting, ModelState, PyroModule):
     """
     Base class of the built-in models: a :class:`~pyro.nn.PyroModule` with ``model``,
     ``guide`` and the EM contract of :mod:`pyroem.infer.protocols` (a closed-form
@@ -167,7 +170,7 @@ class EMModel(ModelState, PyroModule):
     # ------------------------------------------------------------------ fitting
     def fit(self, *data, method="em", max_iter=100, tol=1e-4, init=None, num_restarts=1,
             seed=None, progress=False, lr=0.05, record_decomposition=False, obs_mask=None,
-            labels=None, sample_weight=None):
+            labels=None, sample_weight=None, chunk_size=None):
         r"""
         Fit the parameters to ``data``.
 
@@ -206,6 +209,15 @@ class EMModel(ModelState, PyroModule):
             from the labelled points.
         :param sample_weight: a weight ``>= 0`` per point (per sequence for an HMM, per
             embedding for PLDA): the objective is :math:`\sum_n w_n \log p(x_n)`.
+        :param int chunk_size: rows per chunk of the E-step and statistics (points of
+            a mixture, sequences of an HMM with Gaussian emissions);
+            ``None`` chooses: whole when the cached data features fit in
+            :data:`~pyroem.models.scaling.CACHE_BUDGET_BYTES`, else chunks of
+            :data:`~pyroem.models.scaling.CHUNK_BYTES`. Chunks, batches (``data`` a
+            ``DataLoader`` or a list of batches, see :mod:`pyroem.models.batching`) and
+            ``torch.distributed`` shards all run exact EM: statistics merged over one
+            pass, one M-step per pass (:mod:`pyroem.models.scaling`). The partial
+            observation keywords apply to in-memory data, which is then not chunked.
         :returns: the :class:`~pyroem.infer.History` of the kept run; also sets
             ``history``, ``converged`` and ``num_iters``.
         :raises ValueError: on bad data or options; the parameters are then unchanged
@@ -225,16 +237,29 @@ class EMModel(ModelState, PyroModule):
         if method == "svi" and not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
                                     and lr > 0):
             raise ValueError(f"lr must be a number > 0, got {lr!r}")
-        args = self._prepare(*data, **partial)
-        self._check_fit(args)
-        self._check_fit_options(args, method, record_decomposition)
+        if partial:
+            args = self._partial_fit_arguments(data, partial, chunk_size)
+            self._check_fit_options(args, method, record_decomposition)
+        else:
+            args = self._fit_arguments(data, chunk_size, method, init, record_decomposition)
         options = dict(method=method, max_iter=max_iter, tol=tol, progress=progress, lr=lr,
                        record_decomposition=record_decomposition)
         with self._transaction():
-            self._to_data_dtype(args)
+            self._batch_dtype(args)
             best = self._best_of_restarts(args, init, num_restarts, seed, options)
         self.history, self.converged, self.num_iters = best, best.converged, best.num_iters
         return best
+
+    def _partial_fit_arguments(self, data, partial, chunk_size):
+        """Prepared in-memory arguments with the partial observation (not chunked)."""
+        if chunk_size is not None or batches_of(self, data) is not None \
+                or distributed.is_active():
+            raise ValueError("obs_mask, labels and sample_weight apply to in-memory data in "
+                             "one process: not with batches, a DataLoader, chunk_size or "
+                             "torch.distributed")
+        args = self._prepare(*data, **partial)
+        self._check_fit(args)
+        return args
 
     def _check_fit_options(self, args, method, record_decomposition):
         """Refuse a combination of options and data that the model cannot fit (before
@@ -249,7 +274,7 @@ class EMModel(ModelState, PyroModule):
             if restart:
                 self.load_state_dict(start)
             restart_seed = None if seed is None else int(seed) + restart
-            self._initialize(args, init, make_generator(restart_seed))
+            self._start(args, init, make_generator(restart_seed))
             hist = self._fit_once(args, seed=restart_seed, **options)
             hist.restart = restart
             if best is None or hist.final_log_likelihood > best.final_log_likelihood:
@@ -262,6 +287,8 @@ class EMModel(ModelState, PyroModule):
     def _fit_once(self, args, method, max_iter, tol, progress, lr, record_decomposition,
                   seed):
         """One run of ``method`` from the current parameters, through the one loop."""
+        if isinstance(args, Batches):
+            return self._fit_batches_once(args, method, max_iter, tol, progress)
         run = FitRun(method, args, num_items=self._num_items(args))
         recorders = [Objective(), Convergence(tol),
                      Progress(max_iter, f"{type(self).__name__} {method}", progress)]

@@ -10,6 +10,7 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from pyroem.distributions import gaussian_design
+from pyroem.distributions.merge import sum_statistics
 from pyroem.distributions.statistics import split_moments
 from pyroem.infer.estep import exact_posterior
 from pyroem.infer.posteriors import DiscretePosterior
@@ -29,6 +30,7 @@ from pyroem.models.checks import (
     make_generator,
 )
 from pyroem.models.kmeans import kmeans
+from pyroem.models.scaling import cat_chunks, chunked
 
 COVARIANCE_TYPES = ge.COVARIANCE_TYPES
 
@@ -81,6 +83,7 @@ class GaussianMixture(CheckedParams, EMModel):
     checked_params = ("weights", "means")
     default_init = "kmeans++"
     guide_params = {"q_probs": (constraints.simplex, 1)}
+    batch_kind = "matrix"  # fit takes a list or DataLoader of (n, D) batches
 
     def __init__(self, num_components, dim=1, covariance_type="full", reg_covar=1e-6):
         super().__init__()
@@ -236,7 +239,8 @@ class GaussianMixture(CheckedParams, EMModel):
         r"""
         Expected sufficient statistics, additive over points: ``n`` (:math:`N_k`),
         ``sx`` and ``sxx`` (first and second moments about ``shift``, the data mean;
-        ``sxx`` is ``(K, D*D)`` for full/tied covariances, ``(K, D)`` otherwise).
+        ``sxx`` is ``(K, D*D)`` for full/tied covariances, ``(K, D)`` otherwise); those of
+        several batches merge exactly with :func:`~pyroem.distributions.merge.add_statistics`.
         Responsibilities are multiplied by ``sample_weight``; with ``obs_mask`` the
         moments are those of the complete data given the observed part
         (:func:`~pyroem.models.gaussian_missing.moments`), and a point with no observed
@@ -312,6 +316,11 @@ class GaussianMixture(CheckedParams, EMModel):
         keep = self._kept(x, obs_mask, labels, weight)
         return x.shape[0] if keep is None else float(keep.sum())
 
+    def _feature_width(self):
+        # the cached design [vec(x x^T), x, 1] (or [x * x, x, 1]) per row
+        D = self.dim
+        return D * D + D + 1 if self.covariance_type in ("full", "tied") else 2 * D + 1
+
     def _initialize(self, args, init, generator):
         x, obs_mask, labels, weight = args + (None,) * (4 - len(args))
         if init == "given":
@@ -325,12 +334,19 @@ class GaussianMixture(CheckedParams, EMModel):
             _, assigned = kmeans(x, K, generator)
             resp = torch.nn.functional.one_hot(assigned, K).to(x.dtype)
         else:  # "random": random responsibilities, as scikit-learn
-            resp = torch.rand(n, K, generator=generator, dtype=x.dtype)
+            resp = torch.rand(n, K, generator=generator, dtype=x.dtype).to(x.device)
             resp = resp / resp.sum(-1, keepdim=True)
             if labels is not None:  # labelled rows one-hot, components renumbered to them
                 resp = po.seed_responsibilities(resp, labels)
-        self.maximize(self.expected_statistics(DiscretePosterior.given(x=resp.T), x, None,
-                                               None, weight))
+        rows = None if len(args) > 1 else self._chunk_rows(args, None)
+        if rows is None:  # in one piece (always with the partial observation)
+            self.maximize(self.expected_statistics(DiscretePosterior.given(x=resp.T), x, None,
+                                                   None, weight))
+            return
+        # past the memory budget: the statistics of row chunks, merged exactly
+        parts = (self.expected_statistics(DiscretePosterior.given(x=r.T), c)
+                 for r, c in zip(chunked(resp, rows), chunked(x, rows)))
+        self.maximize(sum_statistics(parts))
 
     @property
     def num_parameters(self):
@@ -352,20 +368,33 @@ class GaussianMixture(CheckedParams, EMModel):
                 lp = lp + po.label_clamp(labels, self.num_components, lp.dtype)
         return lp
 
-    def log_prob(self, x, obs_mask=None, labels=None):
+    def _scored(self, x, chunk_size, reduce, obs_mask=None, labels=None):
+        """``reduce(log p(x_n, z_n = k))`` in row chunks (``chunk_size`` as in
+        :meth:`fit`: ``None`` keeps the data whole within the memory budget; the partial
+        observation is scored whole)."""
+        args = self._data(x, obs_mask=obs_mask, labels=labels)
+        if len(args) > 1:
+            return reduce(self._log_joint(*args))
+        rows = self._chunk_rows(args, chunk_size)
+        return cat_chunks(lambda c: reduce(self._log_joint(c)), args[0], rows)
+
+    def log_prob(self, x, obs_mask=None, labels=None, chunk_size=None):
         r"""Per-point :math:`\log p(x_n) = \log \sum_k \pi_k N(x_n|\mu_k, \Sigma_k)`,
         shape ``(N,)``; with ``obs_mask`` of the observed part (0 for a point with none),
-        with ``labels`` :math:`\log p(x_n, z_n = l_n)` where the label is known."""
-        return self._log_joint(*self._data(x, obs_mask=obs_mask, labels=labels)).logsumexp(-1)
+        with ``labels`` :math:`\log p(x_n, z_n = l_n)` where the label is known (computed
+        in chunks of ``chunk_size`` rows, as :meth:`fit`)."""
+        return self._scored(x, chunk_size, lambda lp: lp.logsumexp(-1), obs_mask, labels)
 
-    def posterior(self, x, obs_mask=None, labels=None):
+    def posterior(self, x, obs_mask=None, labels=None, chunk_size=None):
         """Responsibilities :math:`p(z_n = k | x_n)`, shape ``(N, K)`` (given the observed
-        part with ``obs_mask``; one-hot where ``labels`` are known)."""
-        return self._log_joint(*self._data(x, obs_mask=obs_mask, labels=labels)).softmax(-1)
+        part with ``obs_mask``; one-hot where ``labels`` are known; in chunks as
+        :meth:`log_prob`)."""
+        return self._scored(x, chunk_size, lambda lp: lp.softmax(-1), obs_mask, labels)
 
-    def predict(self, x, obs_mask=None, labels=None):
-        """Most probable component of each point, shape ``(N,)``."""
-        return self._log_joint(*self._data(x, obs_mask=obs_mask, labels=labels)).argmax(-1)
+    def predict(self, x, obs_mask=None, labels=None, chunk_size=None):
+        """Most probable component of each point, shape ``(N,)`` (in chunks as
+        :meth:`log_prob`)."""
+        return self._scored(x, chunk_size, lambda lp: lp.argmax(-1), obs_mask, labels)
 
     def sample(self, num_samples, seed=None):
         """Draw ``num_samples`` points; returns ``(x (n, D), z (n,))``.

@@ -9,6 +9,10 @@ def _sq_dist(x, centers):
     return d.clamp_min(0)
 
 
+def _on_generator(t, generator):
+    return t if generator is None else t.to(generator.device)
+
+
 def kmeans_plusplus(x, k, generator=None):
     r"""
     k-means++ seeding (Arthur and Vassilvitskii, 2007): the first centre is a uniform
@@ -29,7 +33,8 @@ def kmeans_plusplus(x, k, generator=None):
             probs = torch.ones_like(closest)
         else:
             probs = closest / total
-        nxt = int(torch.multinomial(probs, 1, generator=generator))
+        # the draw on the generator's device (a CPU generator for data on any device)
+        nxt = int(torch.multinomial(_on_generator(probs, generator), 1, generator=generator))
         indices.append(nxt)
         closest = torch.minimum(closest, _sq_dist(x, x[nxt : nxt + 1]).squeeze(-1))
     return torch.tensor(indices)

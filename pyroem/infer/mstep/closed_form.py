@@ -9,8 +9,10 @@ class ClosedFormMStep:
     The model object implements
 
     - ``expected_statistics(posterior, *args, **kwargs) -> dict`` of tensors that are
-      **additive** over data items (so mini-batch, out-of-core and multi-process EM sum
-      them before maximising), and
+      **additive** over data items once taken about one origin: moments about a
+      ``shift`` are merged exactly by :func:`~pyroem.distributions.merge.add_statistics`
+      (so mini-batch, out-of-core and multi-process EM combine them before maximising;
+      :mod:`pyroem.infer.batches`), and
     - ``maximize(stats)``: set the parameters to :math:`\arg\max_\eta Q`.
     """
 

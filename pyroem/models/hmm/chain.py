@@ -114,6 +114,9 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
     """
 
     inits = ("given",)
+    #: fit takes a list or DataLoader of batches, each a list of sequences or a
+    #: (padded, lengths) pair (pyroem.models.batching)
+    batch_kind = "sequences"
     default_init = "given"
     checked_params = ("start_probs", "trans_probs")
 
@@ -305,6 +308,15 @@ class HiddenMarkovModel(MarkovChainGuide, CheckedParams, EMModel):
 
     def _check_fit_options(self, args, method, record_decomposition):
         po.check_decomposition(len(args) == 5, record_decomposition)
+
+    def _feature_width(self):
+        # Gaussian emissions cache a design per frame (pyroem.models.scaling chunks the
+        # sequences past a memory budget); other emissions cache nothing that large
+        cov = getattr(self.emission, "covariance_type", None)
+        if cov is None:
+            return None
+        D = self.emission.dim
+        return D * D + D + 1 if cov in ("full", "tied") else 2 * D + 1
 
     def _initialize(self, args, init, generator):
         # start and transition probabilities start as set (uniform by default)

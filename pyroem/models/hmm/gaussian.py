@@ -130,7 +130,7 @@ class GaussianEmission(CheckedParams, Emission):
             _, labels = kmeans(frames, K, generator)
             resp = torch.nn.functional.one_hot(labels, K).to(x.dtype)
         else:
-            resp = torch.rand(frames.shape[0], K, generator=generator, dtype=x.dtype)
+            resp = torch.rand(frames.shape[0], K, generator=generator, dtype=x.dtype).to(x.device)
             resp = resp / resp.sum(-1, keepdim=True)
         gamma = x.new_zeros(mask.shape + (K,))
         gamma[mask] = resp

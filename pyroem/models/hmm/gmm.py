@@ -138,7 +138,8 @@ class GMMEmission(CheckedParams, Emission):
             labels = self._nested_kmeans(frames, generator)
             resp = torch.nn.functional.one_hot(labels, K * M).to(x.dtype)
         else:
-            resp = torch.rand(frames.shape[0], K * M, generator=generator, dtype=x.dtype)
+            resp = torch.rand(frames.shape[0], K * M, generator=generator,
+                              dtype=x.dtype).to(x.device)
             resp = resp / resp.sum(-1, keepdim=True)
         weights = x.new_zeros(mask.shape + (K * M,))
         weights[mask] = resp

@@ -44,6 +44,7 @@ from pyroem.models.checks import (
 )
 from pyroem.models.factor.common import DataSizedGuide
 from pyroem.models.plda import partial as plda_partial
+from pyroem.models.plda.batches import summarised_arguments
 from pyroem.models.plda.labels import encode_labels
 from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
 from pyroem.models.plda.sampling import PLDASampling
@@ -328,12 +329,21 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
             self.between_scale_tril, self.within_scale_tril = trils
 
     # ------------------------------------------------------------------ fitting hooks
-    def fit(self, embeddings, labels, method="em", **kwargs):
+    #: fit takes a list or DataLoader of (embeddings, labels) batches
+    batch_kind = "labelled"
+
+    def _summarised_arguments(self, source):
+        return summarised_arguments(self, source)
+
+    def fit(self, embeddings, labels=None, method="em", **kwargs):
         r"""
         Fit :math:`\mu, \Sigma_b, \Sigma_w` to labelled embeddings.
 
         :param embeddings: ``(N, D)`` array or tensor.
-        :param labels: ``(N,)`` speaker labels, any hashable values.
+        :param labels: ``(N,)`` speaker labels, any hashable values (``None`` when
+            ``embeddings`` is a list or ``DataLoader`` of ``(embeddings, labels)`` batches:
+            exact EM on the summary that one pass accumulates,
+            :mod:`pyroem.models.plda.batches`).
         :param str method: ``"em"`` (exact EM) or ``"svi"`` (Pyro's SVI with
             ``Trace_ELBO`` on the same model and guide). ``"viterbi"`` raises
             ``ValueError``: the latents are continuous.
@@ -344,7 +354,8 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
         if method == "viterbi":
             raise ValueError("method='viterbi' does not apply to PLDA: its latent speaker "
                              "means are continuous (use method='em' or 'svi')")
-        return super().fit(embeddings, labels, method=method, **kwargs)
+        data = (embeddings,) if labels is None else (embeddings, labels)
+        return super().fit(*data, method=method, **kwargs)
 
     def _svi_elbo(self):
         return pyro.infer.Trace_ELBO()
