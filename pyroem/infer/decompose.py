@@ -107,17 +107,9 @@ def decompose(model, guide, *args, max_plate_nesting=None, log_evidence=None, **
     built-in HMM's Markov-chain guide, by a forward pass over q: enumerating its
     :math:`K^T` paths here would not scale).
     """
-    owner = owner_of(guide)
-    if owner is not None and owner is owner_of(model) and callable(
-            getattr(owner, "guide_decomposition", None)):
-        return owner.guide_decomposition(*args, log_evidence=log_evidence, **kwargs)
-    if needs_gaussian_e_step(guide, args, kwargs) and needs_gaussian_e_step(model, args, kwargs):
-        # continuous latents only, in the model and the guide: exact in closed form too
-        owner = owner_of(model)
-        if log_evidence is None and isinstance(owner, EStepProvider):
-            log_evidence = owner.e_step(*args, hard=False, **kwargs).log_evidence
-        return Decomposition(*gaussian_decomposition(model, guide, *args,
-                                                     log_evidence=log_evidence, **kwargs))
+    special = _closed_form_decomposition(model, guide, args, kwargs, log_evidence)
+    if special is not None:
+        return special
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, args, kwargs)
     with torch.no_grad():
@@ -135,6 +127,23 @@ def decompose(model, guide, *args, max_plate_nesting=None, log_evidence=None, **
                                      *args, **kwargs))
     return Decomposition(log_evidence=log_evidence, elbo=elbo, kl=log_evidence - elbo,
                          entropy=entropy, expected_log_joint=elbo - entropy)
+
+
+def _closed_form_decomposition(model, guide, args, kwargs, log_evidence):
+    """The decomposition where it has a closed form (else ``None``): a guide owner's own
+    ``guide_decomposition`` (a built-in HMM's Markov chain), or the Gaussian one when the
+    model and the guide have continuous latents only."""
+    owner = owner_of(guide)
+    if owner is not None and owner is owner_of(model) and callable(
+            getattr(owner, "guide_decomposition", None)):
+        return owner.guide_decomposition(*args, log_evidence=log_evidence, **kwargs)
+    if needs_gaussian_e_step(guide, args, kwargs) and needs_gaussian_e_step(model, args, kwargs):
+        owner = owner_of(model)
+        if log_evidence is None and isinstance(owner, EStepProvider):
+            log_evidence = owner.e_step(*args, hard=False, **kwargs).log_evidence
+        return Decomposition(*gaussian_decomposition(model, guide, *args,
+                                                     log_evidence=log_evidence, **kwargs))
+    return None
 
 
 ZeroVarianceELBO = namedtuple("ZeroVarianceELBO", ["log_evidence", "samples"])

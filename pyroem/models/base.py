@@ -9,6 +9,7 @@ import pyro
 import torch
 from pyro.nn import PyroModule, pyro_method
 
+from pyroem.infer import distributed
 from pyroem.infer.em import EM
 from pyroem.infer.loop import (
     Convergence,
@@ -21,7 +22,6 @@ from pyroem.infer.loop import (
 )
 from pyroem.infer.recorders import EMDecomposition, ExactEvidence, SVIDecomposition
 from pyroem.models import checkpoint
-from pyroem.infer import distributed
 from pyroem.models.batching import Batches, batches_of
 from pyroem.models.checks import check_option, check_positive_int, check_seed, make_generator
 from pyroem.models.scaling import ScalableFitting
@@ -191,16 +191,11 @@ class EMModel(ScalableFitting, ModelState, PyroModule):
         :param float lr: Adam's learning rate for ``method="svi"`` (whose guide's q
             starts at the exact posterior under the starting parameters).
         :param bool record_decomposition: also record, per iteration, the exact
-            decomposition :math:`\log p(X) = \mathrm{ELBO}(q) + \mathrm{KL}(q \| p(Z|X))`
-            of :func:`~pyroem.infer.decompose` (a
-            :class:`~pyroem.infer.Decomposition`) in ``history.records``: for EM and
-            Viterbi ``"e_step"`` (after each E-step) and ``"m_step"`` (after each M-step),
-            for SVI ``"step"`` (after each step); and ``"log_evidence"``, the exact
-            :math:`\log p(X)` each iteration started from (for Viterbi the true
-            evidence, not :math:`\log p(X, \hat Z)`). It costs about two extra E-steps
-            per iteration, which ``history.seconds`` does not count. Off by default.
-            ``"log_evidence"`` records only ``"log_evidence"`` (for Viterbi one extra
-            exact E-step per iteration; EM's and SVI's objective is that value already).
+            :func:`~pyroem.infer.decompose` in ``history.records`` (``"e_step"`` and
+            ``"m_step"`` for EM and Viterbi, ``"step"`` for SVI) and ``"log_evidence"``,
+            the exact :math:`\log p(X)` each iteration started from; about two extra
+            E-steps per iteration, not counted in ``history.seconds``. Off by default;
+            ``"log_evidence"`` records only that (:class:`~pyroem.infer.recorders.EMDecomposition`).
         :param obs_mask: bool, the data's shape, True = observed (Pyro's name): the
             values it marks missing are never read (they may hold NaN) and the fit is
             exact EM on the observed part (:mod:`pyroem.models.partial`).
@@ -209,34 +204,19 @@ class EMModel(ScalableFitting, ModelState, PyroModule):
             from the labelled points.
         :param sample_weight: a weight ``>= 0`` per point (per sequence for an HMM, per
             embedding for PLDA): the objective is :math:`\sum_n w_n \log p(x_n)`.
-        :param int chunk_size: rows per chunk of the E-step and statistics (points of
-            a mixture, sequences of an HMM with Gaussian emissions);
-            ``None`` chooses: whole when the cached data features fit in
-            :data:`~pyroem.models.scaling.CACHE_BUDGET_BYTES`, else chunks of
-            :data:`~pyroem.models.scaling.CHUNK_BYTES`. Chunks, batches (``data`` a
-            ``DataLoader`` or a list of batches, see :mod:`pyroem.models.batching`) and
-            ``torch.distributed`` shards all run exact EM: statistics merged over one
-            pass, one M-step per pass (:mod:`pyroem.models.scaling`). The partial
-            observation keywords apply to in-memory data, which is then not chunked.
+        :param int chunk_size: rows per chunk of the E-step and statistics (``None``:
+            whole within the memory budget). Chunks, batches (``data`` a ``DataLoader``
+            or a list of batches) and ``torch.distributed`` shards all run exact EM, one
+            M-step per pass (:mod:`pyroem.models.scaling`); the partial observation
+            applies to in-memory data, which is then not chunked.
         :returns: the :class:`~pyroem.infer.History` of the kept run; also sets
             ``history``, ``converged`` and ``num_iters``.
         :raises ValueError: on bad data or options; the parameters are then unchanged
             (as after any error during the fit).
         """
-        check_option("method", method, METHODS)
-        if record_decomposition not in (True, False, "log_evidence"):
-            raise ValueError("record_decomposition must be True, False or 'log_evidence', "
-                             f"got {record_decomposition!r}")
-        init = self.default_init if init is None else init
-        check_option("init", init, self.inits)
-        max_iter = check_positive_int("max_iter", max_iter)
-        num_restarts = 1 if init == "given" else check_positive_int("num_restarts", num_restarts)
-        Convergence(tol)  # checks tol before anything changes
-        seed = check_seed(seed)
+        init, max_iter, num_restarts, seed = self._fit_options(
+            method, init, max_iter, num_restarts, tol, seed, lr, record_decomposition)
         partial = self._partial(obs_mask=obs_mask, labels=labels, sample_weight=sample_weight)
-        if method == "svi" and not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
-                                    and lr > 0):
-            raise ValueError(f"lr must be a number > 0, got {lr!r}")
         if partial:
             args = self._partial_fit_arguments(data, partial, chunk_size)
             self._check_fit_options(args, method, record_decomposition)
@@ -249,6 +229,25 @@ class EMModel(ScalableFitting, ModelState, PyroModule):
             best = self._best_of_restarts(args, init, num_restarts, seed, options)
         self.history, self.converged, self.num_iters = best, best.converged, best.num_iters
         return best
+
+    def _fit_options(self, method, init, max_iter, num_restarts, tol, seed, lr,
+                     record_decomposition):
+        """``fit``'s options checked before anything changes: ``(init, max_iter,
+        num_restarts, seed)`` with their defaults filled in."""
+        check_option("method", method, METHODS)
+        if record_decomposition not in (True, False, "log_evidence"):
+            raise ValueError("record_decomposition must be True, False or 'log_evidence', "
+                             f"got {record_decomposition!r}")
+        init = self.default_init if init is None else init
+        check_option("init", init, self.inits)
+        max_iter = check_positive_int("max_iter", max_iter)
+        num_restarts = 1 if init == "given" else check_positive_int("num_restarts", num_restarts)
+        Convergence(tol)  # checks tol before anything changes
+        seed = check_seed(seed)
+        if method == "svi" and not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                                    and lr > 0):
+            raise ValueError(f"lr must be a number > 0, got {lr!r}")
+        return init, max_iter, num_restarts, seed
 
     def _partial_fit_arguments(self, data, partial, chunk_size):
         """Prepared in-memory arguments with the partial observation (not chunked)."""

@@ -134,7 +134,7 @@ def _ptr(t):
 
 
 def _symbol_table(log_table):
-    """The scaled table ``e (M, K)`` and offsets ``m (M,)`` of log-emissions
+    r"""The scaled table ``e (M, K)`` and offsets ``m (M,)`` of log-emissions
     ``log_table (M, K)``: :math:`e = \exp(\log b - m)` with :math:`m` each row's finite
     maximum, as the recursion scales a frame."""
     top = log_table.amax(-1)

@@ -4,7 +4,6 @@
 
 from typing import ClassVar
 
-
 from pyroem.models import BernoulliHMM as _BernoulliHMM
 from pyroem.models import MultinomialHMM as _MultinomialHMM
 from pyroem.models import PoissonHMM as _PoissonHMM

@@ -49,7 +49,7 @@ from pyroem.models.plda.labels import encode_labels
 from pyroem.models.plda.posterior import SpeakerPosterior, _Basis
 from pyroem.models.plda.sampling import PLDASampling
 from pyroem.models.plda.scoring import PLDAScoring
-from pyroem.models.plda.summary import data_summary
+from pyroem.models.plda.summary import data_summary, scatter_statistics
 
 
 class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
@@ -384,21 +384,8 @@ class PLDA(CheckedParams, PLDAScoring, PLDASampling, DataSizedGuide, EMModel):
         po.check_decomposition(len(args) == 3, record_decomposition)
 
     def _initialize(self, args, init, generator):
-        if init == "given":
-            return
-        summary = data_summary(*args)
-        means = summary.means
-        mean_c = means.mean(0)
-        dev = means - mean_c
-        S, N = means.shape[0], float(summary.counts.sum())
-        self.maximize({
-            "num_speakers": means.new_tensor(float(S)),
-            "num_embeddings": means.new_tensor(float(N - S)),
-            "sum_z": means.sum(0),
-            "sum_zz": dev.T @ dev + S * torch.outer(mean_c, mean_c),
-            "sum_within": summary.within_scatter,
-            "shift": summary.shift,
-        })
+        if init != "given":
+            self.maximize(scatter_statistics(data_summary(*args)))
 
     @property
     def num_parameters(self):

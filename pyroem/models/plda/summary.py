@@ -66,3 +66,24 @@ def data_summary(x, speaker, weight=None):
     refs = tuple(weakref.ref(t, lambda _, k=key: _CACHE.pop(k, None)) for t in tensors)
     _CACHE[key] = (refs, versions, summary)
     return summary
+
+
+def scatter_statistics(summary):
+    r"""
+    The statistics of the ``"scatter"`` start: the M-step's input as if each speaker's
+    variable were its sample mean, :math:`z_s = \bar x_s` (so the between covariance starts
+    at the scatter of the speaker means and the within covariance at the pooled scatter
+    about them), from a :func:`data_summary`.
+    """
+    means = summary.means
+    mean_c = means.mean(0)
+    dev = means - mean_c
+    S, N = means.shape[0], float(summary.counts.sum())
+    return {
+        "num_speakers": means.new_tensor(float(S)),
+        "num_embeddings": means.new_tensor(float(N - S)),
+        "sum_z": means.sum(0),
+        "sum_zz": dev.T @ dev + S * torch.outer(mean_c, mean_c),
+        "sum_within": summary.within_scatter,
+        "shift": summary.shift,
+    }
