@@ -23,6 +23,7 @@ import pyro
 import torch
 
 from pyroem.infer.gaussian.trace import residuals, trace_model
+from pyroem.infer.mstep.numerical import ascend_q
 
 
 def expected_log_joint_gaussian(model, posterior, *args, **kwargs):
@@ -72,32 +73,8 @@ class GaussianMStep:
         if not names:
             return 0.0
         values = [pyro.param(n).unconstrained() for n in names]
-        saved = [v.detach().clone() for v in values]
-
-        def q_value():
-            return expected_log_joint_gaussian(self.model, posterior, *args, **kwargs)
-
-        with torch.no_grad():
-            q_old = float(q_value())
-        optim = torch.optim.LBFGS(values, lr=1.0, max_iter=self.max_iter,
-                                  tolerance_grad=1e-12, tolerance_change=1e-15,
-                                  line_search_fn="strong_wolfe")
-
-        def closure():
-            with torch.enable_grad():
-                loss = -q_value()
-                grads = torch.autograd.grad(loss, values, allow_unused=True)
-            for v, g in zip(values, grads):
-                v.grad = torch.zeros_like(v) if g is None else g
-            return loss
-
-        optim.step(closure)
-        for v in values:
-            v.grad = None
-        with torch.no_grad():
-            q_new = float(q_value())
-            self.accepted = q_new >= q_old  # False for NaN too: keep the old parameters
-            if not self.accepted:
-                for v, s in zip(values, saved):
-                    v.copy_(s)
-        return q_new - q_old if self.accepted else 0.0
+        gain = ascend_q(lambda: expected_log_joint_gaussian(self.model, posterior, *args,
+                                                            **kwargs),
+                        values, self.max_iter, tolerance_grad=1e-12, tolerance_change=1e-15)
+        self.accepted = gain is not None
+        return gain or 0.0

@@ -78,35 +78,42 @@ class NumericalMStep:
             return 0.0
         with torch.no_grad():
             values = [pyro.param(n).unconstrained() for n in names]
-        saved = [v.detach().clone() for v in values]
+        gain = ascend_q(lambda: expected_log_joint(self.model, posterior, args, kwargs,
+                                                   self.max_plate_nesting),
+                        values, self.max_iter, tolerance_grad=1e-10, tolerance_change=1e-14)
+        self.accepted = gain is not None
+        return gain or 0.0
 
-        def q_value():
-            return expected_log_joint(self.model, posterior, args, kwargs,
-                                      self.max_plate_nesting)
 
-        with torch.no_grad():
-            q_old = float(q_value())
-        optim = torch.optim.LBFGS(values, lr=1.0, max_iter=self.max_iter,
-                                  tolerance_grad=1e-10, tolerance_change=1e-14,
-                                  line_search_fn="strong_wolfe")
+def ascend_q(q_value, values, max_iter, tolerance_grad, tolerance_change):
+    r"""
+    Raise :math:`Q` (``q_value()``, differentiable in the tensors ``values``) with L-BFGS
+    in place: a generalised-EM step. A step that does not raise :math:`Q` (NaN included)
+    is undone, so :math:`\log p(X)` never falls.
 
-        def closure():
-            with torch.enable_grad():
-                loss = -q_value()
-                grads = torch.autograd.grad(loss, values, allow_unused=True)
-            for v, g in zip(values, grads):
-                v.grad = torch.zeros_like(v) if g is None else g
-            return loss
+    :returns: the gain in :math:`Q`, or ``None`` when the step was undone.
+    """
+    saved = [v.detach().clone() for v in values]
+    with torch.no_grad():
+        q_old = float(q_value())
+    optim = torch.optim.LBFGS(values, lr=1.0, max_iter=max_iter, tolerance_grad=tolerance_grad,
+                              tolerance_change=tolerance_change, line_search_fn="strong_wolfe")
 
-        optim.step(closure)
-        for v in values:
-            v.grad = None
-        with torch.no_grad():
-            q_new = float(q_value())
-        self.accepted = q_new >= q_old
-        if not self.accepted:  # includes NaN: keep the old parameters
-            with torch.no_grad():
-                for v, s in zip(values, saved):
-                    v.copy_(s)
-            return 0.0
-        return q_new - q_old
+    def closure():
+        with torch.enable_grad():
+            loss = -q_value()
+            grads = torch.autograd.grad(loss, values, allow_unused=True)
+        for v, g in zip(values, grads):
+            v.grad = torch.zeros_like(v) if g is None else g
+        return loss
+
+    optim.step(closure)
+    for v in values:
+        v.grad = None
+    with torch.no_grad():
+        q_new = float(q_value())
+        if not q_new >= q_old:  # includes NaN: keep the old parameters
+            for v, s in zip(values, saved):
+                v.copy_(s)
+            return None
+    return q_new - q_old
