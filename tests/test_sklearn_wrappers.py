@@ -281,3 +281,31 @@ def test_bernoulli_is_the_model_fitted_directly():
     np.testing.assert_allclose(est.emissionprob_, model.probs.detach().numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="0/1 values"):
         BernoulliHMM(2).fit(X * 2.0)
+
+
+def test_factor_analysis_and_state_space_model_in_grid_searches():
+    from sklearn.datasets import load_wine
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = load_wine().data
+    search = GridSearchCV(make_pipeline(StandardScaler(), FactorAnalysis(max_iter=300)),
+                          {"factoranalysis__n_components": [1, 3]}, cv=3).fit(X)
+    # three factors explain the wine data far better than one (held-out log-likelihood)
+    assert search.best_params_["factoranalysis__n_components"] == 3
+    assert search.transform(X).shape == (len(X), 3)
+
+    from pyroem.models import LinearGaussianSSM as ModelSSM
+
+    truth = ModelSSM(2, 3).double()  # a slow rotation seen through three sensors
+    truth.set_parameters(transition_matrix=[[0.95, 0.25], [-0.25, 0.95]],
+                         observation_matrix=[[1.0, 0.0], [0.5, 1.0], [0.0, 2.0]],
+                         transition_cov=0.05 * torch.eye(2, dtype=torch.float64),
+                         observation_cov=0.1 * torch.eye(3, dtype=torch.float64))
+    x, _ = truth.sample(400, seed=0)
+    search = GridSearchCV(LinearGaussianSSM(max_iter=30, tol=0), {"n_components": [1, 2]},
+                          cv=KFold(2)).fit(x.numpy())
+    # one state cannot hold a rotation: the held-out likelihood picks two
+    assert search.best_params_["n_components"] == 2
+    assert search.best_estimator_.transform(x.numpy()).shape == (400, 2)
