@@ -121,7 +121,7 @@ def categorical_counts(weights, values, num_categories):
 
 def regularized_cholesky(cov, reg_covar, what):
     r"""
-    The lower Cholesky factor of :math:`	frac12 (\Sigma + \Sigma^	op) + \epsilon I` (the
+    The lower Cholesky factor of :math:`\tfrac12 (\Sigma + \Sigma^\top) + \epsilon I` (the
     M-step's covariance update, ``reg_covar`` :math:`= \epsilon` added to the diagonal),
     batched over leading dims.
 
