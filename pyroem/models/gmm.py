@@ -12,7 +12,6 @@ from torch.distributions import constraints
 from pyroem.distributions import gaussian_design
 from pyroem.distributions.merge import sum_statistics
 from pyroem.distributions.statistics import split_moments
-from pyroem.infer.estep import exact_posterior
 from pyroem.infer.posteriors import DiscretePosterior
 from pyroem.models import gaussian_emission as ge
 from pyroem.models import gaussian_missing as gm
@@ -20,6 +19,7 @@ from pyroem.models import partial as po
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import (
     CheckedParams,
+    check_finite,
     check_matrix,
     check_model_data,
     check_option,
@@ -32,6 +32,7 @@ from pyroem.models.checks import (
 from pyroem.models.gmm_scoring import MixtureScoring
 from pyroem.models.kmeans import kmeans
 from pyroem.models.scaling import chunked
+from pyroem.ops.scaled import flushed_exp_
 
 COVARIANCE_TYPES = ge.COVARIANCE_TYPES
 
@@ -185,30 +186,36 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
     # ------------------------------------------------------------------ EM protocol
     def e_step(self, x, obs_mask=None, labels=None, sample_weight=None, hard=False):
         r"""
-        The exact posterior of every :math:`z_n`: Pyro's exact enumeration of
-        :meth:`model` (:func:`~pyroem.infer.exact_posterior`); with ``sample_weight``,
-        whose per-point scale that enumeration does not take, the same posterior from
-        :math:`\log p(x_n, z_n = k)` directly, with
-        ``log_evidence`` :math:`= \sum_n w_n \log p(x_n)` (``hard``: :math:`\max_k`).
+        The exact posterior of every :math:`z_n`, :math:`r_{nk} = p(z_n = k | x_n)`, from
+        the ``(N, K)`` log-joints :math:`\log p(x_n, z_n = k)` directly (one GEMM over the
+        cached data features), with ``log_evidence`` :math:`= \sum_n w_n \log p(x_n)`
+        (``hard``: :math:`\max_k`). It is what Pyro's exact enumeration of :meth:`model`
+        gives (:func:`~pyroem.infer.exact_posterior`; the tests hold them equal), without
+        the enumeration's bookkeeping and backward pass, and in float32 with the
+        exponentials kept off their slow path (:func:`~pyroem.ops.scaled.flushed_exp_`):
+        both dtypes at GEMM speed.
 
         :returns: a :class:`~pyroem.infer.posteriors.DiscretePosterior` whose ``"x"``
             marginal is the ``(K, N)`` responsibilities.
         """
-        if sample_weight is None:
-            return exact_posterior(self.model, *po.trim(x, obs_mask, labels), hard=hard,
-                                   max_plate_nesting=self.max_plate_nesting)
         x = self._check_x(x)
         self._check_partial(x, obs_mask, labels, sample_weight)
+        if obs_mask is None:  # (masked entries may hold anything, NaN included)
+            check_finite(x, "the observed value of site 'x'")
+        weight = 1.0 if sample_weight is None else sample_weight
         lj = self._log_joint(x, obs_mask, labels)
         if hard:
             best, index = lj.max(-1)
             resp = torch.nn.functional.one_hot(index, self.num_components).to(lj.dtype)
-            return DiscretePosterior((sample_weight * best).sum(), {"x": resp.T})
-        norm = lj.logsumexp(-1)
-        resp = (lj - norm[:, None]).exp()
+            return DiscretePosterior((weight * best).sum(), {"x": resp.T})
+        top = lj.amax(-1, keepdim=True)
+        resp = flushed_exp_(lj - top)
+        total = resp.sum(-1, keepdim=True)
+        norm = (top + total.log()).squeeze(-1)
+        resp = resp / total
         if obs_mask is not None:  # as the enumeration: no marginal where 'x' is masked out
             resp = resp * obs_mask.any(-1, keepdim=True)
-        return DiscretePosterior((sample_weight * norm).sum(), {"x": resp.T})
+        return DiscretePosterior((weight * norm).sum(), {"x": resp.T})
 
     def _responsibilities(self, posterior, obs_mask, labels):
         """``(K, N)``: ``posterior["x"]``, and where ``x`` is masked out (a point with no
