@@ -175,8 +175,7 @@ class EMModel(ScalableFitting, ModelState, PyroModule):
         Fit the parameters to ``data``.
 
         :param str method: ``"em"`` (exact EM), ``"viterbi"`` (hard-assignment EM) or
-            ``"svi"`` (Pyro's SVI with ``TraceEnum_ELBO`` and Adam on the same model and
-            guide).
+            ``"svi"`` (Pyro's SVI with Adam on the same model and guide).
         :param int max_iter: iterations at most; reaching it unconverged warns with a
             :class:`~pyroem.infer.loop.ConvergenceWarning` (unless ``tol=0``).
         :param float tol: stop when the objective changes by less than ``tol`` per data

@@ -13,11 +13,11 @@ from pyroem.distributions.statistics import categorical_counts
 from pyroem.models.checks import CheckedParams, check_positive_int, check_simplex
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.emissions import Emission
-from pyroem.models.hmm.probs import map_probs, safe_log
+from pyroem.models.hmm.probs import EmissionProbsMStep, safe_log
 from pyroem.models.hmm.sequences import check_padded, pack_sequences
 
 
-class CategoricalEmission(CheckedParams, Emission):
+class CategoricalEmission(EmissionProbsMStep, CheckedParams, Emission):
     r"""
     A categorical distribution over ``num_symbols`` symbols per state,
     :math:`p(x = m | z = k) = E_{km}`. Letter: ``e``.
@@ -63,14 +63,6 @@ class CategoricalEmission(CheckedParams, Emission):
     def expected_statistics(self, gamma, x):
         counts = categorical_counts(gamma.reshape(-1, self.num_states), x, self.num_symbols)
         return {"emission": counts}
-
-    def maximize(self, stats, params):
-        if "e" in params:
-            old = self.emission_probs.detach()
-            self._set_internal(emission_probs=map_probs(stats["emission"], old.new_ones(()), old))
-
-    def num_parameters(self, params):
-        return self.num_states * (self.num_symbols - 1) if "e" in params else 0
 
     def initialize(self, x, lengths, init, generator, params):
         """``"random"``: each row of ``emission_probs`` drawn from a flat Dirichlet."""

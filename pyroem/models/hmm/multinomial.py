@@ -13,10 +13,10 @@ from torch.distributions import constraints
 from pyroem.models.checks import CheckedParams, check_positive_int, check_simplex
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.counts import CountEmission
-from pyroem.models.hmm.probs import map_probs, safe_log
+from pyroem.models.hmm.probs import EmissionProbsMStep, safe_log
 
 
-class MultinomialEmission(CheckedParams, CountEmission):
+class MultinomialEmission(EmissionProbsMStep, CheckedParams, CountEmission):
     r"""
     Counts over ``M`` symbols per frame,
 
@@ -87,14 +87,6 @@ class MultinomialEmission(CheckedParams, CountEmission):
     def expected_statistics(self, gamma, x):
         g = gamma.reshape(-1, self.num_states)
         return {"emission": g.T @ x.reshape(-1, self.num_symbols)}
-
-    def maximize(self, stats, params):
-        if "e" in params:
-            old = self.emission_probs.detach()
-            self._set_internal(emission_probs=map_probs(stats["emission"], old.new_ones(()), old))
-
-    def num_parameters(self, params):
-        return self.num_states * (self.num_symbols - 1) if "e" in params else 0
 
     def initialize(self, x, lengths, init, generator, params):
         """``"random"``: uniform draws, each row normalised (as hmmlearn)."""

@@ -54,3 +54,17 @@ def safe_log(p):
     (``p.log()`` would back-propagate ``1 / 0``)."""
     positive = p > 0
     return torch.where(positive, p.clamp_min(torch.finfo(p.dtype).tiny).log(), -math.inf)
+
+
+class EmissionProbsMStep:
+    r"""The M-step of emission probabilities ``emission_probs (K, M)`` over ``M``
+    outcomes (categorical symbols, multinomial counts), letter ``e``: :math:`E_{km}
+    \propto` the expected counts ``stats["emission"]`` (zeros stay zero)."""
+
+    def maximize(self, stats, params):
+        if "e" in params:
+            old = self.emission_probs.detach()
+            self._set_internal(emission_probs=map_probs(stats["emission"], old.new_ones(()), old))
+
+    def num_parameters(self, params):
+        return self.num_states * (self.num_symbols - 1) if "e" in params else 0
