@@ -126,25 +126,45 @@ def _xlogy(w, v):
     return (w * torch.where(w > 0, v, 0)).sum(-1)
 
 
+def _prefix_products(M):
+    r"""Inclusive prefix products along dim ``-3``: ``out[..., s, :, :] = M_0 M_1 \cdots M_s``,
+    by doubling (Hillis and Steele's scan: :math:`\lceil\log_2 S\rceil` batched products
+    instead of ``S`` sequential steps; differentiable)."""
+    S, shift = M.shape[-3], 1
+    while shift < S:
+        M = torch.cat([M[..., :shift, :, :], M[..., :-shift, :, :] @ M[..., shift:, :, :]], -3)
+        shift *= 2
+    return M
+
+
 def chain_expectations(log_q_start, log_q_trans, log_start, log_trans, log_emit, lengths,
                        log_final=None):
     r"""
     :math:`(Q, H)` per chain, ``(B,)`` each, for the chain q (see the module docstring);
-    differentiable in every argument.
+    differentiable in every argument. The marginals
+    :math:`m_t = m_1 \prod_{s=2}^{t} q(z_s | z_{s-1})` come from prefix products of the
+    transition matrices (identity on padding, so :math:`m` stays at its last live step),
+    so no step runs in a Python loop over time.
     """
-    T = log_emit.shape[1]
+    T, K = log_emit.shape[1:]
     mask = _frame_mask(lengths, T)
     # padded frames carry no weight; a finite value there keeps gradients finite
     log_emit = torch.where(mask.unsqueeze(-1), log_emit, 0)
     m = log_q_start.exp()
     joint = _xlogy(m, log_start + log_emit[:, 0])
     entropy = -_xlogy(m, log_q_start)
-    for t in range(1, T):
-        pair = m.unsqueeze(-1) * log_q_trans[:, t - 1].exp()
-        live = mask[:, t]
-        joint = joint + torch.where(live, _xlogy(pair, log_trans + log_emit[:, t, None]).sum(-1), 0)
-        entropy = entropy - torch.where(live, _xlogy(pair, log_q_trans[:, t - 1]).sum(-1), 0)
-        m = torch.where(live.unsqueeze(-1), pair.sum(-2), m)
+    if T > 1:
+        live = mask[:, 1:]
+        q_trans = log_q_trans.exp()
+        steps = torch.where(live[..., None, None], q_trans,
+                            torch.eye(K, dtype=q_trans.dtype, device=q_trans.device))
+        marginals = (m[:, None, None, :] @ _prefix_products(steps)).squeeze(-2)  # m_2..m_T
+        before = torch.cat([m.unsqueeze(1), marginals[:, :-1]], 1)
+        pair = before.unsqueeze(-1) * q_trans  # P_t(i, j), (B, T - 1, K, K)
+        expected = _xlogy(pair, log_trans + log_emit[:, 1:, None]).sum(-1)
+        joint = joint + torch.where(live, expected, 0).sum(-1)
+        entropy = entropy - torch.where(live, _xlogy(pair, log_q_trans).sum(-1), 0).sum(-1)
+        m = marginals[:, -1]
     if log_final is not None:
         joint = joint + _xlogy(m, log_final)
     return joint, entropy
