@@ -258,6 +258,38 @@ def test_plda_fit_score_sample(capsys, tmp_path, plda_csv):
     assert code == 0 and rows.shape == (15, 4) and set(rows[:, 0]) == {0, 1, 2}
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".json"])
+def test_plda_rank_fit_score_sample(capsys, tmp_path, plda_csv, suffix):
+    """``--rank R`` fits the simplified PLDA as the API does; its checkpoint and its JSON
+    parameter file both score and sample."""
+    import pyroem
+    from pyroem.models import PLDA
+    from pyroem.models.plda import LowRankPLDA
+
+    path, x, labels = plda_csv
+    params = tmp_path / f"plda{suffix}"
+    code, out, _ = run(capsys, "fit", "plda", path, "--rank", 2, "-q", "-o", params)
+    assert code == 0 and "speaker subspace rank: 2" in out
+    api = PLDA(3, rank=2)
+    api.fit(x, labels, tol=1e-6, max_iter=200, seed=0)
+    if suffix == ".npz":
+        loaded = pyroem.load(params)
+        assert isinstance(loaded, LowRankPLDA) and loaded.rank == 2
+        torch.testing.assert_close(loaded.speaker_loadings, api.speaker_loadings)
+    code, out, _ = run(capsys, "score", "plda", params, path)
+    rows = np.loadtxt(out.splitlines())
+    per_speaker = np.bincount(np.unique(labels.numpy(), return_inverse=True)[1], weights=rows)
+    np.testing.assert_allclose(per_speaker, api.log_prob(x, labels).numpy(), rtol=1e-8)
+    code, out, _ = run(capsys, "sample", "plda", params, 2, "--seed", 1)
+    assert code == 0 and np.loadtxt(out.splitlines(), delimiter=",").shape == (10, 4)
+
+
+@pytest.mark.parametrize("rank", [0, 4])
+def test_plda_rank_out_of_range(capsys, plda_csv, rank):
+    code, _, err = run(capsys, "fit", "plda", plda_csv[0], "--rank", rank)
+    assert_one_line_error(code, err, "--rank must be between 1 and the embedding dimension 3")
+
+
 def test_plda_needs_a_label_column(capsys, tmp_path):
     path = tmp_path / "one.csv"
     path.write_text("1\n2\n3\n")

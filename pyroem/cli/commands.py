@@ -54,11 +54,12 @@ def _load_checkpoint(family, path):
     exact parameters."""
     try:
         stored = read_checkpoint(path).get("class")
-        if stored != family.model_class.__name__:
-            names = {f.model_class.__name__: f.name for f in FAMILIES.values()}
-            raise CLIError(f"{path}: holds {names.get(stored, stored)} parameters, "
-                           f"not {family.name}")
-        return load_checkpoint(path, expected=family.model_class)
+        cls = family.reads_checkpoint_of(stored)
+        if cls is None:
+            owner = next((f.name for f in FAMILIES.values() if f.reads_checkpoint_of(stored)),
+                         stored)
+            raise CLIError(f"{path}: holds {owner} parameters, not {family.name}")
+        return load_checkpoint(path, expected=cls)
     except (ValueError, FileNotFoundError) as e:
         if isinstance(e, CLIError):
             raise

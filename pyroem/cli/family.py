@@ -23,6 +23,16 @@ class Family:
     name = ""
     help = ""
     model_class = None
+    #: every model class whose checkpoints the family reads (subclasses of ``model_class``
+    #: built by an option, such as ``plda --rank``); by default ``model_class`` alone
+    checkpoint_classes = ()
+
+    def reads_checkpoint_of(self, class_name):
+        """The model class of this family named ``class_name``, or ``None``."""
+        for cls in (self.model_class,) + tuple(self.checkpoint_classes):
+            if cls.__name__ == class_name:
+                return cls
+        return None
 
     def add_fit_arguments(self, parser):
         """Family-specific options of ``pyroem fit NAME``."""

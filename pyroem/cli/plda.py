@@ -1,5 +1,6 @@
 r"""
-``pyroem fit|score|sample plda``: the two-covariance PLDA family. ``DATA`` is
+``pyroem fit|score|sample plda``: the two-covariance PLDA family, or with ``--rank R``
+the simplified PLDA whose speaker subspace has rank ``R``. ``DATA`` is
 ``(N, 1 + D)``, the speaker label in the first column (an integer or a name) and one
 embedding per row. ``score`` gives one number per row,
 :math:`\log p(x_n \mid x_{s,1}, \dots, x_{s,n-1})`: the row given the rows of its speaker
@@ -17,18 +18,22 @@ from pyroem.cli import trials
 from pyroem.cli.family import Family
 from pyroem.cli.io import CLIError, param_arrays, param_options, read_labelled
 from pyroem.models import PLDA
-from pyroem.models.plda import encode_labels
+from pyroem.models.plda import LowRankPLDA, encode_labels
 
 
 class PLDAFamily(Family):
     name = "plda"
     model_class = PLDA
-    help = ("two-covariance PLDA: DATA is (N, 1 + D), the speaker label in the first column "
-            "and one embedding per row")
+    checkpoint_classes = (LowRankPLDA,)
+    help = ("two-covariance PLDA (or simplified PLDA with --rank): DATA is (N, 1 + D), the "
+            "speaker label in the first column and one embedding per row")
 
     def add_fit_arguments(self, parser):
         parser.add_argument("--reg-covar", type=float, default=1e-6,
                             help="added to covariance diagonals (default 1e-6)")
+        parser.add_argument("--rank", type=int, default=None, metavar="R",
+                            help="simplified PLDA: a speaker subspace of rank R, 1 <= R <= D "
+                                 "(default: the two-covariance model, full rank)")
 
     def read_data(self, path, args):
         """``(embeddings (N, D), labels (N,))``: the labels numbers (integers) or text."""
@@ -51,29 +56,41 @@ class PLDAFamily(Family):
             raise CLIError(f"{args.data}: the label column (column 1) gives {found}; fitting "
                            "PLDA needs at least 2 speakers and one with two or more "
                            "embeddings: is the first column the speaker label?")
-        return PLDA(x.shape[1], reg_covar=args.reg_covar)
+        if args.rank is not None and not 1 <= args.rank <= x.shape[1]:
+            raise CLIError(f"--rank must be between 1 and the embedding dimension "
+                           f"{x.shape[1]}, got {args.rank}")
+        return PLDA(x.shape[1], reg_covar=args.reg_covar, rank=args.rank)
 
     def summary(self, model):
         between = np.linalg.eigvalsh(model.between_cov.numpy())[::-1]
         within = np.linalg.eigvalsh(model.within_cov.numpy())[::-1]
-        return [f"mean: {np.array2string(model.mean.detach().numpy(), precision=4)}",
-                f"between_cov eigenvalues: {np.array2string(between, precision=4)}",
-                f"within_cov eigenvalues: {np.array2string(within, precision=4)}"]
+        rank = [] if model.rank is None else [f"speaker subspace rank: {model.rank}"]
+        return rank + [f"mean: {np.array2string(model.mean.detach().numpy(), precision=4)}",
+                       f"between_cov eigenvalues: {np.array2string(between, precision=4)}",
+                       f"within_cov eigenvalues: {np.array2string(within, precision=4)}"]
 
     def params(self, model):
-        return {"family": self.name, "reg_covar": model.reg_covar,
-                "mean": model.mean.detach().numpy(),
-                "between_cov": model.between_cov.numpy(),
-                "within_cov": model.within_cov.numpy()}
+        params = {"family": self.name, "reg_covar": model.reg_covar,
+                  "mean": model.mean.detach().numpy(),
+                  "between_cov": model.between_cov.numpy(),
+                  "within_cov": model.within_cov.numpy()}
+        if model.rank is not None:  # V itself: between_cov = V V^T does not fix its sign
+            params.update(rank=model.rank, speaker_loadings=model.speaker_loadings.numpy())
+        return params
 
     def from_params(self, params):
         mean, between, within = param_arrays(params, "mean", "between_cov", "within_cov")
-        (reg_covar,) = param_options(params, reg_covar=1e-6)
+        reg_covar, rank = param_options(params, reg_covar=1e-6, rank=0)  # 0: full rank
         if mean.ndim != 1:
             raise CLIError(f"parameter file: mean must be (D,), got {mean.shape}")
-        model = PLDA(mean.shape[0], reg_covar=reg_covar).to(torch.float64)
+        rank = rank or None
+        model = PLDA(mean.shape[0], reg_covar=reg_covar, rank=rank).to(torch.float64)
         model.mean = torch.as_tensor(mean)
-        model.between_cov = torch.as_tensor(between)
+        if rank is None:
+            model.between_cov = torch.as_tensor(between)
+        else:
+            (loadings,) = param_arrays(params, "speaker_loadings")
+            model.speaker_loadings = torch.as_tensor(loadings)
         model.within_cov = torch.as_tensor(within)
         return model
 
