@@ -261,3 +261,21 @@ def test_checkpoints_round_trip(make, tmp_path):
     if m.final_states is not None:
         assert torch.equal(back.final_states, m.final_states)
     assert torch.equal(back.log_prob(x), m.log_prob(x))
+
+
+def test_load_state_dict_keeps_the_emission_module():
+    """Loading a state of the same configuration restores the parameters in place, so a
+    reference to ``m.emission`` stays the model's; another configuration rebuilds it."""
+    x = torch.tensor([[0.0], [3.0], [1.0], [7.0], [6.0], [0.0]], dtype=torch.float64)
+    fitted = HMM(2, emission="poisson").double()
+    fitted.fit(x, max_iter=3, tol=0.0, seed=0)
+    model = HMM(2, emission="poisson").double()
+    emission = model.emission
+    model.load_state_dict(fitted.state_dict())
+    assert model.emission is emission
+    torch.testing.assert_close(emission.rates, fitted.rates, rtol=0, atol=0)
+    torch.testing.assert_close(model.log_prob(x), fitted.log_prob(x), rtol=0, atol=0)
+    other = HMM(2, emission="exponential").double()
+    other.load_state_dict(fitted.state_dict())
+    assert other.family == "poisson" and other.emission is not emission
+    torch.testing.assert_close(other.log_prob(x), fitted.log_prob(x), rtol=0, atol=0)

@@ -102,8 +102,7 @@ class ModelState:
             raise ValueError(f"the state is of a {extra.get('class')}, not a "
                              f"{type(self).__name__}")
         self._check_tensors(state, extra, strict)
-        if extra is not None and not all(_same(v, getattr(self, k, None))
-                                         for k, v in extra["config"].items()):
+        if extra is not None and not self._same_config(extra["config"]):
             type(self).__init__(self, **copy.deepcopy(extra["config"]))
         self._shape_guide(state)
         with torch.no_grad():
@@ -117,10 +116,16 @@ class ModelState:
                 self._buffers[name] = state[name].detach().clone() if name in state else None
         return IncompatibleKeys([], [])
 
+    def _same_config(self, config):
+        """Whether ``config`` is this model's :meth:`config` (compared as the constructor
+        takes it, so that e.g. an HMM's emission name matches its emission module and the
+        model is not rebuilt, which would leave references to its submodules stale)."""
+        current = self.config()
+        return all(_same(v, current.get(k)) for k, v in config.items())
+
     def _check_tensors(self, state, extra, strict):
         """Check the state's tensors against the model it describes, before any change."""
-        if extra is not None and not all(_same(v, getattr(self, k, None))
-                                         for k, v in extra["config"].items()):
+        if extra is not None and not self._same_config(extra["config"]):
             expected = dict(type(self)(**copy.deepcopy(extra["config"])).state_dict())
         else:
             expected = dict(self.state_dict())
