@@ -27,8 +27,9 @@ closed-form value is rejected (it breaks the parameter's constraint, e.g. a nega
 declared positive, or is not finite): that is reported by a ``UserWarning``, once per
 :class:`AutoMStep` and parameter.
 
-Limitations: the model is run again for the M-step, so a subsampling plate must be given
-its indices (``pyro.plate(..., subsample=idx)``) for both runs to see the same items; a
+Limitations: when the E-step's trace is not current (another E-step ran in between) the
+model is run again for the M-step, so a subsampling plate must be given its indices
+(``pyro.plate(..., subsample=idx)``) for both runs to see the same items; a
 :class:`~pyro.nn.PyroModule` is passed as the module itself (``EM(module)``) so that its
 ``PyroParam`` s are ``pyro.param`` s.
 """
@@ -44,7 +45,7 @@ from pyroem.infer.estep import guess_max_plate_nesting
 from pyroem.infer.mstep.grouping import group
 from pyroem.infer.mstep.numerical import NumericalMStep
 from pyroem.infer.mstep.provenance import tracked_trace
-from pyroem.infer.mstep.rules import WeightedSite, registry, unwrap
+from pyroem.infer.mstep.rules import WeightedSite, registry
 
 
 def _label(entries):
@@ -57,9 +58,14 @@ def _label(entries):
     return label
 
 
-def _solve(entries, trace, old):
+def _current(name):
+    """A parameter's value now (after the first phase's assignments)."""
+    return pyro.param(name).detach()
+
+
+def _solve(entries, old):
     """The rule's maximiser on the statistics of one parameter, summed over its sites."""
-    pulled = [s.pulled(unwrap(trace.nodes[site]["fn"])[0]) for site, s in entries]
+    pulled = [s.pulled(_current) for _, s in entries]
     num = sum(p[0] for p in pulled)
     dens = [p[1] for p in pulled if p[1] is not None]
     stats = entries[0][1]
@@ -130,7 +136,7 @@ class AutoMStep:
         if self.max_plate_nesting is None:
             self.max_plate_nesting = guess_max_plate_nesting(self.model, args, kwargs)
         with torch.no_grad():
-            trace, leaves, stats, other = self._analyse(posterior, args, kwargs)
+            _, leaves, stats, other = self._analyse(posterior, args, kwargs)
         if not leaves.leaves:
             raise ValueError(
                 "The model has no pyro.param statement for EM to update. Declare the "
@@ -147,7 +153,7 @@ class AutoMStep:
         saved = {} if assign else {p: pyro.param(p).unconstrained().detach().clone()
                                    for p in closed}
         try:
-            routes.update(self._closed_forms(closed, trace, leaves, args, kwargs, assign))
+            routes.update(self._closed_forms(closed, leaves, assign))
         finally:
             with torch.no_grad():
                 for p, value in saved.items():  # routes() leaves the parameters as found
@@ -185,22 +191,20 @@ class AutoMStep:
             other |= site_other
         return trace, leaves, stats, other
 
-    def _closed_forms(self, closed, trace, leaves, args, kwargs, assign):
-        """Solve and assign the closed forms, locations first, then scales on a trace
-        that sees the new locations. Returns each parameter's route."""
-        routes, changed = {}, False
+    def _closed_forms(self, closed, leaves, assign):
+        """Solve and assign the closed forms, locations first, then scales about the new
+        locations (read from the parameters just set: no second run of the model).
+        Returns each parameter's route."""
+        routes = {}
         for phase in (0, 1):
             todo = [p for p, entries in closed.items() if entries[0][1].phase == phase]
-            if phase == 1 and todo and changed:
-                with torch.no_grad():
-                    trace, _ = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
             for param in todo:
                 with torch.no_grad():
-                    new = _solve(closed[param], trace, leaves.leaves[param].detach())
+                    new = _solve(closed[param], leaves.leaves[param].detach())
                 label = _label(closed[param])
                 reason = _assign(param, new)
                 if reason is None:
-                    routes[param], changed = label, True
+                    routes[param] = label
                 else:
                     routes[param] = "numerical"
                     if assign:

@@ -200,3 +200,20 @@ class Selection:
             out = node(grad)
             grad = out[0] if isinstance(out, tuple) else out
         return grad.reshape(self.param_shape)
+
+    def push(self, value):
+        r""":math:`S` ``value``: the argument (shape :attr:`shape`) that a parameter equal to
+        ``value`` gives, without running the model again (a scale's update reads the
+        locations the same M-step has just set).
+
+        :math:`S` is the transpose of the linear map :meth:`pull`, so
+        :math:`S v = \partial \langle S^\top g, v \rangle / \partial g` for any ``g``: one
+        backward pass through :meth:`pull`."""
+        with torch.enable_grad():
+            g = torch.zeros(self.shape, dtype=value.dtype, device=value.device,
+                            requires_grad=True)
+            pulled = self.pull(g)
+            if not pulled.requires_grad:  # no selection node: the argument is the parameter
+                return value.reshape(self.shape)
+            (out,) = torch.autograd.grad(pulled, g, grad_outputs=value.reshape(pulled.shape))
+        return out

@@ -184,8 +184,9 @@ class Stats:
     :param torch.Tensor num: numerator, shape ``selection.shape``.
     :param torch.Tensor den: denominator, same shape, or ``None``.
     :param callable later: instead of ``num, den`` for a second-phase argument:
-        ``later(fn) -> (num, den)`` given the site's distribution re-traced after the first
-        phase (so a scale reads the new locations).
+        ``later(current) -> (num, den)``, where ``current(name)`` is the value of a
+        parameter after the first phase (so a scale reads the new locations, e.g. through
+        :meth:`~pyroem.infer.mstep.provenance.Selection.push`).
     """
 
     def __init__(self, arg, selection, solver, num=None, den=None, later=None):
@@ -211,9 +212,10 @@ class Stats:
     def phase(self):
         return 1 if self.arg in self.solver.second_phase else 0
 
-    def pulled(self, fn=None):
-        r"""``(num, den)`` on the parameter's entries (:math:`S^\top`)."""
-        num, den = (self.num, self.den) if self.later is None else self.later(fn)
+    def pulled(self, current=None):
+        r"""``(num, den)`` on the parameter's entries (:math:`S^\top`); ``current`` as for
+        ``later``."""
+        num, den = (self.num, self.den) if self.later is None else self.later(current)
         sel = self.selection
         return sel.pull(num), (None if den is None else sel.pull(den))
 

@@ -42,6 +42,15 @@ def _shape(sel, tensor, event_dims):
     return shape[:len(shape) - event_dims]
 
 
+def _new_loc(sel, fn, current):
+    """The location of ``fn`` after the first phase: its selection of a parameter pushed
+    from that parameter's new value, or (not a selection: then no closed form of this
+    M-step changed it) its value in the trace."""
+    if sel is None:
+        return compact(fn.loc.detach())
+    return sel.push(current(sel.name))
+
+
 @register_rule
 class NormalRule(MStepRule):
     r"""
@@ -71,8 +80,8 @@ class NormalRule(MStepRule):
         if scale_sel is not None:
             den = site.sum([w0], scale_sel)
 
-            def later(new_fn):
-                mu = compact(new_fn.loc.detach()) - center
+            def later(current):
+                mu = _new_loc(loc_sel, fn, current) - center
                 scatter = scatter_about(w0, x1, x2, mu, "diag").expand(shape)
                 return site.sum([scatter], scale_sel), den
             stats.append(Stats("scale", scale_sel, self, later=later))
@@ -137,8 +146,8 @@ class MultivariateNormalRule(MStepRule):
         if cov_sel is not None:
             den = site.sum([n[..., None, None].expand(shape + (dim, dim))], cov_sel)
 
-            def later(new_fn):
-                mu = (compact(new_fn.loc.detach()) - center).expand(shape + (dim,))
+            def later(current):
+                mu = (_new_loc(loc_sel, fn, current) - center).expand(shape + (dim,))
                 return site.sum([scatter_about(n, sx, m["sxx"], mu)], cov_sel), den
             stats.append(Stats(cov_arg, cov_sel, self, later=later))
         return stats
