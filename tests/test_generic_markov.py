@@ -15,7 +15,7 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro_models import factorial_hmm, masked_hmm, models, second_order_hmm
 
 from pyroem.infer import EM, estep, exact_posterior
-from pyroem.infer.chain_contract import chain_contract
+from pyroem.infer.chain_contract import chain_contract, grouped_chain_contract
 from pyroem.infer.mstep import auto, grouping
 
 G = torch.Generator().manual_seed(5)
@@ -87,19 +87,24 @@ CHAINS = {"masked_hmm", "neural_hmm", "two_latents"}
 @pytest.mark.parametrize("name,model,args,nesting", MODELS, ids=[m[0] for m in MODELS])
 def test_chain_contraction_is_the_general_contraction(name, model, args, nesting, hard,
                                                       monkeypatch):
-    """The first-order chain's forward recursion (where it applies) gives the evidence
-    and every marginal of Pyro's general contraction."""
+    """The first-order chain's forward recursion (where it applies: on the packed
+    factors, or on the repeated factors stacked when the chain is in no plate) gives the
+    evidence and every marginal of Pyro's general contraction."""
     pyro.clear_param_store()
     taken = []
 
-    def spy(*a, **k):
-        result = chain_contract(*a, **k)
-        taken.append(result is not None)
-        return result
+    def spying(fn):
+        def spy(*a, **k):
+            result = fn(*a, **k)
+            taken.append(result is not None)
+            return result
+        return spy
 
-    monkeypatch.setattr(estep, "chain_contract", spy)
+    for route in (chain_contract, grouped_chain_contract):
+        monkeypatch.setattr(estep, route.__name__, spying(route))
     fast = exact_posterior(model, *args, max_plate_nesting=nesting, hard=hard)
-    monkeypatch.setattr(estep, "chain_contract", lambda *a, **k: None)
+    for route in (chain_contract, grouped_chain_contract):
+        monkeypatch.setattr(estep, route.__name__, lambda *a, **k: None)
     general = exact_posterior(model, *args, max_plate_nesting=nesting, hard=hard)
     assert any(taken) == (name in CHAINS)
     assert float(fast.log_evidence) == pytest.approx(float(general.log_evidence), abs=1e-12)
@@ -117,13 +122,17 @@ def test_repeated_sites_stacked_give_the_site_by_site_m_step(name, model, args, 
 
     def counting(views):
         out = original(views)
-        groups.append((len(views), len(out)))
+        prestacked = any(getattr(v, "prestacked", False) for v in views)
+        groups.append((len(views), len(out), prestacked))
         return out
 
-    for key in (grouping.site_key, lambda view: None):
+    # stacked (by the E-step's repeats, or by the M-step's own keys), then site by site
+    for key, repeats in ((grouping.site_key, estep.find_groups),
+                         (lambda view: None, lambda *a: [])):
         model = {m[0]: m[1] for m in models()}[name]  # a fresh pyro.module
         pyro.clear_param_store()
         monkeypatch.setattr(grouping, "site_key", key)
+        monkeypatch.setattr(estep, "find_groups", repeats)
         monkeypatch.setattr(auto, "group", counting)
         em = EM(model, max_plate_nesting=nesting)
         with warnings.catch_warnings():
@@ -133,8 +142,9 @@ def test_repeated_sites_stacked_give_the_site_by_site_m_step(name, model, args, 
     for param, value in results[1].items():
         assert torch.allclose(results[0][param], value, atol=1e-12, rtol=1e-10), param
     if name in ("masked_hmm", "neural_hmm", "second_order_hmm", "factorial_hmm"):
-        sites, stacked = groups[0]
-        assert stacked < sites  # steps of the chain were stacked
+        sites, stacked, prestacked = groups[0]
+        assert stacked < sites or prestacked  # steps of the chain were stacked
+        assert groups[1][1] == groups[1][0] and not groups[1][2]  # site by site
 
 
 def test_m_step_reuses_the_e_step_trace_only_while_it_is_current(monkeypatch):

@@ -117,3 +117,101 @@ def chain_contract(log_factors, sum_dims, enum_symbols, batch, hard=False):
 def _zeros(sizes, batch, symbol, placed):
     term = placed[0][0]
     return term.new_zeros([sizes.get(s, 1) for s in batch] + [sizes[symbol]])
+
+
+def _chain_positions(sites):
+    """``{enumeration id: step}`` of the enumerated sites in trace order and their
+    common number of values, or ``None`` (fewer than two, or sizes that differ)."""
+    position, size = {}, None
+    for site in sites:
+        dim = site["infer"].get("_enumerate_dim")
+        if dim is None:
+            continue
+        value = site["value"]
+        if value.dim() < -dim or size not in (None, value.shape[dim]):
+            return None
+        size = value.shape[dim]
+        position[site["infer"]["_dim_to_id"][dim]] = len(position)
+    return (position, size) if len(position) >= 2 else None
+
+
+def _placement(members, shape, position):
+    """Where the factors ``members`` (repeats: one log-prob ``shape``) sit in the chain:
+    ``(steps, pair, flip)`` with ``steps`` the step of each one's last variable, ``pair``
+    whether they involve two consecutive variables, ``flip`` whether the later variable
+    is the left one of their two dims; ``None`` when they do not fit a first-order
+    chain (a plate, a mask, another variable, steps further apart)."""
+    depends = [d for d in range(-len(shape), 0) if shape[d] > 1]
+    if len(depends) not in (1, 2):
+        return None
+    steps, flips = [], set()
+    for site in members:
+        if site["mask"] is not None or any(f.vectorized for f in site["cond_indep_stack"]):
+            return None
+        ids = site["infer"].get("_dim_to_id", {})
+        at = [position.get(ids.get(d)) for d in depends]
+        if None in at:
+            return None
+        if len(at) == 2:
+            if abs(at[0] - at[1]) != 1:
+                return None
+            flips.add(at[0] > at[1])
+        steps.append(max(at))
+    if len(flips) > 1:
+        return None
+    return steps, len(depends) == 2, bool(flips and flips.pop())
+
+
+def grouped_chain_contract(sites, groups, hard=False):
+    r"""
+    :math:`\log Z` of the factors ``sites`` when they form one first-order chain outside
+    any plate (a plain ``pyro.markov`` loop), from the factors stacked by kind
+    (:class:`~pyroem.infer.repeats.SiteGroup`): the unary factors :math:`u_t` and the pair
+    factors :math:`p_t` are scattered into ``(n, K)`` and ``(n, K, K)`` tables by one
+    ``index_add`` per kind, then the recursion of this module runs on the tables.
+
+    :returns: ``(log_z, units)`` with ``units`` a list of ``(sites, leaf)``: the leaves
+        (stacked log-probs, requiring grad) whose gradients are the marginals; or ``None``
+        when the factors are not such a chain (then :func:`chain_contract` or the general
+        contraction applies).
+    """
+    found = _chain_positions(sites)
+    if found is None:
+        return None
+    position, size = found
+    names = {s["name"] for s in sites}
+    # a group's members share one log-prob shape, so all or none of them are in the chain
+    groups = [g for g in groups if g.log_prob is not None and g.sites[0]["name"] in names]
+    grouped = {s["name"] for g in groups for s in g.sites}
+    units = [(g.sites, g.log_prob) for g in groups]
+    units += [([s], s["unscaled_log_prob"].unsqueeze(0)) for s in sites
+              if s["name"] not in grouped]
+    n = len(position)
+    placed = []
+    for members, log_prob in units:
+        where = _placement(members, log_prob.shape[1:], position)
+        if where is None:
+            return None
+        placed.append((members, log_prob.detach().requires_grad_(), where))
+    dtype = placed[0][1].dtype
+    unary = placed[0][1].new_zeros(n, size)
+    pair = placed[0][1].new_zeros(n, size, size)
+    for _, leaf, (steps, is_pair, flip) in placed:
+        index = torch.tensor(steps)
+        table = leaf.reshape((len(steps), size, size) if is_pair else (len(steps), size))
+        if is_pair:
+            pair = pair.index_add(0, index, table.transpose(1, 2) if flip else table)
+        else:
+            unary = unary.index_add(0, index, table)
+    log_z = _recursion(unary.unbind(0), pair.unbind(0), hard)
+    return log_z.to(dtype), [(members, leaf) for members, leaf, _ in placed]
+
+
+def _recursion(unary, pair, hard):
+    r""":math:`a_t(j) = \log \sum_i \exp(a_{t-1}(i) + p_t(i, j)) + u_t(j)` (``max`` with
+    ``hard``), :math:`\log Z = \log \sum_j \exp a_n(j)`; ``pair[0]`` is unused."""
+    reduce = (lambda t, dim: t.max(dim).values) if hard else torch.logsumexp
+    a = unary[0]
+    for t in range(1, len(unary)):
+        a = reduce(a.unsqueeze(-1) + pair[t], -2) + unary[t]
+    return reduce(a, -1)

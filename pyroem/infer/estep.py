@@ -15,9 +15,10 @@ from pyro.poutine.trace_struct import scale_and_mask
 from pyro.util import check_site_shape
 
 from pyroem.distributions.features import all_finite
-from pyroem.infer.chain_contract import chain_contract
+from pyroem.infer.chain_contract import chain_contract, grouped_chain_contract
 from pyroem.infer.chains import chain_log_prob, is_chain_site, vectorisable, warn_generic_route
 from pyroem.infer.posteriors import DiscretePosterior
+from pyroem.infer.repeats import compute_log_probs, find_groups
 
 
 def guess_max_plate_nesting(model, args, kwargs):
@@ -179,12 +180,12 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
     """
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, args, kwargs)
-    trace, sites = _enumerated_trace(model, args, kwargs, max_plate_nesting, hard)
+    trace, sites, groups = _enumerated_trace(model, args, kwargs, max_plate_nesting, hard)
     contracted, free = _split_by_enumeration(sites)
     marginals = OrderedDict()
     log_evidence = _free_terms(free, marginals)
     if contracted:
-        log_evidence = log_evidence + _contract(trace, contracted, hard, marginals)
+        log_evidence = log_evidence + _contract(trace, contracted, hard, marginals, groups)
     dtype = sites[0]["unscaled_log_prob"].dtype if sites else torch.float64
     chains = {s["name"]: s["_chain"] for s in free if is_chain_site(s)}
     marginals = OrderedDict((s["name"], marginals[s["name"]]) for s in sites)
@@ -192,11 +193,16 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
                              chains=chains)
 
 
-def _contract(trace, sites, hard, marginals):
+def _contract(trace, sites, hard, marginals, groups=()):
     r"""``scale * log sum_Z prod_f exp phi_f`` over the ``sites`` that depend on an
-    enumerated variable; their marginals (gradients) go into ``marginals``."""
+    enumerated variable; their marginals (gradients) go into ``marginals`` (and, for a
+    plain chain's repeated sites, stacked into their group's ``marginal``)."""
     # Everything from the leaves to log p(X) is differentiated, also when the caller
     # runs the E-step under torch.no_grad().
+    with torch.enable_grad():
+        fast = grouped_chain_contract(sites, groups, hard)
+    if fast is not None:
+        return _common_scale(sites) * _chain_marginals(*fast, groups, marginals)
     with torch.enable_grad():
         leaves = OrderedDict()
         for site in sites:
@@ -215,6 +221,21 @@ def _contract(trace, sites, hard, marginals):
     for (name, leaf), g in zip(leaves.items(), grads):
         marginals[name] = torch.zeros_like(leaf) if g is None else g
     return _common_scale(sites) * log_evidence.detach().double()
+
+
+def _chain_marginals(log_evidence, units, groups, marginals):
+    """The gradients of a plain chain's ``log_evidence`` with respect to its stacked
+    log-prob ``units``: each member's marginal (a view), each group's stacked one."""
+    with torch.enable_grad():
+        grads = torch.autograd.grad(log_evidence, [leaf for _, leaf in units])
+    stacked = {id(g.sites[0]): g for g in groups}
+    for (members, _), grad in zip(units, grads):
+        group = stacked.get(id(members[0]))
+        if group is not None:
+            group.marginal = grad
+        for site, marginal in zip(members, grad.unbind(0)):
+            marginals[site["name"]] = marginal
+    return log_evidence.detach().double()
 
 
 def _chain_layout(trace, sites):
@@ -290,11 +311,14 @@ def _enumerated_trace(model, args, kwargs, max_plate_nesting, hard=False):
         if integrated:
             sites = [s for s in sites if s["name"] not in integrated]
         _chain_log_probs(sites, max_plate_nesting, hard)
+        groups = find_groups(sites, leaves.names_by_id())
+        compute_log_probs(groups)  # the repeats of a markov loop: one call per kind
+        trace.tracked.groups = groups  # the M-step takes them stacked too
         trace.compute_log_prob(lambda name, site: name not in integrated)
         if is_validation_enabled():
             for site in sites:
                 check_site_shape(site, max_plate_nesting)
-    return trace, sites
+    return trace, sites, groups
 
 
 def _chain_log_probs(sites, max_plate_nesting, hard):

@@ -42,7 +42,7 @@ import torch
 from torch.distributions import constraints, transform_to
 
 from pyroem.infer.estep import guess_max_plate_nesting
-from pyroem.infer.mstep.grouping import group
+from pyroem.infer.mstep.grouping import from_repeats, group
 from pyroem.infer.mstep.numerical import NumericalMStep
 from pyroem.infer.mstep.provenance import tracked_trace
 from pyroem.infer.mstep.rules import WeightedSite, registry
@@ -70,6 +70,40 @@ def _solve(entries, old):
     dens = [p[1] for p in pulled if p[1] is not None]
     stats = entries[0][1]
     return stats.solver.maximize(stats.arg, num, sum(dens) if dens else None, old)
+
+
+def _stacked_marginals(group, marginals):
+    """The marginals of a group of repeats stacked: the E-step's stack when the
+    posterior's marginals are its views, else stacked here."""
+    first, last = (marginals[s["name"]] for s in (group.sites[0], group.sites[-1]))
+    if group.marginal is not None and first._base is group.marginal is last._base:
+        return group.marginal
+    return torch.stack([marginals[s["name"]] for s in group.sites])
+
+
+def _views(trace, posterior, names, repeats):
+    """A :class:`~pyroem.infer.mstep.rules.WeightedSite` per sample site with a marginal,
+    except that the E-step's groups of repeats (``repeats``) come as one stacked view at
+    their first site."""
+    first = {id(g.sites[0]): g for g in repeats}
+    later = {id(s) for g in repeats for s in g.sites[1:]}
+    views = []
+    for name, site in trace.nodes.items():
+        # Deterministic sites carry no factor; integrated-out sites (missing values of
+        # obs_mask) have no marginal.
+        if (site["type"] != "sample" or site["infer"].get("_deterministic")
+                or name not in posterior.marginals or id(site) in later):
+            continue
+        if id(site) in first:
+            weights = _stacked_marginals(first[id(site)], posterior.marginals)
+            views.append(from_repeats(first[id(site)].sites, weights, names))
+            continue
+        weight = posterior.marginals[name]
+        scale = site["scale"]
+        if not (isinstance(scale, (int, float)) and scale == 1.0):
+            weight = weight * scale
+        views.append(WeightedSite(site, weight, names, posterior.chains.get(name)))
+    return views
 
 
 def _assign(name, value):
@@ -165,23 +199,13 @@ class AutoMStep:
         reached in ways no rule recognises."""
         tracked = getattr(posterior.trace, "tracked", None)
         if tracked is not None and tracked.current(args, kwargs):
-            trace, leaves = posterior.trace, tracked.leaves  # the E-step's, still current
+            # the E-step's, still current, with the repeats it found
+            trace, leaves, repeats = posterior.trace, tracked.leaves, tracked.groups
         else:
             trace, leaves = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
+            repeats = []
         self._modules = set(leaves.modules)
-        names = leaves.names_by_id()
-        views = []
-        for name, site in trace.nodes.items():
-            # Deterministic sites carry no factor; integrated-out sites (missing values of
-            # obs_mask) have no marginal.
-            if (site["type"] != "sample" or site["infer"].get("_deterministic")
-                    or name not in posterior.marginals):
-                continue
-            weight = posterior.marginals[name]
-            scale = site["scale"]
-            if not (isinstance(scale, (int, float)) and scale == 1.0):
-                weight = weight * scale
-            views.append(WeightedSite(site, weight, names, posterior.chains.get(name)))
+        views = _views(trace, posterior, leaves.names_by_id(), repeats)
         stats, other = defaultdict(list), set()
         # the repeated sites of a chain (one per step) go to their rule stacked
         for name, view in group(views):

@@ -73,10 +73,12 @@ def tracked_trace(model, args, kwargs, max_plate_nesting):
 class TracedWith:
     """What a tracked trace was run with: its :class:`ParamLeaves`, the model's arguments,
     and the version of every parameter's stored tensor, so that a later step can tell
-    whether the trace still describes the model (:meth:`current`)."""
+    whether the trace still describes the model (:meth:`current`); and the repeated
+    sites the E-step found in it (:attr:`groups`, :class:`~pyroem.infer.repeats.SiteGroup`)."""
 
     def __init__(self, leaves, args, kwargs):
         self.leaves = leaves
+        self.groups = []
         self.args, self.kwargs = args, kwargs
         self._versions = self._snapshot(leaves.leaves)
 
