@@ -8,10 +8,12 @@ import itertools
 import warnings
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import constraints
 from pyro_models import factorial_hmm, masked_hmm, models, second_order_hmm
 
 from pyroem.infer import EM, estep, exact_posterior
@@ -183,3 +185,103 @@ def test_chain_contraction_in_a_plate_of_size_one(monkeypatch):
     assert float(fast.log_evidence) == pytest.approx(float(general.log_evidence), abs=1e-12)
     for site in general.marginals:
         assert torch.allclose(fast[site], general[site], atol=1e-12), site
+
+
+def plain_chain(x):
+    """A first-order HMM in no plate (Normal emissions: locations, then scales about
+    them): the case the stacked-factor recursion serves."""
+    init = pyro.param("pc_init", torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),
+                      constraint=constraints.simplex)
+    trans = pyro.param("pc_trans", torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1],
+                                                 [0.3, 0.3, 0.4]], dtype=torch.float64),
+                       constraint=constraints.simplex)
+    locs = pyro.param("pc_locs", torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64))
+    scales = pyro.param("pc_scales", torch.tensor([0.8, 1.0, 1.3], dtype=torch.float64),
+                        constraint=constraints.positive)
+    z = pyro.sample("z_0", dist.Categorical(init))
+    pyro.sample("x_0", dist.Normal(locs[z], scales[z]), obs=x[0])
+    for t in pyro.markov(range(1, len(x))):
+        z = pyro.sample(f"z_{t}", dist.Categorical(trans[z]))
+        pyro.sample(f"x_{t}", dist.Normal(locs[z], scales[z]), obs=x[t])
+
+
+def _spy_routes(monkeypatch):
+    taken = []
+
+    def spy(*a, **k):
+        result = grouped_chain_contract(*a, **k)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(estep, "grouped_chain_contract", spy)
+    return taken
+
+
+def test_plain_chain_stacked_recursion_is_exact(monkeypatch):
+    """The stacked recursion serves a plain chain, and gives brute force's evidence and
+    every site's expected log-factor."""
+    pyro.clear_param_store()
+    taken = _spy_routes(monkeypatch)
+    post = exact_posterior(plain_chain, X, max_plate_nesting=0)
+    assert taken == [True]
+    assert any(len(g.sites) > 1 and g.marginal is not None for g in post.trace.tracked.groups)
+    log_ev, expected = brute_force_expectations(plain_chain, (X,),
+                                                {f"z_{t}": ((), 3) for t in range(len(X))})
+    assert float(post.log_evidence) == pytest.approx(float(log_ev), abs=1e-10)
+    for site, value in expected.items():
+        table = post.trace.nodes[site]["unscaled_log_prob"].detach()
+        assert float((post[site] * table).sum()) == pytest.approx(float(value), abs=1e-10), site
+
+
+def test_plain_chain_stacked_recursion_viterbi(monkeypatch):
+    """With ``hard`` the stacked recursion gives the brute-force maximum of
+    log p(X, Z) and a one-hot marginal at the best path."""
+    pyro.clear_param_store()
+    taken = _spy_routes(monkeypatch)
+    post = exact_posterior(plain_chain, X, max_plate_nesting=0, hard=True)
+    assert taken == [True]
+    best, best_path = -float("inf"), None
+    with poutine.block():
+        for path in itertools.product(range(3), repeat=len(X)):
+            data = {f"z_{t}": torch.tensor(v) for t, v in enumerate(path)}
+            trace = poutine.trace(poutine.condition(plain_chain, data=data)).get_trace(X)
+            value = float(trace.log_prob_sum())
+            if value > best:
+                best, best_path = value, path
+    assert float(post.log_evidence) == pytest.approx(best, abs=1e-10)
+    for t, state in enumerate(best_path):
+        q = post[f"x_{t}"].reshape(-1)
+        assert float(q[state]) == 1.0 and float(q.sum()) == 1.0
+
+
+def test_plain_chain_m_step_stacked_is_site_by_site_with_one_trace(monkeypatch):
+    """The M-step on the E-step's stacks sets every parameter as the site-by-site M-step
+    does, scales about the new locations included, and runs the model once per step."""
+    results, calls = [], []
+    original = auto.tracked_trace
+    monkeypatch.setattr(auto, "tracked_trace",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    for repeats in (estep.find_groups, lambda *a: []):
+        pyro.clear_param_store()
+        monkeypatch.setattr(estep, "find_groups", repeats)
+        em = EM(plain_chain, max_plate_nesting=0)
+        losses = [em.step(X) for _ in range(3)]
+        assert calls == []  # the scales' update read the new locations without a re-run
+        assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:]))
+        results.append({k: v.detach().clone() for k, v in pyro.get_param_store().items()})
+    for name, value in results[1].items():
+        assert torch.allclose(results[0][name], value, atol=1e-12, rtol=1e-10), name
+
+
+def test_plain_chain_scales_are_about_the_new_locations():
+    """One step's Normal update is the weighted MLE written out: locations from the
+    state posteriors, scales from the squared deviations about those new locations."""
+    pyro.clear_param_store()
+    gamma = torch.stack([exact_posterior(plain_chain, X, max_plate_nesting=0)[f"x_{t}"]
+                         .reshape(-1) for t in range(len(X))])  # (T, K)
+    EM(plain_chain, max_plate_nesting=0).step(X)
+    n = gamma.sum(0)
+    locs = (gamma * X[:, None]).sum(0) / n
+    scales = ((gamma * (X[:, None] - locs) ** 2).sum(0) / n).sqrt()
+    assert torch.allclose(pyro.param("pc_locs").detach(), locs, atol=1e-12)
+    assert torch.allclose(pyro.param("pc_scales").detach(), scales, atol=1e-12)
