@@ -17,7 +17,8 @@ from torch.distributions import constraints
 from pyro_models import factorial_hmm, masked_hmm, models, second_order_hmm
 
 from pyroem.infer import EM, estep, exact_posterior
-from pyroem.infer.chain_contract import chain_contract, grouped_chain_contract
+from pyroem.infer.chain_contract import chain_contract
+from pyroem.infer.stacked_chain import stacked_chain_contract
 from pyroem.infer.mstep import auto, grouping
 
 G = torch.Generator().manual_seed(5)
@@ -102,10 +103,10 @@ def test_chain_contraction_is_the_general_contraction(name, model, args, nesting
             return result
         return spy
 
-    for route in (chain_contract, grouped_chain_contract):
+    for route in (chain_contract, stacked_chain_contract):
         monkeypatch.setattr(estep, route.__name__, spying(route))
     fast = exact_posterior(model, *args, max_plate_nesting=nesting, hard=hard)
-    for route in (chain_contract, grouped_chain_contract):
+    for route in (chain_contract, stacked_chain_contract):
         monkeypatch.setattr(estep, route.__name__, lambda *a, **k: None)
     general = exact_posterior(model, *args, max_plate_nesting=nesting, hard=hard)
     assert any(taken) == (name in CHAINS)
@@ -209,11 +210,11 @@ def _spy_routes(monkeypatch):
     taken = []
 
     def spy(*a, **k):
-        result = grouped_chain_contract(*a, **k)
+        result = stacked_chain_contract(*a, **k)
         taken.append(result is not None)
         return result
 
-    monkeypatch.setattr(estep, "grouped_chain_contract", spy)
+    monkeypatch.setattr(estep, "stacked_chain_contract", spy)
     return taken
 
 
@@ -285,3 +286,43 @@ def test_plain_chain_scales_are_about_the_new_locations():
     scales = ((gamma * (X[:, None] - locs) ** 2).sum(0) / n).sqrt()
     assert torch.allclose(pyro.param("pc_locs").detach(), locs, atol=1e-12)
     assert torch.allclose(pyro.param("pc_scales").detach(), scales, atol=1e-12)
+
+
+@pytest.mark.parametrize("trap", [False, True], ids=["scaled", "log_space_fallback"])
+def test_stacked_forward_backward_against_brute_force(trap):
+    """The tables' recursion (scaled, or in log space when a scaled step underflows)
+    gives log Z and every unary and pair marginal of the brute-force sum over paths."""
+    from pyroem.infer import stacked_chain
+
+    gen = torch.Generator().manual_seed(3)
+    n, k = 5, 3
+    unary = torch.randn(n, k, generator=gen, dtype=torch.float64)
+    pair = torch.randn(n, k, k, generator=gen, dtype=torch.float64)
+    pair[2, 0, :] = -float("inf")  # a forbidden move
+    if trap:  # the likely first state can only move to a state 2000 nats less likely
+        unary[0] = torch.tensor([0.0, -2000.0, -2000.0])
+        pair[1, 0] = torch.tensor([-float("inf"), 0.0, -float("inf")])
+        unary[1] = torch.tensor([0.0, -2000.0, 0.0])
+    paths = torch.tensor(list(itertools.product(range(k), repeat=n)))
+    steps = torch.arange(n)
+    scores = unary[steps, paths].sum(-1) + pair[steps[1:], paths[:, :-1], paths[:, 1:]].sum(-1)
+    log_z = scores.logsumexp(0)
+    w = (scores - log_z).exp()
+    gamma = torch.stack([torch.zeros(k, dtype=w.dtype).index_add(0, paths[:, t], w)
+                         for t in range(n)])
+    xi = torch.stack([torch.zeros(k * k, dtype=w.dtype).index_add(
+        0, paths[:, t - 1] * k + paths[:, t], w).reshape(k, k) for t in range(1, n)])
+    calls = []
+    original = stacked_chain._log_forward_backward
+
+    def spy(*a):
+        calls.append(1)
+        return original(*a)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stacked_chain, "_log_forward_backward", spy)
+        ours = stacked_chain._forward_backward(unary, pair)
+    assert bool(calls) == trap
+    assert float(ours[0]) == pytest.approx(float(log_z), rel=1e-12)
+    assert torch.allclose(ours[1], gamma, atol=1e-10)
+    assert torch.allclose(ours[2][1:], xi, atol=1e-10)

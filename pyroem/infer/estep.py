@@ -15,10 +15,11 @@ from pyro.poutine.trace_struct import scale_and_mask
 from pyro.util import check_site_shape
 
 from pyroem.distributions.features import all_finite
-from pyroem.infer.chain_contract import chain_contract, grouped_chain_contract
+from pyroem.infer.chain_contract import chain_contract
 from pyroem.infer.chains import chain_log_prob, is_chain_site, vectorisable, warn_generic_route
 from pyroem.infer.posteriors import DiscretePosterior
 from pyroem.infer.repeats import compute_log_probs, find_groups
+from pyroem.infer.stacked_chain import stacked_chain_contract
 
 
 def guess_max_plate_nesting(model, args, kwargs):
@@ -88,7 +89,10 @@ def _checked_sites(trace, max_plate_nesting):
                 "closed-form posterior (see pyroem.models.PLDA) or mark the site observed."
             )
         fn, value = site["fn"], site["value"]
-        shape = torch.broadcast_shapes(fn.batch_shape, value.shape[:value.dim() - fn.event_dim])
+        batch = value.shape[:value.dim() - fn.event_dim]
+        if math.prod(fn.batch_shape) * math.prod(batch) <= MAX_FACTOR_SIZE:
+            continue  # a bound on the broadcast size, without broadcasting (per site)
+        shape = torch.broadcast_shapes(fn.batch_shape, batch)
         if math.prod(shape) > MAX_FACTOR_SIZE:
             enum_dims = [d for d in range(-len(shape), -max_plate_nesting) if shape[d] > 1]
             raise ValueError(
@@ -199,8 +203,7 @@ def _contract(trace, sites, hard, marginals, groups=()):
     plain chain's repeated sites, stacked into their group's ``marginal``)."""
     # Everything from the leaves to log p(X) is differentiated, also when the caller
     # runs the E-step under torch.no_grad().
-    with torch.enable_grad():
-        fast = grouped_chain_contract(sites, groups, hard)
+    fast = stacked_chain_contract(sites, groups, hard)
     if fast is not None:
         return _common_scale(sites) * _chain_marginals(*fast, groups, marginals)
     with torch.enable_grad():
@@ -224,18 +227,16 @@ def _contract(trace, sites, hard, marginals, groups=()):
 
 
 def _chain_marginals(log_evidence, units, groups, marginals):
-    """The gradients of a plain chain's ``log_evidence`` with respect to its stacked
-    log-prob ``units``: each member's marginal (a view), each group's stacked one."""
-    with torch.enable_grad():
-        grads = torch.autograd.grad(log_evidence, [leaf for _, leaf in units])
+    """Hand out a plain chain's marginals: each member's (a view), each group's
+    stacked; returns ``log_evidence`` (float64)."""
     stacked = {id(g.sites[0]): g for g in groups}
-    for (members, _), grad in zip(units, grads):
+    for members, marginal in units:
         group = stacked.get(id(members[0]))
         if group is not None:
-            group.marginal = grad
-        for site, marginal in zip(members, grad.unbind(0)):
-            marginals[site["name"]] = marginal
-    return log_evidence.detach().double()
+            group.marginal = marginal
+        for site, one in zip(members, marginal.unbind(0)):
+            marginals[site["name"]] = one
+    return log_evidence.double()
 
 
 def _chain_layout(trace, sites):

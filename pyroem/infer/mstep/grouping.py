@@ -45,15 +45,22 @@ class _Ungroupable(Exception):
     pass
 
 
+_ATOMS = (bool, int, float, str, torch.dtype, type(None))
+
+
 def _frozen(value):
-    if torch.is_tensor(value):
+    if isinstance(value, _ATOMS):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(v if isinstance(v, _ATOMS) else _frozen(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            # an input or output of the node (or computed from them): the walk describes
+            # how it is computed, so its shape is enough
+            return ("grad", tuple(value.shape))
         if value.numel() > MAX_SAVED:
             raise _Ungroupable
-        return (tuple(value.shape), str(value.dtype), tuple(value.reshape(-1).tolist()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    if value is None or isinstance(value, (bool, int, float, str, torch.dtype)):
-        return value
+        return (tuple(value.shape), value.dtype, tuple(value.reshape(-1).tolist()))
     try:
         return int(value)  # SymInt
     except (TypeError, ValueError):
