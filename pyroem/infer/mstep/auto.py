@@ -60,7 +60,13 @@ def _label(entries):
 
 def _current(name):
     """A parameter's value now (after the first phase's assignments)."""
-    return pyro.param(name).detach()
+    return pyro.get_param_store()[name].detach()
+
+
+def _unconstrained(name):
+    """The stored (unconstrained) tensor of a parameter, read without Pyro's effect
+    handlers (a handful per parameter and step)."""
+    return pyro.get_param_store()._params[name]
 
 
 def _solve(entries, old):
@@ -114,7 +120,7 @@ def _assign(name, value):
     if not bool(constraint.check(value).all()):
         return f"breaks the parameter's constraint ({constraint})"
     with torch.no_grad():
-        unconstrained = pyro.param(name).unconstrained()
+        unconstrained = _unconstrained(name)
         new = transform_to(constraint).inv(value).to(unconstrained.dtype)
         if not bool(torch.isfinite(new).all()):
             return f"lies on the boundary of the parameter's constraint ({constraint})"
@@ -184,14 +190,14 @@ class AutoMStep:
                 routes[param] = "numerical" if (param in other or keys) else "unused"
             else:
                 closed[param] = stats[param]
-        saved = {} if assign else {p: pyro.param(p).unconstrained().detach().clone()
+        saved = {} if assign else {p: _unconstrained(p).detach().clone()
                                    for p in closed}
         try:
             routes.update(self._closed_forms(closed, leaves, assign))
         finally:
             with torch.no_grad():
                 for p, value in saved.items():  # routes() leaves the parameters as found
-                    pyro.param(p).unconstrained().copy_(value)
+                    _unconstrained(p).copy_(value)
         return dict(sorted(routes.items()))
 
     def _analyse(self, posterior, args, kwargs):

@@ -211,11 +211,11 @@ class Selection:
         :math:`S` is the transpose of the linear map :meth:`pull`, so
         :math:`S v = \partial \langle S^\top g, v \rangle / \partial g` for any ``g``: one
         backward pass through :meth:`pull`."""
+        if not self._nodes:  # the argument is the parameter itself
+            return value.reshape(self.shape)
         with torch.enable_grad():
             g = torch.zeros(self.shape, dtype=value.dtype, device=value.device,
                             requires_grad=True)
             pulled = self.pull(g)
-            if not pulled.requires_grad:  # no selection node: the argument is the parameter
-                return value.reshape(self.shape)
             (out,) = torch.autograd.grad(pulled, g, grad_outputs=value.reshape(pulled.shape))
         return out
