@@ -37,6 +37,8 @@ def derived(fn, attr):
         return False
     others = [v for k, v in vars(fn).items()
               if torch.is_tensor(v) and v is not value and k not in _NOT_ARGUMENTS]
+    if not others:
+        return False  # nothing it could be derived from
     nodes = {id(v.grad_fn) for v in others if v.grad_fn is not None}
     leaves = {id(v) for v in others}
     stack, seen = [value.grad_fn], 0
