@@ -34,11 +34,11 @@ def _chain_positions(sites):
         dim = site["infer"].get("_enumerate_dim")
         if dim is None:
             continue
-        value = site["value"]
-        if value.dim() < -dim or size not in (None, value.shape[dim]):
+        value, ident = site["value"], site["infer"].get("_dim_to_id", {}).get(dim)
+        if ident is None or value.dim() < -dim or size not in (None, value.shape[dim]):
             return None
         size = value.shape[dim]
-        position[site["infer"]["_dim_to_id"][dim]] = len(position)
+        position[ident] = len(position)
     return (position, size) if len(position) >= 2 else None
 
 

@@ -24,6 +24,7 @@ from pyroem.distributions.statistics import (
     split_moments,
 )
 from pyroem.infer.mstep.provenance import compact
+from pyroem.infer.mstep.reduce import broadcast_shapes
 from pyroem.infer.mstep.rules.base import MStepRule, Stats, safe_ratio
 from pyroem.infer.mstep.rules.registry import register_rule
 
@@ -67,7 +68,7 @@ class NormalRule(MStepRule):
         loc_sel, scale_sel = site.select("loc"), site.select("scale")
         if loc_sel is None and scale_sel is None:
             return []
-        shape = torch.broadcast_shapes(_shape(loc_sel, fn.loc, 0), _shape(scale_sel, fn.scale, 0))
+        shape = broadcast_shapes(_shape(loc_sel, fn.loc, 0), _shape(scale_sel, fn.scale, 0))
         w = site.weight.reshape(site.weight.shape + (1,) * len(fn.event_shape))
         center, sq, lin = self._features(site.value, fn)
         w0, x1, x2 = (site.sum(ops, shape) for ops in ([w], [w, lin], [w, sq]))
@@ -125,7 +126,7 @@ class MultivariateNormalRule(MStepRule):
         if (loc_sel is None and cov_sel is None) or site.value.requires_grad:
             return []
         loc_batch, cov_batch = _shape(loc_sel, fn.loc, 1), _shape(cov_sel, cov, 2)
-        shape = torch.broadcast_shapes(loc_batch, cov_batch)
+        shape = broadcast_shapes(loc_batch, cov_batch)
         # sum w x / sum w maximises Q only if the covariance is the same at all positions
         # sharing a location entry: it may vary only along dims where the location does.
         lb = _pad_shape(loc_batch, len(shape))
