@@ -13,13 +13,13 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
-from torch.distributions import constraints
 from pyro_models import factorial_hmm, masked_hmm, models, second_order_hmm
+from torch.distributions import constraints
 
 from pyroem.infer import EM, estep, exact_posterior
 from pyroem.infer.chain_contract import chain_contract
-from pyroem.infer.stacked_chain import stacked_chain_contract
 from pyroem.infer.mstep import auto, grouping
+from pyroem.infer.stacked_chain import stacked_chain_contract
 
 G = torch.Generator().manual_seed(5)
 SEQS = (torch.rand(2, 3, 2, generator=G) > 0.5).double()
@@ -326,3 +326,44 @@ def test_stacked_forward_backward_against_brute_force(trap):
     assert float(ours[0]) == pytest.approx(float(log_z), rel=1e-12)
     assert torch.allclose(ours[1], gamma, atol=1e-10)
     assert torch.allclose(ours[2][1:], xi, atol=1e-10)
+
+
+def test_selection_push_is_the_forward_selection():
+    """``Selection.push`` (the transpose of ``pull``) gives the argument that a new
+    parameter value would give: indexing, expanding, permuting and slicing redone."""
+    from pyroem.infer.mstep.provenance import Selection
+
+    gen = torch.Generator().manual_seed(2)
+    p = torch.randn(4, 3, generator=gen, dtype=torch.float64).requires_grad_()
+    z = torch.tensor([[2], [0], [2]])
+
+    def arg(q):
+        return q[z].expand(3, 5, 3).permute(1, 0, 2)[:, :, 1:]
+
+    sel = Selection.find(arg(p), {id(p): "p"})
+    new = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    assert torch.equal(sel.push(new), arg(new))
+    assert torch.equal(Selection.find(p, {id(p): "p"}).push(new), new)  # the parameter
+
+
+def test_plain_chain_float32_follows_float64():
+    """The stacked route in float32: evidence and marginals close to float64's."""
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        pyro.clear_param_store()
+        for name, value in (("pc_init", [0.5, 0.3, 0.2]), ("pc_locs", [-1.0, 0.5, 2.0])):
+            pyro.param(name, torch.tensor(value, dtype=dtype),
+                       constraint=constraints.simplex if name == "pc_init" else
+                       constraints.real)
+        pyro.param("pc_trans", torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1],
+                                             [0.3, 0.3, 0.4]], dtype=dtype),
+                   constraint=constraints.simplex)
+        pyro.param("pc_scales", torch.tensor([0.8, 1.0, 1.3], dtype=dtype),
+                   constraint=constraints.positive)
+        results.append(exact_posterior(plain_chain, X.to(dtype), max_plate_nesting=0))
+    low, high = results
+    assert low.log_evidence.dtype == torch.float32
+    assert float(low.log_evidence) == pytest.approx(float(high.log_evidence), rel=1e-5)
+    for site in high.marginals:
+        assert low[site].dtype == torch.float32
+        assert torch.allclose(low[site].double(), high[site], atol=1e-5), site
