@@ -367,3 +367,35 @@ def test_plain_chain_float32_follows_float64():
     for site in high.marginals:
         assert low[site].dtype == torch.float32
         assert torch.allclose(low[site].double(), high[site], atol=1e-5), site
+
+
+def test_parameter_without_closed_form_says_so_once():
+    """A chain whose emission location is not a selection of its parameter
+    (``2 * locs[z]``) says once which parameter has no closed form and which route it
+    takes; a plain chain says nothing."""
+
+    def scaled_chain(x):
+        init = pyro.param("sc_init", torch.tensor([0.5, 0.5], dtype=torch.float64),
+                          constraint=constraints.simplex)
+        trans = pyro.param("sc_trans", torch.tensor([[0.7, 0.3], [0.3, 0.7]],
+                                                    dtype=torch.float64),
+                           constraint=constraints.simplex)
+        locs = pyro.param("sc_locs", torch.tensor([-1.0, 1.0], dtype=torch.float64))
+        z = pyro.sample("z_0", dist.Categorical(init))
+        pyro.sample("x_0", dist.Normal(2 * locs[z], 1.0), obs=x[0])
+        for t in pyro.markov(range(1, len(x))):
+            z = pyro.sample(f"z_{t}", dist.Categorical(trans[z]))
+            pyro.sample(f"x_{t}", dist.Normal(2 * locs[z], 1.0), obs=x[t])
+
+    for model, expected in ((scaled_chain, ["sc_locs"]), (plain_chain, [])):
+        pyro.clear_param_store()
+        em = EM(model, max_plate_nesting=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [em.step(X) for _ in range(3)]
+        messages = [str(w.message) for w in caught if "no closed-form update" in str(w.message)]
+        assert len(messages) == len(expected)
+        for name, message in zip(expected, messages):
+            assert f"'{name}'" in message and "numerically" in message
+            assert em.plan.params[name] == "numerical"
+        assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:]))

@@ -39,6 +39,7 @@ from collections import defaultdict
 
 import pyro
 import torch
+from pyro.distributions import DiscreteHMM
 from torch.distributions import constraints, transform_to
 
 from pyroem.infer.estep import guess_max_plate_nesting
@@ -154,12 +155,15 @@ class AutoMStep:
         self.strategies = {}
         self._warned = set()
         self._modules = set()  # parameters of pyro.module s seen in the last analysis
+        # why a parameter got no closed form although a rule handles a site it reaches
+        self._reasons = {}
 
     def __call__(self, posterior, *args, **kwargs):
         """Update the parameters in place; returns (and sets) :attr:`strategies`."""
         routes = self._routes(posterior, args, kwargs, assign=True)
         numerical = {p for p, r in routes.items() if r == "numerical"}
         self._warn_modules(numerical & self._modules)
+        self._warn_unrecognised(numerical - self._modules)
         if numerical and self.numerical:
             NumericalMStep(self.model, self.max_plate_nesting,
                            max_iter=self.numerical_max_iter)(posterior, numerical, *args, **kwargs)
@@ -186,6 +190,9 @@ class AutoMStep:
         routes, closed = {}, {}
         for param in leaves.leaves:
             keys = {s.key for _, s in stats.get(param, [])}
+            if len(keys) > 1 and param not in other:
+                self._reasons[param] = ("its sites need different closed forms ("
+                                        + ", ".join(sorted(str(k[1]) for k in keys)) + ")")
             if param in other or len(keys) != 1:
                 routes[param] = "numerical" if (param in other or keys) else "unused"
             else:
@@ -214,12 +221,26 @@ class AutoMStep:
         views = _views(trace, posterior, leaves.names_by_id(), repeats)
         stats, other = defaultdict(list), set()
         # the repeated sites of a chain (one per step) go to their rule stacked
+        self._reasons = {}
         for name, view in group(views):
             site_stats, site_other = registry.view_statistics(view)
             for s in site_stats:
                 stats[s.param].append((name, s))
             other |= site_other
+            self._note_unrecognised(name, view, site_other)
         return trace, leaves, stats, other
+
+    def _note_unrecognised(self, name, view, params):
+        """Remember why ``params``, reached at a site whose family has a rule, got no
+        closed form from it (the way they reach its arguments is not a selection). A
+        ``DiscreteHMM`` off the vectorised route has said so in the E-step."""
+        if isinstance(view.fn, DiscreteHMM) or registry.lookup(view.fn) is None:
+            return
+        family = type(view.fn).__name__
+        for param in params:
+            self._reasons.setdefault(
+                param, f"it reaches site '{name}' ({family}) through operations that are not "
+                "a selection of it (indexing, expanding, reshaping), which no rule inverts")
 
     def _closed_forms(self, closed, leaves, assign):
         """Solve and assign the closed forms, locations first, then scales about the new
@@ -253,6 +274,20 @@ class AutoMStep:
         warnings.warn(f"AutoMStep: the pyro.module parameter(s) {', '.join(new)} reach the "
                       "model's sites through operations no M-step rule inverts in closed "
                       f"form; they are {route}", UserWarning)
+
+    def _warn_unrecognised(self, params):
+        """Say once per parameter why one that a rule's site uses has no closed form
+        and how it is updated instead (a parameter of a family without a rule is
+        maximised numerically as documented, and shown in the plan)."""
+        route = ("is maximised numerically instead (L-BFGS on Q with q fixed: generalised "
+                 "EM, much slower)" if self.numerical else "is left unchanged (numerical=False)")
+        for param in sorted(params):
+            reason = self._reasons.get(param)
+            if reason is None or ("unrecognised", param) in self._warned:
+                continue
+            self._warned.add(("unrecognised", param))
+            warnings.warn(f"AutoMStep: parameter '{param}' has no closed-form update: "
+                          f"{reason}; it {route}", UserWarning)
 
     def _warn(self, param, label, reason):
         if param in self._warned:
