@@ -175,6 +175,12 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
     from the vectorised forward-backward of :mod:`pyroem.infer.chains`, and its chain
     posterior in ``posterior.chains``.
 
+    Repeated sites (the steps of a ``pyro.markov`` loop, :mod:`pyroem.infer.repeats`) get
+    their log-probs from one call per kind; when the factors form one first-order chain
+    in no plate, the contraction and the marginals are the forward-backward on the
+    factors stacked by kind (:mod:`pyroem.infer.stacked_chain`), and the packed chain
+    recursion (:mod:`pyroem.infer.chain_contract`) when they form one inside plates.
+
     :param callable model: a Pyro model whose latent sites are all discrete.
     :param int max_plate_nesting: as in ``TraceEnum_ELBO``; guessed from one trace
         when ``None``.
@@ -201,11 +207,11 @@ def _contract(trace, sites, hard, marginals, groups=()):
     r"""``scale * log sum_Z prod_f exp phi_f`` over the ``sites`` that depend on an
     enumerated variable; their marginals (gradients) go into ``marginals`` (and, for a
     plain chain's repeated sites, stacked into their group's ``marginal``)."""
-    # Everything from the leaves to log p(X) is differentiated, also when the caller
-    # runs the E-step under torch.no_grad().
     fast = stacked_chain_contract(sites, groups, hard)
     if fast is not None:
         return _common_scale(sites) * _chain_marginals(*fast, groups, marginals)
+    # Everything from the leaves to log p(X) is differentiated, also when the caller
+    # runs the E-step under torch.no_grad().
     with torch.enable_grad():
         leaves = OrderedDict()
         for site in sites:
