@@ -399,3 +399,51 @@ def test_parameter_without_closed_form_says_so_once():
             assert f"'{name}'" in message and "numerically" in message
             assert em.plan.params[name] == "numerical"
         assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:]))
+
+
+SHIFT = torch.tensor([0.0, 1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+
+
+def shifted_chain(x):
+    """A chain whose emission location adds a constant per step: ``locs[z] + c_t`` has
+    the same autograd graph at every step (an addition saves nothing), so only the
+    argument values tell the steps apart."""
+    init = pyro.param("sh_init", torch.tensor([0.5, 0.5], dtype=torch.float64),
+                      constraint=constraints.simplex)
+    trans = pyro.param("sh_trans", torch.tensor([[0.7, 0.3], [0.3, 0.7]], dtype=torch.float64),
+                       constraint=constraints.simplex)
+    locs = pyro.param("sh_locs", torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    scales = pyro.param("sh_scales", torch.tensor([1.0, 0.7], dtype=torch.float64),
+                        constraint=constraints.positive)
+    z = pyro.sample("z_0", dist.Categorical(init))
+    pyro.sample("x_0", dist.Normal(locs[z] + SHIFT[0], scales[z]), obs=x[0])
+    for t in pyro.markov(range(1, len(x))):
+        z = pyro.sample(f"z_{t}", dist.Categorical(trans[z]))
+        pyro.sample(f"x_{t}", dist.Normal(locs[z] + SHIFT[t], scales[z]), obs=x[t])
+
+
+def test_steps_that_differ_by_a_constant_are_not_repeats(monkeypatch):
+    """Repeats need equal argument values as well as equal graphs: the evidence and
+    every expectation stay brute force's, and one EM step equals the site-by-site one."""
+    pyro.clear_param_store()
+    post = exact_posterior(shifted_chain, X, max_plate_nesting=0)
+    log_ev, expected = brute_force_expectations(shifted_chain, (X,),
+                                                {f"z_{t}": ((), 2) for t in range(len(X))})
+    assert float(post.log_evidence) == pytest.approx(float(log_ev), abs=1e-10)
+    for site, value in expected.items():
+        table = post.trace.nodes[site]["unscaled_log_prob"].detach()
+        assert float((post[site] * table).sum()) == pytest.approx(float(value), abs=1e-10), site
+    grouped = [g.names for g in post.trace.tracked.groups]
+    assert not any(n.startswith("x_") for names in grouped for n in names)
+    results = []
+    for repeats, key in ((estep.find_groups, grouping.site_key),
+                         (lambda *a: [], lambda view: None)):
+        pyro.clear_param_store()
+        monkeypatch.setattr(estep, "find_groups", repeats)
+        monkeypatch.setattr(grouping, "site_key", key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # sh_locs: no closed form
+            EM(shifted_chain, max_plate_nesting=0).step(X)
+        results.append({k: v.detach().clone() for k, v in pyro.get_param_store().items()})
+    for name, value in results[1].items():
+        assert torch.allclose(results[0][name], value, atol=1e-10), name

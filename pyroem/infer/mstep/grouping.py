@@ -109,16 +109,30 @@ def _expanded(tensor):
     return tensor.numel() > 0 and all(s == 0 for s in tensor.stride())
 
 
+def _values(tensor):
+    """The distinct values of an argument (expanded dims cut), as a hashable key."""
+    compact = tensor.detach()
+    for dim, (size, stride) in enumerate(zip(compact.shape, compact.stride())):
+        if stride == 0 and size > 1:
+            compact = compact.narrow(dim, 0, 1)
+    if compact.numel() > MAX_SAVED:
+        raise _Ungroupable
+    return tuple(compact.shape), tuple(compact.reshape(-1).tolist())
+
+
 def _arguments_key(fn, ignored, names):
-    """The signatures of ``fn``'s tensor arguments (not the derived ones), or ``None``
-    when one of them cannot be described (or is a nested distribution)."""
+    """The signatures of ``fn``'s tensor arguments (not the derived ones) and their
+    values, or ``None`` when one of them cannot be described (or is a nested
+    distribution). The values close what a graph does not record: an operation saves
+    only what its gradient needs, so ``locs[z] + c_t`` has the same graph for every
+    constant ``c_t``; equal graphs *and* equal values make the same function."""
     try:
         args = []
         for key, value in sorted(vars(fn).items()):
             if isinstance(value, Distribution):
                 return None
             if torch.is_tensor(value) and key not in ignored and not derived(fn, key):
-                args.append((key, signature(value, names)))
+                args.append((key, signature(value, names), _values(value)))
     except _Ungroupable:
         return None
     return (type(fn), tuple(args))
