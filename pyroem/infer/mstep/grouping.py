@@ -127,15 +127,24 @@ def _arguments_key(fn, ignored, names):
     only what its gradient needs, so ``locs[z] + c_t`` has the same graph for every
     constant ``c_t``; equal graphs *and* equal values make the same function."""
     try:
-        args = []
+        args, settings = [], []
         for key, value in sorted(vars(fn).items()):
             if isinstance(value, Distribution):
                 return None
-            if torch.is_tensor(value) and key not in ignored and not derived(fn, key):
-                args.append((key, signature(value, names), _values(value)))
-    except _Ungroupable:
+            if torch.is_tensor(value):
+                if key not in ignored and not derived(fn, key):
+                    args.append((key, signature(value, names), _values(value)))
+            else:  # plain settings (an event dim, a count) are part of the function
+                settings.append((key, _frozen(value)))
+    except (_Ungroupable, TypeError):  # TypeError: a setting that cannot be hashed
         return None
-    return (type(fn), tuple(args))
+    key = (type(fn), tuple(fn.batch_shape), tuple(fn.event_shape), tuple(settings),
+           tuple(args))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def site_key(view):
