@@ -51,6 +51,8 @@ _ATOMS = (bool, int, float, str, torch.dtype, type(None))
 def _frozen(value):
     if isinstance(value, _ATOMS):
         return value
+    if type(value) is torch.Size:
+        return tuple(value)
     if isinstance(value, (list, tuple)):
         return tuple(v if isinstance(v, _ATOMS) else _frozen(v) for v in value)
     if isinstance(value, torch.Tensor):
@@ -109,6 +111,10 @@ def _expanded(tensor):
     return tensor.numel() > 0 and all(s == 0 for s in tensor.stride())
 
 
+# in the key as the distribution's batch and event shapes
+_SHAPES = frozenset({"_batch_shape", "_event_shape"})
+
+
 def _values(tensor):
     """The distinct values of an argument (expanded dims cut), as a hashable key."""
     compact = tensor.detach()
@@ -134,7 +140,7 @@ def _arguments_key(fn, ignored, names):
             if torch.is_tensor(value):
                 if key not in ignored and not derived(fn, key):
                     args.append((key, signature(value, names), _values(value)))
-            else:  # plain settings (an event dim, a count) are part of the function
+            elif key not in _SHAPES:  # plain settings (an event dim, a count) count too
                 settings.append((key, _frozen(value)))
     except (_Ungroupable, TypeError):  # TypeError: a setting that cannot be hashed
         return None
