@@ -117,4 +117,3 @@ def chain_contract(log_factors, sum_dims, enum_symbols, batch, hard=False):
 def _zeros(sizes, batch, symbol, placed):
     term = placed[0][0]
     return term.new_zeros([sizes.get(s, 1) for s in batch] + [sizes[symbol]])
-
