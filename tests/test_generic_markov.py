@@ -447,3 +447,35 @@ def test_steps_that_differ_by_a_constant_are_not_repeats(monkeypatch):
         results.append({k: v.detach().clone() for k, v in pyro.get_param_store().items()})
     for name, value in results[1].items():
         assert torch.allclose(results[0][name], value, atol=1e-10), name
+
+
+def test_learnt_gamma_concentration_says_which_rule_has_no_closed_form():
+    """A Gamma emission with a learnt concentration: its rule has no closed form, which
+    the warning says (once per parameter) instead of blaming the indexing."""
+
+    def gamma_chain(x):
+        init = pyro.param("gc_init", torch.tensor([0.5, 0.5], dtype=torch.float64),
+                          constraint=constraints.simplex)
+        trans = pyro.param("gc_trans", torch.tensor([[0.6, 0.4], [0.4, 0.6]],
+                                                    dtype=torch.float64),
+                           constraint=constraints.simplex)
+        shape = pyro.param("gc_shape", torch.tensor([2.0, 5.0], dtype=torch.float64),
+                           constraint=constraints.positive)
+        rate = pyro.param("gc_rate", torch.tensor([1.0, 2.0], dtype=torch.float64),
+                          constraint=constraints.positive)
+        z = pyro.sample("z_0", dist.Categorical(init))
+        pyro.sample("x_0", dist.Gamma(shape[z], rate[z]), obs=x[0])
+        for t in pyro.markov(range(1, len(x))):
+            z = pyro.sample(f"z_{t}", dist.Categorical(trans[z]))
+            pyro.sample(f"x_{t}", dist.Gamma(shape[z], rate[z]), obs=x[t])
+
+    pyro.clear_param_store()
+    em = EM(gamma_chain, max_plate_nesting=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            em.step(X.abs() + 0.1)
+    messages = sorted(str(w.message) for w in caught if "no closed-form update" in str(w.message))
+    assert len(messages) == 2
+    for name, message in zip(("gc_rate", "gc_shape"), messages):
+        assert f"'{name}'" in message and "Gamma rule has no closed form" in message

@@ -45,7 +45,7 @@ from torch.distributions import constraints, transform_to
 from pyroem.infer.estep import guess_max_plate_nesting
 from pyroem.infer.mstep.grouping import from_repeats, group
 from pyroem.infer.mstep.numerical import NumericalMStep
-from pyroem.infer.mstep.provenance import tracked_trace
+from pyroem.infer.mstep.provenance import Selection, tracked_trace
 from pyroem.infer.mstep.rules import WeightedSite, registry
 
 
@@ -237,10 +237,18 @@ class AutoMStep:
         if isinstance(view.fn, DiscreteHMM) or registry.lookup(view.fn) is None:
             return
         family = type(view.fn).__name__
+        selected = set()
+        for arg in view.arguments().values():
+            sel = Selection.find(arg, view.names) if torch.is_tensor(arg) else None
+            if sel is not None:
+                selected.add(sel.name)
         for param in params:
-            self._reasons.setdefault(
-                param, f"it reaches site '{name}' ({family}) through operations that are not "
-                "a selection of it (indexing, expanding, reshaping), which no rule inverts")
+            self._reasons.setdefault(param, (
+                f"the {family} rule has no closed form for it at site '{name}' given the "
+                "site's other learnt arguments (e.g. a learnt Gamma concentration)"
+                if param in selected else
+                f"it reaches site '{name}' ({family}) through operations that are not a "
+                "selection of it (indexing, expanding, reshaping), which no rule inverts"))
 
     def _closed_forms(self, closed, leaves, assign):
         """Solve and assign the closed forms, locations first, then scales about the new
