@@ -136,9 +136,11 @@ def stacked_chain_contract(sites, groups, hard=False):
     return log_z, out
 
 
-#: Smallest per-step normaliser the scaled recursion accepts; below it (an underflow
-#: of the scaled factors) the log-space recursion is used instead.
-_TINY = 1e-200
+def _smallest_norm(dtype):
+    """The smallest per-step normaliser the scaled recursion accepts (the square root of
+    the dtype's smallest normal number); below it (the scaled factors underflow) the
+    log-space recursion is used instead."""
+    return torch.finfo(dtype).tiny ** 0.5
 
 
 def _forward_backward(unary, pair):
@@ -157,7 +159,8 @@ def _forward_backward(unary, pair):
         norms.append(a.sum())
         alpha.append(a / norms[-1])
     norms = torch.stack(norms)
-    if not bool((norms > _TINY).all()) or not bool(torch.isfinite(norms).all()):
+    if not bool((norms > _smallest_norm(norms.dtype)).all()) or not bool(
+            torch.isfinite(norms).all()):
         return _log_forward_backward(unary, pair)
     beta = [torch.ones_like(e[0])]
     for t in range(len(e) - 1, 0, -1):
