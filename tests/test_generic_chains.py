@@ -45,6 +45,11 @@ def _declare(family, dtype=D64, logits=False):
         scales = pyro.param("scales", torch.tensor([0.8, 1.1], dtype=dtype),
                             constraint=constraints.positive)
         return init, trans, lambda z: dist.Normal(sel(locs, z), sel(scales, z))
+    if family == "diag_normal":  # through the cached design of the data (chains.py)
+        locs = pyro.param("locs", torch.tensor([[-1.0, 0.5], [1.0, -0.3]], dtype=dtype))
+        scales = pyro.param("scales", torch.tensor([[0.8, 1.3], [1.1, 0.6]], dtype=dtype),
+                            constraint=constraints.positive)
+        return init, trans, lambda z: dist.Normal(sel(locs, z), sel(scales, z)).to_event(1)
     if family == "poisson":
         rates = pyro.param("rates", torch.tensor([1.0, 4.0], dtype=dtype),
                            constraint=constraints.positive)
@@ -100,9 +105,10 @@ def data(family, dtype=D64, batch=B, steps=T):
     return torch.randn(batch, steps, 2, generator=g, dtype=dtype)
 
 
-FAMILIES = ["normal", "poisson", "categorical", "bernoulli", "mvn"]
-PARAMS = {"normal": ["locs", "scales"], "poisson": ["rates"], "categorical": ["probs"],
-          "bernoulli": ["probs"], "mvn": ["locs", "tril"]}
+FAMILIES = ["normal", "diag_normal", "poisson", "categorical", "bernoulli", "mvn"]
+PARAMS = {"normal": ["locs", "scales"], "diag_normal": ["locs", "scales"],
+          "poisson": ["rates"], "categorical": ["probs"], "bernoulli": ["probs"],
+          "mvn": ["locs", "tril"]}
 
 
 def _params():

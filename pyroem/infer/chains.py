@@ -24,9 +24,13 @@ distribution's own M-step rule.
 
 import warnings
 
+import pyro.distributions as dist
 import torch
+import torch.distributions as td
 from pyro.distributions import DiscreteHMM
+from torch.distributions import Independent
 
+from pyroem.distributions import DiagNormal
 from pyroem.ops.recursions import forward_backward, path_statistics, viterbi
 
 
@@ -79,10 +83,34 @@ def is_chain_site(site):
     return site.get("_chain") is not None
 
 
+def _diag_normal(obs):
+    """``obs`` as a :class:`~pyroem.distributions.DiagNormal` with event dim 1 and the
+    value's dims to add, when it is a diagonal Normal (``Normal``, or ``Normal`` with one
+    reinterpreted dim), else ``None``."""
+    if isinstance(obs, Independent) and obs.reinterpreted_batch_ndims == 1:
+        base, extra = obs.base_dist, 0
+    else:
+        base, extra = obs, 1
+    if type(base) not in (td.Normal, dist.Normal):
+        return None
+    loc, scale = (base.loc.unsqueeze(-1), base.scale.unsqueeze(-1)) if extra else (
+        base.loc, base.scale)
+    return DiagNormal(loc, scale, validate_args=False), extra
+
+
 def _log_emissions(fn, value):
-    """``log p(x_t | z_t = k)`` as ``(B, T, K)`` and the HMM's batch shape."""
+    """``log p(x_t | z_t = k)`` as ``(B, T, K)`` and the HMM's batch shape. A diagonal
+    Normal takes the built-in HMMs' route: one matrix product with the data's design
+    ``[x^2, x, 1]``, computed once per data tensor
+    (:func:`~pyroem.distributions.gaussian_design`)."""
     obs = fn.observation_dist
-    log_emit = obs.log_prob(value.unsqueeze(-1 - obs.event_dim))
+    diag = _diag_normal(obs)
+    if diag is not None:
+        normal, extra = diag
+        value = value.unsqueeze(-1) if extra else value
+        log_emit = normal.log_prob(value.unsqueeze(-2))
+    else:
+        log_emit = obs.log_prob(value.unsqueeze(-1 - obs.event_dim))
     batch = fn.batch_shape
     log_emit = log_emit.expand(batch + log_emit.shape[-2:])
     return log_emit.reshape((-1,) + tuple(log_emit.shape[-2:])), batch

@@ -18,6 +18,8 @@ from pyroem.distributions.features import all_finite
 from pyroem.infer.chain_contract import chain_contract
 from pyroem.infer.chains import chain_log_prob, is_chain_site, vectorisable, warn_generic_route
 from pyroem.infer.posteriors import DiscretePosterior
+from pyroem.infer.repeats import compute_log_probs, find_groups
+from pyroem.infer.stacked_chain import stacked_chain_contract
 
 
 def guess_max_plate_nesting(model, args, kwargs):
@@ -87,7 +89,10 @@ def _checked_sites(trace, max_plate_nesting):
                 "closed-form posterior (see pyroem.models.PLDA) or mark the site observed."
             )
         fn, value = site["fn"], site["value"]
-        shape = torch.broadcast_shapes(fn.batch_shape, value.shape[:value.dim() - fn.event_dim])
+        batch = value.shape[:value.dim() - fn.event_dim]
+        if math.prod(fn.batch_shape) * math.prod(batch) <= MAX_FACTOR_SIZE:
+            continue  # a bound on the broadcast size, without broadcasting (per site)
+        shape = torch.broadcast_shapes(fn.batch_shape, batch)
         if math.prod(shape) > MAX_FACTOR_SIZE:
             enum_dims = [d for d in range(-len(shape), -max_plate_nesting) if shape[d] > 1]
             raise ValueError(
@@ -170,6 +175,12 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
     from the vectorised forward-backward of :mod:`pyroem.infer.chains`, and its chain
     posterior in ``posterior.chains``.
 
+    Repeated sites (the steps of a ``pyro.markov`` loop, :mod:`pyroem.infer.repeats`) get
+    their log-probs from one call per kind; when the factors form one first-order chain
+    in no plate, the contraction and the marginals are the forward-backward on the
+    factors stacked by kind (:mod:`pyroem.infer.stacked_chain`), and the packed chain
+    recursion (:mod:`pyroem.infer.chain_contract`) when they form one inside plates.
+
     :param callable model: a Pyro model whose latent sites are all discrete.
     :param int max_plate_nesting: as in ``TraceEnum_ELBO``; guessed from one trace
         when ``None``.
@@ -179,12 +190,12 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
     """
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, args, kwargs)
-    trace, sites = _enumerated_trace(model, args, kwargs, max_plate_nesting, hard)
+    trace, sites, groups = _enumerated_trace(model, args, kwargs, max_plate_nesting, hard)
     contracted, free = _split_by_enumeration(sites)
     marginals = OrderedDict()
     log_evidence = _free_terms(free, marginals)
     if contracted:
-        log_evidence = log_evidence + _contract(trace, contracted, hard, marginals)
+        log_evidence = log_evidence + _contract(trace, contracted, hard, marginals, groups)
     dtype = sites[0]["unscaled_log_prob"].dtype if sites else torch.float64
     chains = {s["name"]: s["_chain"] for s in free if is_chain_site(s)}
     marginals = OrderedDict((s["name"], marginals[s["name"]]) for s in sites)
@@ -192,9 +203,13 @@ def exact_posterior(model, *args, max_plate_nesting=None, hard=False, **kwargs):
                              chains=chains)
 
 
-def _contract(trace, sites, hard, marginals):
+def _contract(trace, sites, hard, marginals, groups=()):
     r"""``scale * log sum_Z prod_f exp phi_f`` over the ``sites`` that depend on an
-    enumerated variable; their marginals (gradients) go into ``marginals``."""
+    enumerated variable; their marginals (gradients) go into ``marginals`` (and, for a
+    plain chain's repeated sites, stacked into their group's ``marginal``)."""
+    fast = stacked_chain_contract(sites, groups, hard)
+    if fast is not None:
+        return _common_scale(sites) * _chain_marginals(*fast, groups, marginals)
     # Everything from the leaves to log p(X) is differentiated, also when the caller
     # runs the E-step under torch.no_grad().
     with torch.enable_grad():
@@ -215,6 +230,19 @@ def _contract(trace, sites, hard, marginals):
     for (name, leaf), g in zip(leaves.items(), grads):
         marginals[name] = torch.zeros_like(leaf) if g is None else g
     return _common_scale(sites) * log_evidence.detach().double()
+
+
+def _chain_marginals(log_evidence, units, groups, marginals):
+    """Hand out a plain chain's marginals: each member's (a view), each group's
+    stacked; returns ``log_evidence`` (float64)."""
+    stacked = {id(g.sites[0]): g for g in groups}
+    for members, marginal in units:
+        group = stacked.get(id(members[0]))
+        if group is not None:
+            group.marginal = marginal
+        for site, one in zip(members, marginal.unbind(0)):
+            marginals[site["name"]] = one
+    return log_evidence.double()
 
 
 def _chain_layout(trace, sites):
@@ -290,11 +318,14 @@ def _enumerated_trace(model, args, kwargs, max_plate_nesting, hard=False):
         if integrated:
             sites = [s for s in sites if s["name"] not in integrated]
         _chain_log_probs(sites, max_plate_nesting, hard)
+        groups = find_groups(sites, leaves.names_by_id())
+        compute_log_probs(groups)  # the repeats of a markov loop: one call per kind
+        trace.tracked.groups = groups  # the M-step takes them stacked too
         trace.compute_log_prob(lambda name, site: name not in integrated)
         if is_validation_enabled():
             for site in sites:
                 check_site_shape(site, max_plate_nesting)
-    return trace, sites
+    return trace, sites, groups
 
 
 def _chain_log_probs(sites, max_plate_nesting, hard):

@@ -27,8 +27,9 @@ closed-form value is rejected (it breaks the parameter's constraint, e.g. a nega
 declared positive, or is not finite): that is reported by a ``UserWarning``, once per
 :class:`AutoMStep` and parameter.
 
-Limitations: the model is run again for the M-step, so a subsampling plate must be given
-its indices (``pyro.plate(..., subsample=idx)``) for both runs to see the same items; a
+Limitations: when the E-step's trace is not current (another E-step ran in between) the
+model is run again for the M-step, so a subsampling plate must be given its indices
+(``pyro.plate(..., subsample=idx)``) for both runs to see the same items; a
 :class:`~pyro.nn.PyroModule` is passed as the module itself (``EM(module)``) so that its
 ``PyroParam`` s are ``pyro.param`` s.
 """
@@ -38,13 +39,14 @@ from collections import defaultdict
 
 import pyro
 import torch
+from pyro.distributions import DiscreteHMM
 from torch.distributions import constraints, transform_to
 
 from pyroem.infer.estep import guess_max_plate_nesting
-from pyroem.infer.mstep.grouping import group
+from pyroem.infer.mstep.grouping import from_repeats, group
 from pyroem.infer.mstep.numerical import NumericalMStep
-from pyroem.infer.mstep.provenance import tracked_trace
-from pyroem.infer.mstep.rules import WeightedSite, registry, unwrap
+from pyroem.infer.mstep.provenance import Selection, tracked_trace
+from pyroem.infer.mstep.rules import WeightedSite, registry
 
 
 def _label(entries):
@@ -57,13 +59,58 @@ def _label(entries):
     return label
 
 
-def _solve(entries, trace, old):
+def _current(name):
+    """A parameter's value now (after the first phase's assignments)."""
+    return pyro.get_param_store()[name].detach()
+
+
+def _unconstrained(name):
+    """The stored (unconstrained) tensor of a parameter, read without Pyro's effect
+    handlers (a handful per parameter and step)."""
+    return pyro.get_param_store()._params[name]
+
+
+def _solve(entries, old):
     """The rule's maximiser on the statistics of one parameter, summed over its sites."""
-    pulled = [s.pulled(unwrap(trace.nodes[site]["fn"])[0]) for site, s in entries]
+    pulled = [s.pulled(_current) for _, s in entries]
     num = sum(p[0] for p in pulled)
     dens = [p[1] for p in pulled if p[1] is not None]
     stats = entries[0][1]
     return stats.solver.maximize(stats.arg, num, sum(dens) if dens else None, old)
+
+
+def _stacked_marginals(group, marginals):
+    """The marginals of a group of repeats stacked: the E-step's stack when the
+    posterior's marginals are its views, else stacked here."""
+    first, last = (marginals[s["name"]] for s in (group.sites[0], group.sites[-1]))
+    if group.marginal is not None and first._base is group.marginal is last._base:
+        return group.marginal
+    return torch.stack([marginals[s["name"]] for s in group.sites])
+
+
+def _views(trace, posterior, names, repeats):
+    """A :class:`~pyroem.infer.mstep.rules.WeightedSite` per sample site with a marginal,
+    except that the E-step's groups of repeats (``repeats``) come as one stacked view at
+    their first site."""
+    first = {id(g.sites[0]): g for g in repeats}
+    later = {id(s) for g in repeats for s in g.sites[1:]}
+    views = []
+    for name, site in trace.nodes.items():
+        # Deterministic sites carry no factor; integrated-out sites (missing values of
+        # obs_mask) have no marginal.
+        if (site["type"] != "sample" or site["infer"].get("_deterministic")
+                or name not in posterior.marginals or id(site) in later):
+            continue
+        if id(site) in first:
+            weights = _stacked_marginals(first[id(site)], posterior.marginals)
+            views.append(from_repeats(first[id(site)].sites, weights, names))
+            continue
+        weight = posterior.marginals[name]
+        scale = site["scale"]
+        if not (isinstance(scale, (int, float)) and scale == 1.0):
+            weight = weight * scale
+        views.append(WeightedSite(site, weight, names, posterior.chains.get(name)))
+    return views
 
 
 def _assign(name, value):
@@ -74,7 +121,7 @@ def _assign(name, value):
     if not bool(constraint.check(value).all()):
         return f"breaks the parameter's constraint ({constraint})"
     with torch.no_grad():
-        unconstrained = pyro.param(name).unconstrained()
+        unconstrained = _unconstrained(name)
         new = transform_to(constraint).inv(value).to(unconstrained.dtype)
         if not bool(torch.isfinite(new).all()):
             return f"lies on the boundary of the parameter's constraint ({constraint})"
@@ -108,12 +155,15 @@ class AutoMStep:
         self.strategies = {}
         self._warned = set()
         self._modules = set()  # parameters of pyro.module s seen in the last analysis
+        # why a parameter got no closed form although a rule handles a site it reaches
+        self._reasons = {}
 
     def __call__(self, posterior, *args, **kwargs):
         """Update the parameters in place; returns (and sets) :attr:`strategies`."""
         routes = self._routes(posterior, args, kwargs, assign=True)
         numerical = {p for p, r in routes.items() if r == "numerical"}
         self._warn_modules(numerical & self._modules)
+        self._warn_unrecognised(numerical - self._modules)
         if numerical and self.numerical:
             NumericalMStep(self.model, self.max_plate_nesting,
                            max_iter=self.numerical_max_iter)(posterior, numerical, *args, **kwargs)
@@ -130,7 +180,7 @@ class AutoMStep:
         if self.max_plate_nesting is None:
             self.max_plate_nesting = guess_max_plate_nesting(self.model, args, kwargs)
         with torch.no_grad():
-            trace, leaves, stats, other = self._analyse(posterior, args, kwargs)
+            _, leaves, stats, other = self._analyse(posterior, args, kwargs)
         if not leaves.leaves:
             raise ValueError(
                 "The model has no pyro.param statement for EM to update. Declare the "
@@ -140,18 +190,21 @@ class AutoMStep:
         routes, closed = {}, {}
         for param in leaves.leaves:
             keys = {s.key for _, s in stats.get(param, [])}
+            if len(keys) > 1 and param not in other:
+                self._reasons[param] = ("its sites need different closed forms ("
+                                        + ", ".join(sorted(str(k[1]) for k in keys)) + ")")
             if param in other or len(keys) != 1:
                 routes[param] = "numerical" if (param in other or keys) else "unused"
             else:
                 closed[param] = stats[param]
-        saved = {} if assign else {p: pyro.param(p).unconstrained().detach().clone()
+        saved = {} if assign else {p: _unconstrained(p).detach().clone()
                                    for p in closed}
         try:
-            routes.update(self._closed_forms(closed, trace, leaves, args, kwargs, assign))
+            routes.update(self._closed_forms(closed, leaves, assign))
         finally:
             with torch.no_grad():
                 for p, value in saved.items():  # routes() leaves the parameters as found
-                    pyro.param(p).unconstrained().copy_(value)
+                    _unconstrained(p).copy_(value)
         return dict(sorted(routes.items()))
 
     def _analyse(self, posterior, args, kwargs):
@@ -159,48 +212,58 @@ class AutoMStep:
         reached in ways no rule recognises."""
         tracked = getattr(posterior.trace, "tracked", None)
         if tracked is not None and tracked.current(args, kwargs):
-            trace, leaves = posterior.trace, tracked.leaves  # the E-step's, still current
+            # the E-step's, still current, with the repeats it found
+            trace, leaves, repeats = posterior.trace, tracked.leaves, tracked.groups
         else:
             trace, leaves = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
+            repeats = []
         self._modules = set(leaves.modules)
-        names = leaves.names_by_id()
-        views = []
-        for name, site in trace.nodes.items():
-            # Deterministic sites carry no factor; integrated-out sites (missing values of
-            # obs_mask) have no marginal.
-            if (site["type"] != "sample" or site["infer"].get("_deterministic")
-                    or name not in posterior.marginals):
-                continue
-            weight = posterior.marginals[name]
-            scale = site["scale"]
-            if not (isinstance(scale, (int, float)) and scale == 1.0):
-                weight = weight * scale
-            views.append(WeightedSite(site, weight, names, posterior.chains.get(name)))
+        views = _views(trace, posterior, leaves.names_by_id(), repeats)
         stats, other = defaultdict(list), set()
         # the repeated sites of a chain (one per step) go to their rule stacked
+        self._reasons = {}
         for name, view in group(views):
             site_stats, site_other = registry.view_statistics(view)
             for s in site_stats:
                 stats[s.param].append((name, s))
             other |= site_other
+            self._note_unrecognised(name, view, site_other)
         return trace, leaves, stats, other
 
-    def _closed_forms(self, closed, trace, leaves, args, kwargs, assign):
-        """Solve and assign the closed forms, locations first, then scales on a trace
-        that sees the new locations. Returns each parameter's route."""
-        routes, changed = {}, False
+    def _note_unrecognised(self, name, view, params):
+        """Remember why ``params``, reached at a site whose family has a rule, got no
+        closed form from it (the way they reach its arguments is not a selection). A
+        ``DiscreteHMM`` off the vectorised route has said so in the E-step."""
+        if isinstance(view.fn, DiscreteHMM) or registry.lookup(view.fn) is None:
+            return
+        family = type(view.fn).__name__
+        selected = set()
+        for arg in view.arguments().values():
+            sel = Selection.find(arg, view.names) if torch.is_tensor(arg) else None
+            if sel is not None:
+                selected.add(sel.name)
+        for param in params:
+            self._reasons.setdefault(param, (
+                f"the {family} rule has no closed form for it at site '{name}' given the "
+                "site's other learnt arguments (e.g. a learnt Gamma concentration)"
+                if param in selected else
+                f"it reaches site '{name}' ({family}) through operations that are not a "
+                "selection of it (indexing, expanding, reshaping), which no rule inverts"))
+
+    def _closed_forms(self, closed, leaves, assign):
+        """Solve and assign the closed forms, locations first, then scales about the new
+        locations (read from the parameters just set: no second run of the model).
+        Returns each parameter's route."""
+        routes = {}
         for phase in (0, 1):
             todo = [p for p, entries in closed.items() if entries[0][1].phase == phase]
-            if phase == 1 and todo and changed:
-                with torch.no_grad():
-                    trace, _ = tracked_trace(self.model, args, kwargs, self.max_plate_nesting)
             for param in todo:
                 with torch.no_grad():
-                    new = _solve(closed[param], trace, leaves.leaves[param].detach())
+                    new = _solve(closed[param], leaves.leaves[param].detach())
                 label = _label(closed[param])
                 reason = _assign(param, new)
                 if reason is None:
-                    routes[param], changed = label, True
+                    routes[param] = label
                 else:
                     routes[param] = "numerical"
                     if assign:
@@ -219,6 +282,20 @@ class AutoMStep:
         warnings.warn(f"AutoMStep: the pyro.module parameter(s) {', '.join(new)} reach the "
                       "model's sites through operations no M-step rule inverts in closed "
                       f"form; they are {route}", UserWarning)
+
+    def _warn_unrecognised(self, params):
+        """Say once per parameter why one that a rule's site uses has no closed form
+        and how it is updated instead (a parameter of a family without a rule is
+        maximised numerically as documented, and shown in the plan)."""
+        route = ("is maximised numerically instead (L-BFGS on Q with q fixed: generalised "
+                 "EM, much slower)" if self.numerical else "is left unchanged (numerical=False)")
+        for param in sorted(params):
+            reason = self._reasons.get(param)
+            if reason is None or ("unrecognised", param) in self._warned:
+                continue
+            self._warned.add(("unrecognised", param))
+            warnings.warn(f"AutoMStep: parameter '{param}' has no closed-form update: "
+                          f"{reason}; it {route}", UserWarning)
 
     def _warn(self, param, label, reason):
         if param in self._warned:

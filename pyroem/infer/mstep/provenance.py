@@ -73,10 +73,12 @@ def tracked_trace(model, args, kwargs, max_plate_nesting):
 class TracedWith:
     """What a tracked trace was run with: its :class:`ParamLeaves`, the model's arguments,
     and the version of every parameter's stored tensor, so that a later step can tell
-    whether the trace still describes the model (:meth:`current`)."""
+    whether the trace still describes the model (:meth:`current`); and the repeated
+    sites the E-step found in it (:attr:`groups`, :class:`~pyroem.infer.repeats.SiteGroup`)."""
 
     def __init__(self, leaves, args, kwargs):
         self.leaves = leaves
+        self.groups = []
         self.args, self.kwargs = args, kwargs
         self._versions = self._snapshot(leaves.leaves)
 
@@ -200,3 +202,20 @@ class Selection:
             out = node(grad)
             grad = out[0] if isinstance(out, tuple) else out
         return grad.reshape(self.param_shape)
+
+    def push(self, value):
+        r""":math:`S` ``value``: the argument (shape :attr:`shape`) that a parameter equal to
+        ``value`` gives, without running the model again (a scale's update reads the
+        locations the same M-step has just set).
+
+        :math:`S` is the transpose of the linear map :meth:`pull`, so
+        :math:`S v = \partial \langle S^\top g, v \rangle / \partial g` for any ``g``: one
+        backward pass through :meth:`pull`."""
+        if not self._nodes:  # the argument is the parameter itself
+            return value.reshape(self.shape)
+        with torch.enable_grad():
+            g = torch.zeros(self.shape, dtype=value.dtype, device=value.device,
+                            requires_grad=True)
+            pulled = self.pull(g)
+            (out,) = torch.autograd.grad(pulled, g, grad_outputs=value.reshape(pulled.shape))
+        return out

@@ -7,6 +7,20 @@ import torch
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
+def broadcast_shapes(*shapes):
+    """``torch.broadcast_shapes`` of plain shapes, in Python (a few microseconds where
+    torch's takes tens: it is called several times per site and rule)."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for shape in shapes:
+        for i, size in enumerate(shape, ndim - len(shape)):
+            if size != 1:
+                if out[i] not in (1, size):
+                    raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+                out[i] = size
+    return torch.Size(out)
+
+
 def _pad(tensor, ndim):
     return tensor.reshape((1,) * (ndim - tensor.dim()) + tuple(tensor.shape))
 
@@ -28,11 +42,13 @@ def weighted_sum(operands, shape):
     :rtype: torch.Tensor
     """
     shape = torch.Size(shape)
+    if len(operands) == 1 and operands[0].shape == shape:
+        return operands[0]  # nothing to reduce
     ndim = max([len(shape)] + [o.dim() for o in operands])
     if ndim > len(_LETTERS):
         raise ValueError(f"weighted_sum supports at most {len(_LETTERS)} dims, got {ndim}")
     full = (1,) * ndim
-    full = torch.broadcast_shapes(full, *[o.shape for o in operands])
+    full = broadcast_shapes(full, *[o.shape for o in operands])
     out = (1,) * (ndim - len(shape)) + tuple(shape)
     ops, subs, used = [], [], set()
     for operand in operands:

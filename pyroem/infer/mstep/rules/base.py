@@ -37,6 +37,8 @@ def derived(fn, attr):
         return False
     others = [v for k, v in vars(fn).items()
               if torch.is_tensor(v) and v is not value and k not in _NOT_ARGUMENTS]
+    if not others:
+        return False  # nothing it could be derived from
     nodes = {id(v.grad_fn) for v in others if v.grad_fn is not None}
     leaves = {id(v) for v in others}
     stack, seen = [value.grad_fn], 0
@@ -184,8 +186,9 @@ class Stats:
     :param torch.Tensor num: numerator, shape ``selection.shape``.
     :param torch.Tensor den: denominator, same shape, or ``None``.
     :param callable later: instead of ``num, den`` for a second-phase argument:
-        ``later(fn) -> (num, den)`` given the site's distribution re-traced after the first
-        phase (so a scale reads the new locations).
+        ``later(current) -> (num, den)``, where ``current(name)`` is the value of a
+        parameter after the first phase (so a scale reads the new locations, e.g. through
+        :meth:`~pyroem.infer.mstep.provenance.Selection.push`).
     """
 
     def __init__(self, arg, selection, solver, num=None, den=None, later=None):
@@ -211,9 +214,10 @@ class Stats:
     def phase(self):
         return 1 if self.arg in self.solver.second_phase else 0
 
-    def pulled(self, fn=None):
-        r"""``(num, den)`` on the parameter's entries (:math:`S^\top`)."""
-        num, den = (self.num, self.den) if self.later is None else self.later(fn)
+    def pulled(self, current=None):
+        r"""``(num, den)`` on the parameter's entries (:math:`S^\top`); ``current`` as for
+        ``later``."""
+        num, den = (self.num, self.den) if self.later is None else self.later(current)
         sel = self.selection
         return sel.pull(num), (None if den is None else sel.pull(den))
 

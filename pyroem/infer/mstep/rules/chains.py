@@ -21,7 +21,7 @@ weighted by :math:`\gamma`.
 from pyro.distributions import DiscreteHMM
 
 from pyroem.infer.mstep.provenance import compact
-from pyroem.infer.mstep.rules.base import MStepRule, Stats, unwrap
+from pyroem.infer.mstep.rules.base import MStepRule, Stats
 from pyroem.infer.mstep.rules.discrete import CategoricalRule
 from pyroem.infer.mstep.rules.registry import register_rule, registry
 
@@ -36,12 +36,6 @@ def _counts_stats(site, attr, counts, solver):
     site.ignore(attr)
     return Stats("probs" if sel.log else "logits", sel, solver,
                  num=counts.reshape(sel.shape))
-
-
-def _nested_later(later):
-    """A second-phase statistic of the observation distribution, given the re-traced
-    ``DiscreteHMM`` (the M-step hands the site's own distribution)."""
-    return lambda fn: later(unwrap(fn.observation_dist)[0])
 
 
 @register_rule
@@ -83,7 +77,4 @@ class DiscreteHMMRule(MStepRule):
         stats, other = registry.site_statistics(nested, gamma, site.names)
         site.ignore("observation_dist")
         site.other |= other
-        for s in stats:
-            if s.later is not None:
-                s.later = _nested_later(s.later)
         return stats

@@ -8,6 +8,7 @@ import torch.distributions as td
 
 from pyroem.distributions.statistics import categorical_counts
 from pyroem.infer.mstep.provenance import compact
+from pyroem.infer.mstep.reduce import broadcast_shapes
 from pyroem.infer.mstep.rules.base import MStepRule, Stats, safe_ratio
 from pyroem.infer.mstep.rules.registry import register_rule
 
@@ -52,7 +53,7 @@ class CategoricalRule(MStepRule):
         # the combined index b * C + c.
         batch, num_categories = sel.shape[:-1], sel.shape[-1]
         x = compact(site.value)
-        group = torch.broadcast_shapes(x.shape, batch)
+        group = broadcast_shapes(x.shape, batch)
         w_group = site.sum([site.weight], group)
         entries = torch.arange(batch.numel(), device=w_group.device).reshape(batch)
         index = (entries.reshape(_pad_shape(batch, len(group))) * num_categories

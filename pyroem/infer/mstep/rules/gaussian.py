@@ -24,6 +24,7 @@ from pyroem.distributions.statistics import (
     split_moments,
 )
 from pyroem.infer.mstep.provenance import compact
+from pyroem.infer.mstep.reduce import broadcast_shapes
 from pyroem.infer.mstep.rules.base import MStepRule, Stats, safe_ratio
 from pyroem.infer.mstep.rules.registry import register_rule
 
@@ -42,6 +43,15 @@ def _shape(sel, tensor, event_dims):
     return shape[:len(shape) - event_dims]
 
 
+def _new_loc(sel, fn, current):
+    """The location of ``fn`` after the first phase: its selection of a parameter pushed
+    from that parameter's new value, or (not a selection: then no closed form of this
+    M-step changed it) its value in the trace."""
+    if sel is None:
+        return compact(fn.loc.detach())
+    return sel.push(current(sel.name))
+
+
 @register_rule
 class NormalRule(MStepRule):
     r"""
@@ -58,7 +68,7 @@ class NormalRule(MStepRule):
         loc_sel, scale_sel = site.select("loc"), site.select("scale")
         if loc_sel is None and scale_sel is None:
             return []
-        shape = torch.broadcast_shapes(_shape(loc_sel, fn.loc, 0), _shape(scale_sel, fn.scale, 0))
+        shape = broadcast_shapes(_shape(loc_sel, fn.loc, 0), _shape(scale_sel, fn.scale, 0))
         w = site.weight.reshape(site.weight.shape + (1,) * len(fn.event_shape))
         center, sq, lin = self._features(site.value, fn)
         w0, x1, x2 = (site.sum(ops, shape) for ops in ([w], [w, lin], [w, sq]))
@@ -71,8 +81,8 @@ class NormalRule(MStepRule):
         if scale_sel is not None:
             den = site.sum([w0], scale_sel)
 
-            def later(new_fn):
-                mu = compact(new_fn.loc.detach()) - center
+            def later(current):
+                mu = _new_loc(loc_sel, fn, current) - center
                 scatter = scatter_about(w0, x1, x2, mu, "diag").expand(shape)
                 return site.sum([scatter], scale_sel), den
             stats.append(Stats("scale", scale_sel, self, later=later))
@@ -116,7 +126,7 @@ class MultivariateNormalRule(MStepRule):
         if (loc_sel is None and cov_sel is None) or site.value.requires_grad:
             return []
         loc_batch, cov_batch = _shape(loc_sel, fn.loc, 1), _shape(cov_sel, cov, 2)
-        shape = torch.broadcast_shapes(loc_batch, cov_batch)
+        shape = broadcast_shapes(loc_batch, cov_batch)
         # sum w x / sum w maximises Q only if the covariance is the same at all positions
         # sharing a location entry: it may vary only along dims where the location does.
         lb = _pad_shape(loc_batch, len(shape))
@@ -137,8 +147,8 @@ class MultivariateNormalRule(MStepRule):
         if cov_sel is not None:
             den = site.sum([n[..., None, None].expand(shape + (dim, dim))], cov_sel)
 
-            def later(new_fn):
-                mu = (compact(new_fn.loc.detach()) - center).expand(shape + (dim,))
+            def later(current):
+                mu = (_new_loc(loc_sel, fn, current) - center).expand(shape + (dim,))
                 return site.sum([scatter_about(n, sx, m["sxx"], mu)], cov_sel), den
             stats.append(Stats(cov_arg, cov_sel, self, later=later))
         return stats
