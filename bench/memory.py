@@ -1,7 +1,7 @@
 """Memory and speed of EM beyond memory: pyroem against scikit-learn, each measured in a
 process of its own.
 
-Run by hand:  python bench/memory.py [--quick] [--memmap-n 10000000]
+Run by hand:  python bench/memory.py [--quick] [--memmap-n 10000000] [--only 3]
 
 Three tables (torch.set_num_threads(2); scikit-learn under threadpoolctl's 2 threads):
 
@@ -139,13 +139,24 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller problems")
     parser.add_argument("--memmap-n", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", type=int, choices=(1, 2, 3), help="run one table")
     args = parser.parse_args()
     mb = 2**20
+    tables = {1: _table_1, 2: _table_2, 3: _table_3}
+    for number, table in tables.items():
+        if args.only in (None, number):
+            table(args, mb)
+
+
+def _table_1(args, mb):
     n1 = 10_000 if args.quick else 50_000
     print(f"1. full GMM N={n1} D=64 K=8, 5 iterations: peak RSS above imports+data (MiB)")
     sk, pe = _child("fit", "sklearn", n1, 64, 8, 5, 0), _child("fit", "pyroem", n1, 64, 8, 5, 0)
     print(f"   scikit-learn {sk['above'] / mb:8.1f}   pyroem {pe['above'] / mb:8.1f}   "
           f"ratio {pe['above'] / sk['above']:.2f}")
+
+
+def _table_2(args, mb):
     n2 = 20_000 if args.quick else 100_000
     print(f"2. full GMM N={n2} D=16 K=32: seconds per iteration (best of {args.repeats}, "
           "interleaved), 2 threads")
@@ -158,6 +169,9 @@ def main():
     ref = min(best["sklearn"])
     for name, times in best.items():
         print(f"   {name:24s} {min(times):8.4f} s   sklearn/this {ref / min(times):5.2f}x")
+
+
+def _table_3(args, mb):
     n3 = 1_000_000 if args.quick else args.memmap_n
     print(f"3. GMM N={n3} D=16 K=16 from a memmap, batches of 16384 rows, 2 passes")
     mm = _child("memmap", n3, 16, 16, 2)

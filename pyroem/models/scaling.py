@@ -85,6 +85,21 @@ class ScalableFitting:
             chunk_size = max(1, CHUNK_BYTES // per_row)
         return chunk_size if chunk_size < n else None
 
+    def _scored_in_chunks(self, args, chunk_size, fn):
+        """``fn(e_step(*chunk))`` over chunks of ``chunk_size`` sequences (rows) of the
+        prepared ``args``, concatenated along the first dim: memory bounded by a chunk's
+        E-step. ``None``: the budget's default, as in :meth:`fit` (whole when the cached
+        features stay under :data:`CACHE_BUDGET_BYTES`)."""
+        chunk_size = _check_chunk_size(chunk_size)
+        n = args[0].shape[0]
+        rows = self._chunk_rows(args, None) if chunk_size is None else chunk_size
+        if rows is None or rows >= n:
+            return fn(self.e_step(*args))
+        # copies, not views: features cached per chunk die with it
+        return torch.cat([fn(self.e_step(*(a[start:start + rows].clone() if torch.is_tensor(a)
+                                           else a for a in args)))
+                          for start in range(0, n, rows)])
+
     def _fit_arguments(self, data, chunk_size, method, init, record_decomposition):
         """``fit``'s data as prepared arguments (a tuple) or as :class:`Batches`."""
         source = batches_of(self, data)
