@@ -8,7 +8,15 @@ from pyro.distributions import Unit
 from pyroem.infer.em import EM
 from pyroem.infer.loop import Convergence, EMStepper, FitRun, Objective, Progress, run_fit
 from pyroem.infer.recorders import Routes
-from pyroem.infer.user_batches import AutoBatchStepper, UserBatches
+from pyroem.infer import distributed
+from pyroem.infer.user_batches import AutoBatchStepper, UserBatches, broadcast_store
+
+
+def _plain_trace(model, args, kwargs):
+    """The model traced once as written: latent sites draw samples, from a forked RNG so
+    that the global one is left as it was."""
+    with torch.random.fork_rng(devices=[]), poutine.block(), torch.no_grad():
+        return poutine.trace(model).get_trace(*args, **kwargs)
 
 
 def count_observations(model, *args, **kwargs):
@@ -23,8 +31,7 @@ def observed_values(model, *args, **kwargs):
     For a mixture over ``N`` points this is ``N``; for a chain written with
     ``pyro.markov`` it is the number of observed frames.
     """
-    with poutine.block(), torch.no_grad():
-        trace = poutine.trace(model).get_trace(*args, **kwargs)
+    trace = _plain_trace(model, args, kwargs)
     total = 0
     for site in trace.nodes.values():
         if site["type"] != "sample" or not site["is_observed"] or isinstance(site["fn"], Unit):
@@ -96,6 +103,8 @@ def _fit_batches(model, args, kwargs, guide, batches, convergence, max_iter, har
         raise ValueError("fit_em over batches takes no guide: a guide's q is sized for one "
                          "data set, not for a pass over batches")
     source = UserBatches(batches)
+    if distributed.is_active():  # every rank starts from rank 0's values
+        _start_from_rank_0(model, source)
     em = EM(model, None, hard=hard, max_plate_nesting=max_plate_nesting)
     stepper = AutoBatchStepper(em, source, lambda a: observed_values(model, *a))
     method = "viterbi" if hard else "em"
@@ -103,3 +112,23 @@ def _fit_batches(model, args, kwargs, guide, batches, convergence, max_iter, har
     recorders = [Objective(), Routes(em), convergence,
                  Progress(max_iter, f"fit_em {method} (batches)", progress)]
     return run_fit(stepper, run, max_iter, recorders)
+
+
+def _start_from_rank_0(model, source):
+    """Create the model's parameters from each rank's first batch, then take rank 0's."""
+    names, error = (), None
+    try:
+        for index, args in source:
+            try:
+                trace = _plain_trace(model, args, {})
+            except (ValueError, RuntimeError, IndexError) as e:
+                raise ValueError(f"batch {index}: {type(e).__name__}: {e}") from e
+            names = [n for n, site in trace.nodes.items() if site["type"] == "param"]
+            break
+        else:
+            raise ValueError(f"the batches ({type(source.source).__name__}) yielded nothing: "
+                             "fit_em needs at least one batch")
+    except ValueError as e:
+        error = e
+    distributed.agree(error)
+    broadcast_store(names)

@@ -38,7 +38,9 @@ batch's run would count it once).
 
 import pyro
 import torch
+import torch.distributed as dist
 
+from pyroem.infer import distributed
 from pyroem.infer.mstep.auto import AutoMStep, _assign, _label
 from pyroem.infer.mstep.provenance import tracked_trace
 from pyroem.infer.mstep.rules import unwrap
@@ -242,6 +244,49 @@ class UserBatches:
                              "fit_em needs at least one batch")
 
 
+def _signature(totals):
+    """What every rank's pass must agree on: each parameter's rule, phase and layout."""
+    return tuple(sorted((p, s.label, s.phase, tuple(s.num.shape)) for p, s in totals.items()))
+
+
+def reduce_across_ranks(totals, log_evidence, num_items, error=None):
+    """Under ``torch.distributed``: every rank's pass summed (statistics, log-evidence,
+    items), identical on all ranks; a rank that failed (``error``) or whose statistics
+    differ in layout makes every rank raise an error naming it. Without a process group
+    the arguments are returned as they are (``error`` raised)."""
+    if not distributed.is_active():
+        if error is not None:
+            raise error
+        return totals, log_evidence, num_items
+    distributed.agree(error, None if error is not None else _signature(totals))
+    device = next((s.num.device for s in totals.values()), torch.device("cpu"))
+    device = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    scalars = torch.tensor([log_evidence, float(num_items)], dtype=torch.float64, device=device)
+    dist.all_reduce(scalars)
+    for param in sorted(totals):
+        s = totals[param]
+        for attr in ("num", "den"):
+            value = getattr(s, attr)
+            if value is not None:
+                total = value.detach().clone().contiguous()
+                dist.all_reduce(total)
+                setattr(s, attr, total)
+    return totals, float(scalars[0]), round(float(scalars[1]))
+
+
+def broadcast_store(names):
+    """Rank 0's values of the param store's ``names`` on every rank (the starting values
+    of a fit across processes); the ranks must agree on the names first."""
+    params = pyro.get_param_store()._params
+    distributed.agree(None, tuple((n, tuple(params[n].shape), str(params[n].dtype))
+                                  for n in sorted(names)))
+    with torch.no_grad():
+        for name in sorted(names):
+            buffer = params[name].detach().clone().contiguous()
+            dist.broadcast(buffer, src=0)
+            params[name].copy_(buffer)
+
+
 def _named(index, error):
     """``error`` as a ``ValueError`` naming the batch (a refusal is raised as it is)."""
     if isinstance(error, NotSplittable):
@@ -278,21 +323,26 @@ class AutoBatchStepper:
             raise _named(index, e) from e
 
     def _first_pass(self, statistics):
-        totals, log_evidence, num_items = {}, 0.0, 0
-        for index, args in self.batches:
-            posterior, n = self._e_step(index, args)
-            if statistics:
-                self.mstep.auto.max_plate_nesting = self.em.max_plate_nesting
-                merge_sums(totals, self.mstep.batch_sums(posterior, args, None))
-            log_evidence += float(posterior.log_evidence)
-            num_items += n
-            del posterior  # one batch's trace at a time
-        return totals, log_evidence, num_items
+        totals, log_evidence, num_items, error = {}, 0.0, 0, None
+        try:
+            for index, args in self.batches:
+                posterior, n = self._e_step(index, args)
+                if statistics:
+                    self.mstep.auto.max_plate_nesting = self.em.max_plate_nesting
+                    merge_sums(totals, self.mstep.batch_sums(posterior, args, None))
+                log_evidence += float(posterior.log_evidence)
+                num_items += n
+                del posterior  # one batch's trace at a time
+        except ValueError as e:
+            # across processes a failing rank reports to the others instead of leaving
+            # them waiting in a collective
+            error = e
+        return reduce_across_ranks(totals, log_evidence, num_items, error)
 
     def _scale_pass(self, old):
         """Phase-1 totals: each batch's E-step under ``old`` parameters, its locations
         from a trace under the new ones (the current values, restored at the end)."""
-        new, totals = store_values(), {}
+        new, totals, error = store_values(), {}, None
         model, nesting = self.em.model, self.em.max_plate_nesting
 
         try:
@@ -305,9 +355,11 @@ class AutoBatchStepper:
                     return trace_with_new(model, args, nesting)
                 merge_sums(totals, self.mstep.batch_sums(posterior, args, 1, retrace))
                 del posterior
+        except ValueError as e:
+            error = e
         finally:
             load_values(new)
-        return totals
+        return reduce_across_ranks(totals, 0.0, 0, error)[0]
 
     def _m_step(self, totals):
         old = store_values()
