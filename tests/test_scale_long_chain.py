@@ -29,7 +29,7 @@ def _same(m, ref, h, whole, tol=1e-10):
 @pytest.mark.parametrize("cov", ["full", "diag"])
 def test_gaussian_hmm_one_sequence_in_blocks_equals_the_whole(frames, cov):
     x = load_old_faithful()  # one sequence of 272 frames
-    make = lambda: GaussianHMM(3, 2, covariance_type=cov)  # noqa: E731
+    make = lambda: GaussianHMM(3, 2, covariance_type=cov)
     ref, state, whole = _pair(make, x)
     m = make()
     m.load_state_dict(state)

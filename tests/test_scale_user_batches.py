@@ -69,7 +69,7 @@ def _symbols(s=12, t=7, seed=1):
 def _fit(model, *args, **kw):
     pyro.clear_param_store()
     hist = fit_em(model, *args, max_iter=kw.pop("max_iter", 8), tol=0.0, **kw)
-    return hist, {n: pyro.param(n).detach().clone() for n in pyro.get_param_store().keys()}
+    return hist, {n: pyro.param(n).detach().clone() for n in pyro.get_param_store()}
 
 
 def _assert_same(a, b, atol=1e-10, ll_atol=1e-9):
@@ -110,7 +110,7 @@ def test_float32_batches_run_and_agree_with_memory():
 
 
 def _params():
-    return {n: pyro.param(n).detach().clone() for n in pyro.get_param_store().keys()}
+    return {n: pyro.param(n).detach().clone() for n in pyro.get_param_store()}
 
 
 def _started(model, x):

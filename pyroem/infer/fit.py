@@ -1,14 +1,14 @@
 """Fitting a user-written model by EM (built-in models have their own ``fit``; both run
 the one loop of :mod:`pyroem.infer.loop`)."""
 
-import pyro.poutine as poutine
 import torch
+from pyro import poutine
 from pyro.distributions import Unit
 
+from pyroem.infer import distributed
 from pyroem.infer.em import EM
 from pyroem.infer.loop import Convergence, EMStepper, FitRun, Objective, Progress, run_fit
 from pyroem.infer.recorders import Routes
-from pyroem.infer import distributed
 from pyroem.infer.user_batches import AutoBatchStepper, UserBatches, broadcast_store
 
 

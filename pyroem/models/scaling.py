@@ -26,13 +26,13 @@ from pyroem.infer.em import EM
 from pyroem.infer.loop import Convergence, FitRun, Objective, Progress, run_fit
 from pyroem.infer.online import OnlineStatistics
 from pyroem.models.batching import Batches, batches_of
+from pyroem.models.checks import check_option, check_seed, make_generator
 from pyroem.models.long_chain import (
     LongChain,
     LongChainScores,
     LongChainStepper,
     check_long_chain,
 )
-from pyroem.models.checks import check_option, check_seed, make_generator
 
 #: the default memory budget (bytes) of a mixture's cached data features: beyond it, fit
 #: and scoring work through chunks of rows whose features fit in ``CHUNK_BYTES``
