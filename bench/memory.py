@@ -13,7 +13,10 @@ Three tables (torch.set_num_threads(2); scikit-learn under threadpoolctl's 2 thr
    default ``fit`` (whole: within the memory budget), pyroem forced into chunks
    (``chunk_size=8192``) and scikit-learn, with ratios against scikit-learn;
 3. N=1e7 (``--memmap-n``), D=16, K=16, float64 read from a numpy memmap on disk in
-   batches of 16384 rows: seconds per pass and peak resident memory.
+   batches of 16384 rows: seconds per pass and peak resident memory;
+4. one long sequence, full-covariance GaussianHMM, T=2e5 (``--long-t``), D=8, K=4, 2
+   iterations: peak resident memory above imports and data and seconds per iteration,
+   whole against ``chunk_size=4096`` frames (the checkpointed E-step).
 """
 
 import argparse
@@ -128,6 +131,22 @@ def worker_memmap(n, dim, k, passes):
                           "seconds": per_pass}))
 
 
+def worker_long(T, dim, k, chunk, iters):
+    import numpy as np
+    import torch
+    torch.set_num_threads(2)
+    from pyroem.models import GaussianHMM
+    rng = np.random.default_rng(0)
+    states = np.cumsum(rng.random(T) < 0.05) % k  # runs of about 20 frames per state
+    x = torch.from_numpy(rng.normal(0, 3, size=(k, dim))[states] + rng.normal(size=(T, dim)))
+    m = GaussianHMM(k, dim).initialize(x[:5000], seed=0)
+    base = _reset_peak()
+    t = time.perf_counter()
+    m.fit(x, init="given", max_iter=iters, tol=0, chunk_size=chunk or None)
+    seconds = (time.perf_counter() - t) / iters
+    print(json.dumps({"above": _status("VmHWM") - base, "seconds": seconds}))
+
+
 def _child(*args):
     out = subprocess.run([sys.executable, __file__, "--worker", *map(str, args)],
                          capture_output=True, text=True, cwd=ROOT, check=True)
@@ -139,10 +158,11 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller problems")
     parser.add_argument("--memmap-n", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", type=int, choices=(1, 2, 3), help="run one table")
+    parser.add_argument("--long-t", type=int, default=200_000)
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one table")
     args = parser.parse_args()
     mb = 2**20
-    tables = {1: _table_1, 2: _table_2, 3: _table_3}
+    tables = {1: _table_1, 2: _table_2, 3: _table_3, 4: _table_4}
     for number, table in tables.items():
         if args.only in (None, number):
             table(args, mb)
@@ -179,6 +199,16 @@ def _table_3(args, mb):
           f"({mm['above'] / mb:.0f} MiB above imports)")
 
 
+def _table_4(args, mb):
+    T = 20_000 if args.quick else args.long_t
+    print(f"4. GaussianHMM one sequence T={T} D=8 K=4 full, 2 iterations: peak RSS above "
+          "imports+data (MiB), seconds per iteration")
+    rows = {"whole": 0, "chunk_size=4096": 4096}
+    for name, chunk in rows.items():
+        r = _child("long", T, 8, 4, chunk, 2)
+        print(f"   {name:16s} {r['above'] / mb:8.1f} MiB   {r['seconds']:8.2f} s")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         sys.path.insert(0, ROOT)
@@ -186,6 +216,8 @@ if __name__ == "__main__":
         if kind == "fit":
             chunk = int(rest[5]) or None
             worker_fit(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]), chunk)
+        elif kind == "long":
+            worker_long(*map(int, rest))
         else:
             worker_memmap(*map(int, rest))
     else:

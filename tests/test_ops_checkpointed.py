@@ -1,4 +1,5 @@
-"""Checkpointed forward-backward: the unchunked recursion's results, in bounded blocks."""
+"""Checkpointed forward-backward: the unchunked recursion's results, in bounded blocks;
+a zero transition and an impossible state at a block boundary included."""
 
 import itertools
 
@@ -56,7 +57,7 @@ def _brute_force(log_start, trans, log_emit):
 
 @pytest.mark.parametrize("L", [1, 2, 3, 7])
 def test_equals_a_brute_force_sum_over_all_paths(L):
-    log_start, trans, log_emit = _chain(2, 7, 3)
+    log_start, trans, log_emit = _chain(1, 7, 3)
     log_ev, gamma, xi = _run(log_start, trans, log_emit, L)
     ref_ev, ref_gamma, ref_xi = _brute_force(log_start, trans, log_emit)
     assert torch.allclose(log_ev, ref_ev, rtol=0, atol=1e-10)
@@ -83,6 +84,24 @@ def test_bad_block_length_and_steps_are_refused():
         with pytest.raises(ValueError, match="block_length"):
             checkpointed_forward_backward(log_start, trans, lambda a, b: log_emit[:, a:b], 5,
                                           bad, lambda *a: None)
+    with pytest.raises(ValueError, match=r"shape \(1, 2, K\)"):
+        checkpointed_forward_backward(log_start, trans, lambda a, b: log_emit[:, a:b + 1], 5,
+                                      2, lambda *a: None)
     with pytest.raises(ValueError, match="num_steps"):
         checkpointed_forward_backward(log_start, trans, lambda a, b: log_emit[:, a:b], 0, 2,
                                       lambda *a: None)
+
+
+def test_zero_transitions_and_states_ruled_out_at_block_boundaries():
+    log_start, trans, log_emit = _chain(1, 9, 3, seed=4)
+    trans = trans.clone()
+    trans[0, 2] = trans[2, 0] = 0.0  # no 0 <-> 2 jumps
+    trans = trans / trans.sum(-1, keepdim=True)
+    log_emit = log_emit.clone()
+    log_emit[0, 3, 1] = -float("inf")  # state 1 impossible at step 3 (a block start for L=3)
+    for L in (1, 2, 3, 4):
+        log_ev, gamma, xi = _run(log_start, trans, log_emit, L)
+        ref_ev, ref_gamma, ref_xi = _brute_force(log_start, trans, log_emit)
+        assert torch.allclose(log_ev, ref_ev, rtol=0, atol=1e-10)
+        assert torch.allclose(gamma, ref_gamma, rtol=0, atol=1e-10)
+        assert torch.allclose(xi, ref_xi, rtol=0, atol=1e-10)

@@ -1,37 +1,37 @@
 r"""
 Checkpointed forward-backward: the E-step of one very long chain in bounded memory.
 
-The scaled forward-backward of :mod:`pyroem.ops.scaled` keeps every filtered vector
-:math:`\hat\alpha_t`, :math:`O(T K)` numbers, plus the :math:`T \times K` emission
-log-densities. Cut the chain into blocks of :math:`L` steps. The forward sweep keeps only
-the filtered vector at the end of each block (the *checkpoint*) and the running
-:math:`\log p(x_{1:t})`; the backward sweep visits the blocks from the last to the first,
-recomputes each block's :math:`\hat\alpha` from its checkpoint (and its emissions, asked
-for again), and runs Rabiner's scaled backward recursion through it:
+The forward-backward of :mod:`pyroem.ops.recursions` holds :math:`O(T K)` numbers (the
+filtered vectors, the posteriors, the :math:`T \times K` emission log-densities). Cut the
+chain into blocks of :math:`L` steps, :math:`[a, b)`:
 
-.. math::
+- **forward sweep**: each block is run from the predicted distribution of its first
+  state, :math:`p(z_a | x_{<a}) = \hat\alpha_{a-1} A`; its log-evidence is
+  :math:`\log p(x_{a:b} | x_{<a})` (summed: :math:`\log p(X)`), and its last posterior,
+  without future weights, is the filtered vector :math:`\hat\alpha_{b-1}`, the only thing
+  kept (the *checkpoint*);
+- **backward sweep**, from the last block to the first: each block is run again from its
+  checkpoint, now with final weights :math:`w \propto \beta_{b-1} = p(x_{\ge b} | z_{b-1})`
+  (so that its posteriors :math:`\gamma_t` and transitions :math:`\xi_t` condition on all
+  the data), then
 
-    \hat\alpha_t = \frac{(\hat\alpha_{t-1} A) \odot e_t}{c_t}, \qquad
-    \hat\beta_{t-1} = \frac{A (e_t \odot \hat\beta_t)}{c_t}, \qquad
-    \gamma_t = \hat\alpha_t \odot \hat\beta_t, \qquad
-    \textstyle\sum_t \xi_t = A \odot \sum_t \hat\alpha_{t-1}^\top
-        \frac{e_t \odot \hat\beta_t}{c_t},
+  .. math::
 
-with :math:`e_t = \exp(\log b_t - m_t)`, :math:`m_t = \max_k \log b_t(k)` and
-:math:`\log p(X) = \sum_t (\log c_t + m_t)`. Recomputing a block repeats the forward
-sweep's arithmetic exactly, so the result is that of the unchunked recursion (to
-rounding), for :math:`O(T/L \cdot K + L K)` memory instead of :math:`O(T K)` and twice the
-forward work. Each block's posteriors are handed to a ``visit`` callback (which
-accumulates what it needs, e.g. emission statistics) and dropped.
+      \xi_{a}(i, j) = \hat\alpha_{a-1}(i) A_{ij} \frac{\gamma_a(j)}{p(z_a = j | x_{<a})},
+      \qquad \beta_{a-1} \propto A \frac{\gamma_a}{p(z_a | x_{<a})}
 
-Every chain of the batch has the same length (one long sequence is a batch of one);
-steps are Python steps acting on all chains at once, so this is the memory route, not
-the fast one (:mod:`pyroem.ops.blocked`).
+  give the transition into the block and the weights of the block before it.
+
+Each block runs the package's own forward-backward (compiled or scaled), so the results
+are those of the unchunked recursion to rounding, for :math:`O(T/L \cdot K + L K)` memory
+instead of :math:`O(T K)` and about twice the work (each block runs twice). Each block's
+posteriors go to a ``visit`` callback (which accumulates what it needs, e.g. emission
+statistics) and are dropped.
 """
 
-import math
-
 import torch
+
+from pyroem.ops.recursions import forward_backward
 
 
 def check_block_length(block_length):
@@ -41,83 +41,85 @@ def check_block_length(block_length):
     return block_length
 
 
-def _block_forward(start, trans, log_emit, checkpoint):
-    """The filtered vectors of one block ``(B, L, K)``, the scaled emissions ``e``, the
-    normalisers ``c`` ``(B, L)`` and ``log c_t + m_t`` in float64, from ``checkpoint``
-    (the filtered vector before the block; ``None``: the chain starts, from ``start``)."""
-    m = log_emit.max(-1, keepdim=True).values
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # all -inf: e = 0
-    e = (log_emit - m).exp()
-    alphas = torch.empty_like(e)
-    c = e.new_empty(e.shape[:2])
-    prev = checkpoint
-    for t in range(e.shape[1]):
-        pred = start.expand_as(e[:, t]) if prev is None else prev @ trans
-        a = pred * e[:, t]
-        c[:, t] = a.sum(-1)
-        prev = a / c[:, t, None].clamp_min(torch.finfo(e.dtype).tiny)
-        alphas[:, t] = prev
-    log_c = c.to(torch.float64).log() + m[..., 0].to(torch.float64)
-    return alphas, e, c, log_c
+def _predicted(checkpoint, trans):
+    r""":math:`p(z_a | x_{<a}) = \hat\alpha_{a-1} A`, and its log, for one chain."""
+    pred = checkpoint @ trans
+    return pred, pred.log()
 
 
-def _block_backward(trans, alphas, e, c, beta, checkpoint):
-    """Posteriors ``(B, L, K)``, the block's :math:`\\sum \\hat\\alpha_{t-1}^\\top
-    (e_t \\hat\\beta_t / c_t)` ``(K, K)`` (times ``A`` by the caller) and
-    :math:`\\hat\\beta` before the block, from :math:`\\hat\\beta` at its end."""
-    big, tiny = torch.finfo(e.dtype).max, torch.finfo(e.dtype).tiny
-    gamma = torch.empty_like(alphas)
-    outer = trans.new_zeros(trans.shape)
-    for t in range(e.shape[1] - 1, -1, -1):
-        gamma[:, t] = alphas[:, t] * beta
-        prev = alphas[:, t - 1] if t > 0 else checkpoint
-        w = e[:, t] * beta / c[:, t, None].clamp_min(tiny)
-        if prev is not None:
-            outer += prev.mT @ w
-        # capped: a ratio past the float range only multiplies zero forward mass
-        beta = (w @ trans.mT).clamp_max(big)
-    return gamma, outer, beta
+def _run_block(log_prior, trans, log_emit, weights=None):
+    r"""The chain's forward-backward on one block (``log_emit`` ``(1, L, K)``) from the
+    prior ``log_prior`` of its first state; with ``weights`` :math:`\propto p(x_{>b} |
+    z_{b-1})` at the block's last step, so that its posteriors condition on the future."""
+    lengths = torch.tensor([log_emit.shape[1]], device=log_emit.device)
+    return forward_backward(log_prior, trans, log_emit, lengths, weights)
+
+
+def _boundary(checkpoint, trans, pred, gamma_first):
+    r"""The transition into a block from the step before it: :math:`\xi(i, j) =
+    \hat\alpha_{a-1}(i) A_{ij} \gamma_a(j) / p(z_a = j | x_{<a})`, and the backward
+    weights at the previous block's end, :math:`\hat\beta_{a-1} \propto A (\gamma_a /
+    p(z_a | x_{<a}))` (scaled to a maximum of 1)."""
+    ratio = torch.where(pred > 0, gamma_first / torch.where(pred > 0, pred, 1), 0)
+    xi = checkpoint.unsqueeze(-1) * trans * ratio
+    beta = trans @ ratio
+    return xi, beta / beta.max().clamp_min(torch.finfo(beta.dtype).tiny)
+
+
+def _one_chain(log_start, trans, emissions, bounds, visit_chain):
+    r"""The checkpointed pass of one chain: ``(log_evidence, xi)``."""
+    checkpoints, log_evidence = [], 0.0
+    for a, b in bounds:  # forward sweep: one filtered vector per block is kept
+        prior = log_start if not checkpoints else _predicted(checkpoints[-1], trans)[1]
+        log_ev, gamma, _ = _run_block(prior, trans, emissions(a, b))
+        log_evidence = log_evidence + log_ev[0].to(torch.float64)
+        checkpoints.append(gamma[0, -1].clone())  # no future weights: the filtered vector
+        del gamma
+    xi, weights = trans.new_zeros(trans.shape), None
+    for index in range(len(bounds) - 1, -1, -1):  # backward sweep, block by block
+        a, b = bounds[index]
+        checkpoint = checkpoints[index - 1] if index else None
+        pred, prior = (None, log_start) if index == 0 else _predicted(checkpoint, trans)
+        _, gamma, block_xi = _run_block(prior, trans, emissions(a, b), weights)
+        xi += block_xi
+        if index:
+            boundary_xi, weights = _boundary(checkpoint, trans, pred, gamma[0, 0])
+            xi += boundary_xi
+        visit_chain(a, b, gamma)
+    return log_evidence, xi
 
 
 def checkpointed_forward_backward(log_start, trans, emissions, num_steps, block_length,
                                   visit):
     r"""
-    Sum-product forward-backward on ``B`` chains of ``num_steps`` steps, in blocks of
+    Sum-product forward-backward on one chain of ``num_steps`` steps, in blocks of
     ``block_length`` steps, keeping one filtered vector per block.
 
     :param torch.Tensor log_start: :math:`\log \pi`, ``(K,)``.
     :param torch.Tensor trans: :math:`A`, ``(K, K)`` probabilities.
     :param callable emissions: ``emissions(a, b)`` returns :math:`\log b_t(k)` for steps
-        ``a <= t < b``, shape ``(B, b - a, K)``; called twice per block (forward sweep,
+        ``a <= t < b``, shape ``(1, b - a, K)``; called twice per block (forward sweep,
         backward sweep), so it may compute them from the data on the fly.
     :param int num_steps: :math:`T`.
     :param int block_length: :math:`L`, steps per block.
     :param callable visit: ``visit(a, b, gamma)`` with the posteriors
-        :math:`\gamma_t(k) = p(z_t = k | X)` of steps ``a <= t < b``, ``(B, b - a, K)``;
+        :math:`\gamma_t(k) = p(z_t = k | X)` of steps ``a <= t < b``, ``(1, b - a, K)``;
         called once per block, from the last block to the first.
-    :returns: ``(log_evidence (B,) float64, xi (K, K))``, ``xi`` the expected transition
-        counts summed over chains and time.
+    :returns: ``(log_evidence (1,) float64, xi (K, K))``, ``xi`` the expected transition
+        counts summed over time.
+    :raises ValueError: for a bad ``block_length`` or ``num_steps``, or emissions of
+        another shape.
     """
     check_block_length(block_length)
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    start = log_start.exp()
     bounds = [(a, min(a + block_length, num_steps)) for a in range(0, num_steps, block_length)]
-    checkpoints, log_evidence, prev = [], None, None
-    for a, b in bounds:  # forward sweep: one filtered vector per block is kept
-        checkpoints.append(prev)
-        alphas, _, _, log_c = _block_forward(start, trans, emissions(a, b), prev)
-        total = log_c.sum(-1)
-        log_evidence = total if log_evidence is None else log_evidence + total
-        prev = alphas[:, -1]
-        del alphas
-    beta = torch.ones_like(prev)
-    outer = trans.new_zeros(trans.shape)
-    for (a, b), checkpoint in zip(reversed(bounds), reversed(checkpoints)):
-        alphas, e, c, _ = _block_forward(start, trans, emissions(a, b), checkpoint)
-        gamma, block_outer, beta = _block_backward(trans, alphas, e, c, beta, checkpoint)
-        outer += block_outer
-        del alphas, e, c
-        visit(a, b, gamma)
-    log_evidence = torch.where(torch.isnan(log_evidence), -math.inf, log_evidence)
-    return log_evidence, trans * outer
+
+    def checked(a, b):
+        log_emit = emissions(a, b)
+        if log_emit.dim() != 3 or log_emit.shape[0] != 1 or log_emit.shape[1] != b - a:
+            raise ValueError(f"emissions({a}, {b}) must have shape (1, {b - a}, K) (one "
+                             f"chain), got {tuple(log_emit.shape)}")
+        return log_emit
+    log_evidence, xi = _one_chain(log_start, trans, checked, bounds, visit)
+    return log_evidence.reshape(1), xi
