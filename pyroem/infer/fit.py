@@ -124,10 +124,7 @@ def _start_from_rank_0(model, source):
             except (ValueError, RuntimeError, IndexError) as e:
                 raise ValueError(f"batch {index}: {type(e).__name__}: {e}") from e
             names = [n for n, site in trace.nodes.items() if site["type"] == "param"]
-            break
-        else:
-            raise ValueError(f"the batches ({type(source.source).__name__}) yielded nothing: "
-                             "fit_em needs at least one batch")
+            break  # (a source that yields nothing raises in UserBatches)
     except ValueError as e:
         error = e
     distributed.agree(error)
