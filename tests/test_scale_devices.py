@@ -69,6 +69,12 @@ def test_hmm_and_plda_scores_in_chunks_on_the_device(device):
     assert lp.device.type == device
     assert torch.allclose(lp.cpu(), whole, rtol=0, atol=1e-10)
     assert hmm.posterior(on_device, chunk_size=3)[0].device.type == device
+    # one long sequence: blocks of frames (the checkpointed E-step)
+    x = load_old_faithful()
+    one = hmm.log_prob(x.to(device), chunk_size=50)
+    assert one.device.type == device
+    assert torch.allclose(one.cpu(), hmm.to("cpu").log_prob(x), rtol=1e-13, atol=0)
+    hmm.to(device)
 
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(10).repeat_interleave(4)
