@@ -1,7 +1,7 @@
 """Memory and speed of EM beyond memory: pyroem against scikit-learn, each measured in a
 process of its own.
 
-Run by hand:  python bench/memory.py [--quick] [--memmap-n 10000000]
+Run by hand:  python bench/memory.py [--quick] [--memmap-n 10000000] [--only 3]
 
 Three tables (torch.set_num_threads(2); scikit-learn under threadpoolctl's 2 threads):
 
@@ -13,7 +13,10 @@ Three tables (torch.set_num_threads(2); scikit-learn under threadpoolctl's 2 thr
    default ``fit`` (whole: within the memory budget), pyroem forced into chunks
    (``chunk_size=8192``) and scikit-learn, with ratios against scikit-learn;
 3. N=1e7 (``--memmap-n``), D=16, K=16, float64 read from a numpy memmap on disk in
-   batches of 16384 rows: seconds per pass and peak resident memory.
+   batches of 16384 rows: seconds per pass and peak resident memory;
+4. one long sequence, full-covariance GaussianHMM, T=2e5 (``--long-t``), D=8, K=4, 2
+   iterations: peak resident memory above imports and data and seconds per iteration,
+   whole against ``chunk_size=4096`` frames (the checkpointed E-step).
 """
 
 import argparse
@@ -128,6 +131,22 @@ def worker_memmap(n, dim, k, passes):
                           "seconds": per_pass}))
 
 
+def worker_long(T, dim, k, chunk, iters):
+    import numpy as np
+    import torch
+    torch.set_num_threads(2)
+    from pyroem.models import GaussianHMM
+    rng = np.random.default_rng(0)
+    states = np.cumsum(rng.random(T) < 0.05) % k  # runs of about 20 frames per state
+    x = torch.from_numpy(rng.normal(0, 3, size=(k, dim))[states] + rng.normal(size=(T, dim)))
+    m = GaussianHMM(k, dim).initialize(x[:5000], seed=0)
+    base = _reset_peak()
+    t = time.perf_counter()
+    m.fit(x, init="given", max_iter=iters, tol=0, chunk_size=chunk or None)
+    seconds = (time.perf_counter() - t) / iters
+    print(json.dumps({"above": _status("VmHWM") - base, "seconds": seconds}))
+
+
 def _child(*args):
     out = subprocess.run([sys.executable, __file__, "--worker", *map(str, args)],
                          capture_output=True, text=True, cwd=ROOT, check=True)
@@ -139,13 +158,25 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller problems")
     parser.add_argument("--memmap-n", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--long-t", type=int, default=200_000)
+    parser.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one table")
     args = parser.parse_args()
     mb = 2**20
+    tables = {1: _table_1, 2: _table_2, 3: _table_3, 4: _table_4}
+    for number, table in tables.items():
+        if args.only in (None, number):
+            table(args, mb)
+
+
+def _table_1(args, mb):
     n1 = 10_000 if args.quick else 50_000
     print(f"1. full GMM N={n1} D=64 K=8, 5 iterations: peak RSS above imports+data (MiB)")
     sk, pe = _child("fit", "sklearn", n1, 64, 8, 5, 0), _child("fit", "pyroem", n1, 64, 8, 5, 0)
     print(f"   scikit-learn {sk['above'] / mb:8.1f}   pyroem {pe['above'] / mb:8.1f}   "
           f"ratio {pe['above'] / sk['above']:.2f}")
+
+
+def _table_2(args, mb):
     n2 = 20_000 if args.quick else 100_000
     print(f"2. full GMM N={n2} D=16 K=32: seconds per iteration (best of {args.repeats}, "
           "interleaved), 2 threads")
@@ -158,11 +189,24 @@ def main():
     ref = min(best["sklearn"])
     for name, times in best.items():
         print(f"   {name:24s} {min(times):8.4f} s   sklearn/this {ref / min(times):5.2f}x")
+
+
+def _table_3(args, mb):
     n3 = 1_000_000 if args.quick else args.memmap_n
     print(f"3. GMM N={n3} D=16 K=16 from a memmap, batches of 16384 rows, 2 passes")
     mm = _child("memmap", n3, 16, 16, 2)
     print(f"   {mm['seconds']:.2f} s per pass, peak RSS {mm['peak'] / mb:.0f} MiB "
           f"({mm['above'] / mb:.0f} MiB above imports)")
+
+
+def _table_4(args, mb):
+    T = 20_000 if args.quick else args.long_t
+    print(f"4. GaussianHMM one sequence T={T} D=8 K=4 full, 2 iterations: peak RSS above "
+          "imports+data (MiB), seconds per iteration")
+    rows = {"whole": 0, "chunk_size=4096": 4096}
+    for name, chunk in rows.items():
+        r = _child("long", T, 8, 4, chunk, 2)
+        print(f"   {name:16s} {r['above'] / mb:8.1f} MiB   {r['seconds']:8.2f} s")
 
 
 if __name__ == "__main__":
@@ -172,6 +216,8 @@ if __name__ == "__main__":
         if kind == "fit":
             chunk = int(rest[5]) or None
             worker_fit(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]), chunk)
+        elif kind == "long":
+            worker_long(*map(int, rest))
         else:
             worker_memmap(*map(int, rest))
     else:

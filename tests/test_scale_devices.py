@@ -54,3 +54,68 @@ def test_hmm_batches_on_the_device(device):
     m.fit([[w.to(device) for w in windows[:9]], [w.to(device) for w in windows[9:]]],
           init="given", max_iter=4, tol=0)
     _close(m, ref)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hmm_and_plda_scores_in_chunks_on_the_device(device):
+    from pyroem.models import PLDA
+    windows = list(load_old_faithful().split(16))
+    hmm = GaussianHMM(2, 2)
+    hmm.fit(windows, seed=0, max_iter=3, tol=0)
+    whole = hmm.log_prob(windows)
+    hmm.to(device)
+    on_device = [w.to(device) for w in windows]
+    lp = hmm.log_prob(on_device, chunk_size=3)
+    assert lp.device.type == device
+    assert torch.allclose(lp.cpu(), whole, rtol=0, atol=1e-10)
+    assert hmm.posterior(on_device, chunk_size=3)[0].device.type == device
+    # one long sequence: blocks of frames (the checkpointed E-step)
+    x = load_old_faithful()
+    one = hmm.log_prob(x.to(device), chunk_size=50)
+    assert one.device.type == device
+    assert torch.allclose(one.cpu(), hmm.to("cpu").log_prob(x), rtol=1e-13, atol=0)
+    hmm.to(device)
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(4)
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64)[labels] + torch.randn(
+        40, 3, generator=g, dtype=torch.float64)
+    plda = PLDA(3)
+    plda.fit(x, labels, max_iter=3, tol=0)
+    whole = plda.log_prob(x, labels)
+    plda.to(device)
+    lp = plda.log_prob(x.to(device), labels.to(device), chunk_size=7)
+    assert lp.device.type == device
+    assert torch.allclose(lp.cpu(), whole, rtol=0, atol=1e-10)
+
+
+def _device_mixture(x):
+    import pyro
+    import pyro.distributions as dist
+    from torch.distributions import constraints
+    opts = {"dtype": x.dtype, "device": x.device}
+    weights = pyro.param("weights", torch.ones(2, **opts) / 2, constraint=constraints.simplex)
+    locs = pyro.param("locs", torch.tensor([[2.0, 55.0], [4.5, 80.0]], **opts))
+    scales = pyro.param("scales", torch.tensor([[1.0, 10.0], [1.0, 10.0]], **opts),
+                        constraint=constraints.positive)
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("x", dist.Normal(locs[z], scales[z]).to_event(1), obs=x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fit_em_over_batches_on_the_device(device):
+    import pyro
+
+    from pyroem.infer import fit_em
+    x = load_old_faithful()
+    pyro.clear_param_store()
+    fit_em(_device_mixture, x, max_iter=4, tol=0)
+    ref = {n: pyro.param(n).detach().clone() for n in ("weights", "locs", "scales")}
+    pyro.clear_param_store()
+    xd = x.to(device)
+    fit_em(_device_mixture, batches=[xd[:100], xd[100:]], max_iter=4, tol=0)
+    for name, value in ref.items():
+        p = pyro.param(name).detach()
+        assert p.device.type == device
+        assert torch.allclose(p.cpu(), value, rtol=0, atol=1e-10), name

@@ -94,7 +94,46 @@ def _plda_case(rank):
     return {"params": _params(m)}
 
 
-CASES = {"gmm": _gmm_case, "hmm": _hmm_case, "plda": _plda_case, "bad": _bad_case}
+def user_mixture(x):
+    """A user's mixture whose starting means are its data's first rows (so every rank
+    must take rank 0's)."""
+    import pyro
+    import pyro.distributions as pdist
+    from torch.distributions import constraints
+    weights = pyro.param("weights", torch.ones(3, dtype=x.dtype) / 3,
+                         constraint=constraints.simplex)
+    locs = pyro.param("locs", x[:3].clone())
+    tril = pyro.param("tril", torch.eye(x.shape[1], dtype=x.dtype).expand(3, -1, -1).clone(),
+                      constraint=constraints.lower_cholesky)
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", pdist.Categorical(weights))
+        pyro.sample("x", pdist.MultivariateNormal(locs[z], scale_tril=tril[z]), obs=x)
+
+
+def _user_params():
+    import pyro
+    return {n: pyro.param(n).detach().clone() for n in ("weights", "locs", "tril")}
+
+
+def _fit_em_case(rank):
+    import pyro
+
+    from pyroem.infer import fit_em
+    pyro.clear_param_store()
+    shard = _shard(load_old_faithful(), rank)
+    hist = fit_em(user_mixture, batches=[shard[:50], shard[50:]], max_iter=6, tol=0)
+    out = {"params": _user_params(), "ll": hist.log_likelihood}
+    pyro.clear_param_store()
+    bad = shard if rank == 0 else shard[:, :1]  # rank 1: another dimension
+    try:
+        fit_em(user_mixture, batches=[bad[:50], bad[50:]], max_iter=2, tol=0)
+    except ValueError as e:
+        out["error"] = str(e)
+    return out
+
+
+CASES = {"gmm": _gmm_case, "hmm": _hmm_case, "plda": _plda_case, "bad": _bad_case,
+         "fit_em": _fit_em_case}
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +184,20 @@ def test_two_processes_fit_plda_with_speakers_spread_over_both(spawned):
     ref.fit(x, names, max_iter=6, tol=0)
     for r in results:
         _assert_same(r["params"], _params(ref))
+
+
+def test_two_processes_fit_a_user_model_by_fit_em_like_one_process(spawned):
+    import pyro
+
+    from pyroem.infer import fit_em
+    results = [r["fit_em"] for r in spawned]
+    x = load_old_faithful()
+    pyro.clear_param_store()
+    # rank 0's first rows start the means on every rank, as they start this fit
+    hist = fit_em(user_mixture, torch.cat([_shard(x, r) for r in range(WORLD)]),
+                  max_iter=6, tol=0)
+    ref = _user_params()
+    for r in results:
+        _assert_same(r["params"], ref)
+        assert max(abs(a - b) for a, b in zip(r["ll"], hist.log_likelihood)) < 1e-9
+    assert all("rank 1" in r["error"] for r in results)

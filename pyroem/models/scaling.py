@@ -27,6 +27,12 @@ from pyroem.infer.loop import Convergence, FitRun, Objective, Progress, run_fit
 from pyroem.infer.online import OnlineStatistics
 from pyroem.models.batching import Batches, batches_of
 from pyroem.models.checks import check_option, check_seed, make_generator
+from pyroem.models.long_chain import (
+    LongChain,
+    LongChainScores,
+    LongChainStepper,
+    check_long_chain,
+)
 
 #: the default memory budget (bytes) of a mixture's cached data features: beyond it, fit
 #: and scoring work through chunks of rows whose features fit in ``CHUNK_BYTES``
@@ -85,6 +91,43 @@ class ScalableFitting:
             chunk_size = max(1, CHUNK_BYTES // per_row)
         return chunk_size if chunk_size < n else None
 
+    def _long_chain_frames(self, args, chunk_size):
+        """Frames per block of the checkpointed E-step (:mod:`pyroem.models.long_chain`)
+        when ``args`` is one HMM sequence longer than ``chunk_size`` (or, with ``None``,
+        whose features exceed the budget), else ``None``."""
+        chunk_size = _check_chunk_size(chunk_size)
+        if self.batch_kind != "sequences" or args[0].shape[0] != 1 or len(args) > 2:
+            return None
+        T = int(args[1][0])
+        if chunk_size is None:
+            width = self._feature_width()
+            if width is None or T * width * args[0].element_size() <= CACHE_BUDGET_BYTES:
+                return None
+            chunk_size = max(1, CHUNK_BYTES // (width * args[0].element_size()))
+        return chunk_size if chunk_size < T else None
+
+    def _scored_in_chunks(self, args, chunk_size, fn):
+        """``fn(e_step(*chunk))`` over chunks of ``chunk_size`` sequences (rows) of the
+        prepared ``args``, concatenated along the first dim: memory bounded by a chunk's
+        E-step. ``None``: the budget's default, as in :meth:`fit` (whole when the cached
+        features stay under :data:`CACHE_BUDGET_BYTES`)."""
+        frames = self._long_chain_frames(args, chunk_size)
+        if frames is not None and self.final_states is None:
+            return fn(LongChainScores(self, args, frames))
+        chunk_size = _check_chunk_size(chunk_size)
+        n = args[0].shape[0]
+        if n == 1 and chunk_size is not None and chunk_size < args[0].shape[1]:
+            warnings.warn("chunk_size does not cut this sequence into blocks of frames "
+                          "(obs_mask, labels or final_states need it whole): it is scored "
+                          "in one piece", UserWarning, stacklevel=3)
+        rows = self._chunk_rows(args, None) if chunk_size is None else chunk_size
+        if rows is None or rows >= n:
+            return fn(self.e_step(*args))
+        # copies, not views: features cached per chunk die with it
+        return torch.cat([fn(self.e_step(*(a[start:start + rows].clone() if torch.is_tensor(a)
+                                           else a for a in args)))
+                          for start in range(0, n, rows)])
+
     def _fit_arguments(self, data, chunk_size, method, init, record_decomposition):
         """``fit``'s data as prepared arguments (a tuple) or as :class:`Batches`."""
         source = batches_of(self, data)
@@ -106,6 +149,12 @@ class ScalableFitting:
             return args
         if source is None:
             args = self._prepared_shard(data)
+            frames = self._long_chain_frames(args, chunk_size)
+            if frames is not None and not distributed.is_active():
+                _check_in_memory_only(method, record_decomposition)
+                check_long_chain(self, args, method)
+                self._check_fit(args)
+                return LongChain(self, args, frames)
             rows = self._chunk_rows(args, chunk_size)
             if rows is None and not distributed.is_active():
                 self._check_fit(args)
@@ -168,7 +217,9 @@ class ScalableFitting:
         run = FitRun(method, (), num_items=1)
         recorders = [Objective(), Convergence(tol),
                      Progress(max_iter, f"{type(self).__name__} {method} (batches)", progress)]
-        hist = run_fit(BatchEMStepper(em, self, batches, reduce), run, max_iter, recorders)
+        stepper = (LongChainStepper(em, batches) if isinstance(batches, LongChain)
+                   else BatchEMStepper(em, self, batches, reduce))
+        hist = run_fit(stepper, run, max_iter, recorders)
         hist.records["strategies"] = [dict(em.plan.params)] * hist.num_iters
         return hist
 

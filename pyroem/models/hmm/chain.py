@@ -336,18 +336,21 @@ class HiddenMarkovModel(MarkovChainGuide, ChainSampling, CheckedParams, EMModel)
     def _scoring(self, x, lengths, obs_mask=None, labels=None):
         return hp.prepare(self, x, lengths, obs_mask, labels, None, self.dtype)
 
-    def log_prob(self, x, lengths=None, obs_mask=None, labels=None):
+    def log_prob(self, x, lengths=None, obs_mask=None, labels=None, chunk_size=None):
         r""":math:`\log p(x_{1:T})` of each sequence (``(B,)``; a 0-dim tensor for one
         sequence). With ``final_states``, paths must end in a final state; with
-        ``obs_mask`` of the observed part, with ``labels`` jointly with the known states."""
+        ``obs_mask`` of the observed part, with ``labels`` jointly with the known states;
+        in chunks of ``chunk_size`` sequences (``None``: as :meth:`fit` chunks them)."""
         args, form = self._scoring(x, lengths, obs_mask, labels)
-        return unpack_scalar(self.e_step(*args).log_prob, form)
+        return unpack_scalar(self._scored_in_chunks(args, chunk_size, lambda p: p.log_prob),
+                             form)
 
-    def posterior(self, x, lengths=None, obs_mask=None, labels=None):
+    def posterior(self, x, lengths=None, obs_mask=None, labels=None, chunk_size=None):
         r"""Per-frame posteriors :math:`\gamma_t(k) = p(z_t = k | x_{1:T})`: ``(T, K)`` for
-        one sequence, a list, or ``(B, T, K)`` (zero on padding)."""
+        one sequence, a list, or ``(B, T, K)`` (zero on padding); in chunks of
+        ``chunk_size`` sequences as :meth:`log_prob`."""
         args, form = self._scoring(x, lengths, obs_mask, labels)
-        return unpack(self.e_step(*args).gamma, args[1], form)
+        return unpack(self._scored_in_chunks(args, chunk_size, lambda p: p.gamma), args[1], form)
 
     def decode(self, x, lengths=None, algorithm="viterbi", obs_mask=None, labels=None):
         r"""

@@ -141,3 +141,59 @@ def _register(x, speaker, summary):
     cache = summary_module._CACHE
     refs = tuple(weakref.ref(t, lambda _, k=key: cache.pop(k, None)) for t in (x, speaker))
     cache[key] = (refs, (x._version, speaker._version), summary)
+
+
+def scoring_rows(x, chunk_size):
+    """Embeddings per chunk of PLDA's scoring (``None``: whole). ``chunk_size=None`` keeps
+    ``x`` whole unless it is larger than the memory budget of
+    :mod:`pyroem.models.scaling`, then chunks of ``CHUNK_BYTES``."""
+    from pyroem.models.scaling import CACHE_BUDGET_BYTES, CHUNK_BYTES, _check_chunk_size
+    chunk_size = _check_chunk_size(chunk_size)
+    per_row = x.shape[1] * x.element_size()
+    if chunk_size is None and x.shape[0] * per_row > CACHE_BUDGET_BYTES:
+        chunk_size = max(1, CHUNK_BYTES // per_row)
+    return chunk_size if chunk_size is not None and chunk_size < x.shape[0] else None
+
+
+def _chunks(n, rows):
+    return ((start, min(start + rows, n)) for start in range(0, n, rows))
+
+
+def chunked_summary(x, speaker, rows):
+    r"""
+    :func:`~pyroem.models.plda.summary.data_summary` of ``x`` (codes ``speaker``
+    0..S-1) computed in chunks of ``rows`` embeddings, so that no intermediate is
+    larger than a chunk: the shift :math:`o = \bar x`, then the speaker sums about it,
+    then the within scatter :math:`\sum_i r_i r_i^\top`, :math:`r_i = x_i - o - (\bar
+    x_{s_i} - o)`, summed chunk by chunk (the same formula as in one piece).
+    """
+    n = x.shape[0]
+    shift = x.sum(0) / n
+    num_speakers = int(speaker.max()) + 1
+    counts = torch.bincount(speaker, minlength=num_speakers).to(x.dtype)
+    means = x.new_zeros(num_speakers, x.shape[1])
+    for a, b in _chunks(n, rows):
+        means.index_add_(0, speaker[a:b], x[a:b] - shift)
+    means /= counts.unsqueeze(-1)
+    within = x.new_zeros(x.shape[1], x.shape[1])
+    for a, b in _chunks(n, rows):
+        resid = x[a:b] - shift - means[speaker[a:b]]
+        within += resid.T @ resid
+    return summary_module._Summary(counts, means, within, shift)
+
+
+def within_quadratic(x, speaker, summary, transform, rows):
+    r"""Per speaker :math:`\sum_i \|T (x_i - \bar x_{s_i})\|^2` in chunks of ``rows``."""
+    quad = x.new_zeros(summary.counts.shape[0])
+    for a, b in _chunks(x.shape[0], rows or x.shape[0]):
+        resid = (x[a:b] - summary.shift - summary.means[speaker[a:b]]) @ transform.T
+        quad.index_add_(0, speaker[a:b], resid.square().sum(-1))
+    return quad
+
+
+def summarised_view(x, speaker, summary):
+    """Arguments that stand for ``(x, speaker)`` in PLDA's E-step: a broadcast view that
+    takes no memory, with ``summary`` registered for it."""
+    view = summary.shift.new_zeros(()).expand(x.shape[0], x.shape[1])
+    _register(view, speaker, summary)
+    return view, speaker

@@ -5,6 +5,12 @@ enrolment embeddings (Ioffe, 2006; Kaldi's ``plda.cc``)."""
 import torch
 
 from pyroem.models.checks import as_float_tensor, check_finite, check_matrix
+from pyroem.models.plda.batches import (
+    chunked_summary,
+    scoring_rows,
+    summarised_view,
+    within_quadratic,
+)
 from pyroem.models.plda.summary import data_summary
 
 
@@ -12,23 +18,35 @@ class PLDAScoring:
     """Scoring methods of :class:`~pyroem.models.PLDA` (which provides ``dim``, ``dtype``,
     ``mean``, ``_data``, ``_basis()``, ``_speaker_terms`` and ``e_step``)."""
 
-    def log_prob(self, embeddings, labels):
+    def _summarised(self, embeddings, labels, chunk_size):
+        x, speaker = self._data(embeddings, labels)
+        rows = scoring_rows(x, chunk_size)
+        with torch.no_grad():
+            summary = data_summary(x, speaker) if rows is None else chunked_summary(
+                x, speaker, rows)
+        return x, speaker, summary, rows
+
+    def log_prob(self, embeddings, labels, chunk_size=None):
         r"""
         :math:`\log p(X_s)` of each speaker's embeddings (jointly Gaussian), shape
-        ``(S,)`` in the order of :func:`encode_labels` (sorted labels).
+        ``(S,)`` in the order of :func:`encode_labels` (sorted labels); in chunks of
+        ``chunk_size`` embeddings (``None``: whole below the memory budget of
+        :mod:`pyroem.models.scaling`).
         """
-        x, speaker = self._data(embeddings, labels)
+        x, speaker, summary, rows = self._summarised(embeddings, labels, chunk_size)
         with torch.no_grad():
-            summary = data_summary(x, speaker)
             basis = self._basis()
             lp, _, _ = self._speaker_terms(summary, basis)
-            resid = (x - summary.shift - summary.means[speaker]) @ basis.transform.T
-            quad = torch.zeros_like(lp).index_add_(0, speaker, resid.square().sum(-1))
+            quad = within_quadratic(x, speaker, summary, basis.transform, rows)
         return lp - 0.5 * quad
 
-    def posterior(self, embeddings, labels):
-        """The exact :class:`SpeakerPosterior` of every speaker (sorted labels)."""
-        return self.e_step(*self._data(embeddings, labels))
+    def posterior(self, embeddings, labels, chunk_size=None):
+        """The exact :class:`SpeakerPosterior` of every speaker (sorted labels); the data
+        summary in chunks of ``chunk_size`` embeddings as :meth:`log_prob`."""
+        x, speaker, summary, rows = self._summarised(embeddings, labels, chunk_size)
+        if rows is None:
+            return self.e_step(x, speaker)
+        return self.e_step(*summarised_view(x, speaker, summary))
 
     def score_means(self, enroll_means, enroll_counts, tests):
         r"""
