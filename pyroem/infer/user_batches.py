@@ -13,9 +13,10 @@ rounding.
 
 Scales are maximised after the locations, about the new locations (conditional
 maximisation, as in memory). Their statistics need the E-step's weights (under the old
-parameters) and the model traced with the new locations, so when a location changed a
-second pass reads every batch again: E-step under the old parameters, trace under the
-new ones. A Gaussian model therefore costs two E-steps per iteration over batches.
+parameters) and the new locations, so when a location changed a second pass reads every
+batch again: the E-step under the old parameters, the scatter about the new locations
+from that batch's moments. A Gaussian model therefore costs two E-steps per iteration
+over batches.
 
 .. code-block:: none
 
@@ -42,8 +43,6 @@ import torch.distributed as dist
 
 from pyroem.infer import distributed
 from pyroem.infer.mstep.auto import AutoMStep, _assign, _label
-from pyroem.infer.mstep.provenance import tracked_trace
-from pyroem.infer.mstep.rules import unwrap
 
 
 class NotSplittable(ValueError):
@@ -70,11 +69,16 @@ class ParamSums:
             self.den = self.den + other.den
 
 
-def _pull(entries, trace=None):
-    """Sum over a parameter's sites of the pulled ``(num, den)`` (phase 1 reads each
-    site's distribution in ``trace``, the model traced with the new locations)."""
-    pulled = [s.pulled(None if trace is None else unwrap(trace.nodes[site]["fn"])[0])
-              for site, s in entries]
+def _current(name):
+    """A parameter's value in the param store now."""
+    return pyro.get_param_store()[name].detach()
+
+
+def _pull(entries):
+    """Sum over a parameter's sites of the pulled ``(num, den)`` (phase 1 takes the
+    locations from the param store's current values: the scatter about them comes from
+    the batch's moments, so the model is not traced again)."""
+    pulled = [s.pulled(_current) for _, s in entries]
     num = sum(p[0] for p in pulled)
     dens = [p[1] for p in pulled if p[1] is not None]
     return num, (sum(dens) if dens else None)
@@ -115,12 +119,11 @@ class AutoBatchMStep:
         self.auto = em.m_step
         self.seen = set()  # the model's parameters (their routes are reported)
 
-    def batch_sums(self, posterior, args, phase, retrace=None):
+    def batch_sums(self, posterior, args, phase, load_new=None):
         """``{param: ParamSums}`` of one batch for the parameters of ``phase`` (0, 1, or
-        ``None`` for both). Phase-1 statistics read the locations from ``retrace()`` (the
-        model traced under the new parameters, called once the batch's statistics under
-        the old ones are taken), or from the batch's own trace when ``retrace`` is
-        ``None``."""
+        ``None`` for both). Phase-1 statistics read the locations from the param store:
+        ``load_new()`` puts the new parameters there once the batch's statistics under
+        the old ones are taken (without it, the store's values are the batch's own)."""
         if not isinstance(self.em.m_step, AutoMStep):  # the Gaussian route took over
             raise NotSplittable(
                 "this model has continuous latent variables: its M-step is numerical (exact Q "
@@ -130,13 +133,13 @@ class AutoBatchMStep:
             trace, leaves, stats, other = self.auto._analyse(posterior, args, {})
             _check_splittable(leaves, stats, other)
             self.seen |= set(leaves.leaves)
-            if retrace is not None:
-                trace = retrace()
+            if load_new is not None:
+                load_new()
             sums = {}
             for param, entries in stats.items():
                 p = entries[0][1].phase
                 if phase is None or p == phase:
-                    num, den = _pull(entries, trace if p == 1 else None)
+                    num, den = _pull(entries)
                     sums[param] = ParamSums(entries, num, den)
         return sums
 
@@ -180,13 +183,6 @@ def load_values(values):
     with torch.no_grad():
         for name, value in values.items():
             params[name].copy_(value)
-
-
-def trace_with_new(model, args, max_plate_nesting):
-    """The model traced (tracked, enumerated) under the current parameters."""
-    with torch.no_grad():
-        trace, _ = tracked_trace(model, args, {}, max_plate_nesting)
-    return trace
 
 
 def batch_arguments(index, batch):
@@ -340,20 +336,15 @@ class AutoBatchStepper:
         return reduce_across_ranks(totals, log_evidence, num_items, error)
 
     def _scale_pass(self, old):
-        """Phase-1 totals: each batch's E-step under ``old`` parameters, its locations
-        from a trace under the new ones (the current values, restored at the end)."""
+        """Phase-1 totals: each batch's E-step under ``old`` parameters, the scatter
+        about the new locations (the current values, restored at the end)."""
         new, totals, error = store_values(), {}, None
-        model, nesting = self.em.model, self.em.max_plate_nesting
-
         try:
             for index, args in self.batches:
                 load_values(old)
                 posterior, _ = self._e_step(index, args)
-
-                def retrace(args=args):
-                    load_values(new)
-                    return trace_with_new(model, args, nesting)
-                merge_sums(totals, self.mstep.batch_sums(posterior, args, 1, retrace))
+                merge_sums(totals, self.mstep.batch_sums(posterior, args, 1,
+                                                         lambda: load_values(new)))
                 del posterior
         except ValueError as e:
             error = e
