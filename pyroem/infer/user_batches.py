@@ -25,7 +25,7 @@ over batches.
                                ll += log p(X_b | eta_old)
             eta_0 <- maximize(s0)
     pass 2 (scales, if a location moved): for each batch b:
-                               q_b under eta_old, trace under eta_0
+                               q_b under eta_old, locations of eta_0
                                s1 += pull(scatter about the new location, weight)
             eta_1 <- maximize(s1)
 
