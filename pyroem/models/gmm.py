@@ -7,7 +7,6 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.nn import PyroParam
-from torch.distributions import constraints
 
 from pyroem.distributions import gaussian_design
 from pyroem.distributions.merge import sum_statistics
@@ -32,6 +31,7 @@ from pyroem.models.checks import (
 from pyroem.models.gmm_scoring import MixtureScoring
 from pyroem.models.kmeans import kmeans
 from pyroem.models.scaling import chunked
+from pyroem.models.simplex import simplex
 from pyroem.ops.scaled import flushed_exp_
 
 COVARIANCE_TYPES = ge.COVARIANCE_TYPES
@@ -84,7 +84,7 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
     inits = ("kmeans++", "random", "given")
     checked_params = ("weights", "means")
     default_init = "kmeans++"
-    guide_params = {"q_probs": (constraints.simplex, 1)}
+    guide_params = {"q_probs": (simplex, 1)}
     batch_kind = "matrix"  # fit takes a list or DataLoader of (n, D) batches
 
     def __init__(self, num_components, dim=1, covariance_type="full", reg_covar=1e-6):
@@ -94,7 +94,7 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
         self.covariance_type = check_option("covariance_type", covariance_type, COVARIANCE_TYPES)
         self.reg_covar = check_reg_covar(reg_covar)
         K, D = self.num_components, self.dim
-        self.weights = PyroParam(torch.full((K,), 1.0 / K), constraint=constraints.simplex)
+        self.weights = PyroParam(torch.full((K,), 1.0 / K), constraint=simplex)
         ge.init_params(self, covariance_type, (K,), D)
         # The guide's q_probs (N, K) is created on first use, sized for the data.
 
@@ -170,7 +170,7 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
         n = self._check_x(x).shape[0]
         if self._q_rows() != n:
             init = torch.full((n, self.num_components), 1.0 / self.num_components, dtype=self.dtype)
-            self.q_probs = PyroParam(init, constraint=constraints.simplex, event_dim=1)
+            self.q_probs = PyroParam(init, constraint=simplex, event_dim=1)
         probs = self.q_probs
         if labels is not None:  # a labelled latent's posterior is a point mass, exactly
             onehot = torch.nn.functional.one_hot(labels.clamp_min(0), self.num_components)
@@ -238,7 +238,7 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
         q = _tiny_floor(self._responsibilities(posterior, obs_mask, labels).T)
         q = q / q.sum(-1, keepdim=True)
         if self._q_rows() != q.shape[0]:
-            self.q_probs = PyroParam(q, constraint=constraints.simplex, event_dim=1)
+            self.q_probs = PyroParam(q, constraint=simplex, event_dim=1)
         else:
             self.q_probs = q
 

@@ -1,0 +1,38 @@
+r"""
+A built-in model's parameters read and written on the per-iteration path of EM, without
+the attribute machinery that a user's ``m.means`` / ``m.means = value`` goes through.
+
+A :class:`~pyro.nn.PyroParam` lives as its unconstrained tensor ``<name>_unconstrained``
+and ``m.<name>`` is computed on every read (:class:`~pyro.nn.PyroModule`'s
+``__getattr__``: the module's and its mixins' lookups, a ``transform_to`` registry call, a
+weak reference attached to the result); ``m.<name> = value`` goes through the user-facing
+checks of :class:`~pyroem.models.checks.CheckedParams` and the same lookups. On a tiny
+problem (bench/hmm.py ``--case tiny``: a Gaussian HMM with 2 states, 300 frames) those
+round trips cost more than the forward-backward recursion. The E-step and the closed-form
+M-step read each parameter once with :func:`value` and write their results with
+:func:`assign`: the same values and the same tensors (``assign`` replaces the data of the
+registered unconstrained tensor, as ``PyroModule.__setattr__`` does), without re-validating
+what the M-step produced by construction. A user's assignment still goes through the
+checks, and the EM step still checks every parameter for finiteness after the M-step.
+
+Outside a Pyro model or guide only: inside one (``SVI``) parameters must be read as
+attributes, so that they appear as ``param`` sites.
+"""
+
+import torch
+from torch.distributions import transform_to
+
+
+def value(module, name):
+    """The constrained value of ``module``'s ``PyroParam`` ``name``, detached."""
+    constraint, _ = module._pyro_params[name]
+    return transform_to(constraint)(module._parameters[name + "_unconstrained"].detach())
+
+
+def assign(module, name, new):
+    """Set ``module``'s ``PyroParam`` ``name`` to the constrained value ``new`` (its
+    unconstrained tensor keeps its identity; no user-facing check)."""
+    constraint, _ = module._pyro_params[name]
+    with torch.no_grad():
+        module._parameters[name + "_unconstrained"].data = transform_to(constraint).inv(
+            new.detach())
