@@ -302,17 +302,20 @@ Vert^2
     for ``diag``/``spherical``, where the solve is a division). No expanded quadratic
     form, so no rounding check; differentiable in the parameters.
     """
-    means = module.means
+    # outside a Pyro model (the E-step) each parameter is read once, without the attribute
+    # machinery; inside one (SVI) through it, so that it is a param site
+    read = getattr if torch.is_grad_enabled() else raw.value
+    means = read(module, "means")
     D = means.shape[-1]
     diff = x.unsqueeze(-2) - means  # (B, T, K, D)
     if module.covariance_type in ("full", "tied"):
-        tril = module.scale_tril
+        tril = read(module, "scale_tril")
         eye = torch.eye(D, dtype=tril.dtype, device=tril.device)
         inv = torch.linalg.solve_triangular(tril, eye, upper=False)  # (K, D, D) or (D, D)
         z = (diff.unsqueeze(-2) * inv).sum(-1) if D > 1 else diff * inv[..., 0]
         half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     else:
-        scales = module.scales
+        scales = read(module, "scales")
         if module.covariance_type == "spherical":
             half_log_det, scales = D * scales.log(), scales.unsqueeze(-1)
         else:
