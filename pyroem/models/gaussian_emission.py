@@ -86,19 +86,24 @@ def set_covariances(module, value, comps):
         module.scales = check_positive(value, name, shape, module.dtype).sqrt()
 
 
-def distribution(module, index):
+def distribution(module, index, validate_args=None):
     """The emission distribution of component ``index`` (a tuple of index tensors that
-    picks from the component axes; broadcasting under enumeration)."""
+    picks from the component axes; broadcasting under enumeration). ``validate_args=False``
+    where the data and parameters are checked already: torch's validation of a
+    ``(N, D)`` sample and of ``K`` Cholesky factors is several passes per call (in a
+    mixture's E-step on every iteration)."""
     means = module.means[index]
     cov = module.covariance_type
     if cov == "full":
-        return MultivariateNormal(means, scale_tril=module.scale_tril[index])
+        return MultivariateNormal(means, scale_tril=module.scale_tril[index],
+                                  validate_args=validate_args)
     if cov == "tied":
-        return MultivariateNormal(means, scale_tril=module.scale_tril[index[:-1]])
+        return MultivariateNormal(means, scale_tril=module.scale_tril[index[:-1]],
+                                  validate_args=validate_args)
     scales = module.scales[index]
     if cov == "spherical":
         scales = scales.unsqueeze(-1).expand(means.shape)
-    return DiagNormal(means, scales)
+    return DiagNormal(means, scales, validate_args=validate_args)
 
 
 # id(x) -> (weakref to x, x viewed with singleton component axes).  The distributions cache

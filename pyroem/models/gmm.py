@@ -30,6 +30,7 @@ from pyroem.models.checks import (
 )
 from pyroem.models.gmm_scoring import MixtureScoring
 from pyroem.models.kmeans import kmeans
+from pyroem.models.mixture_guide import PendingResponsibilities
 from pyroem.models.scaling import chunked
 from pyroem.models.simplex import simplex
 from pyroem.ops.scaled import flushed_exp_
@@ -38,12 +39,11 @@ COVARIANCE_TYPES = ge.COVARIANCE_TYPES
 
 
 def _tiny_floor(p):
-    # A probability of exactly 0 is a -inf log-weight; keep it finite so that a component
-    # emptied by hard EM cannot produce NaN, at no cost to exactness (<= 1e-308 in float64).
+    # a 0 probability is a -inf log-weight: an emptied component could give NaN (hard EM)
     return p.clamp_min(torch.finfo(p.dtype).tiny)
 
 
-class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
+class GaussianMixture(PendingResponsibilities, MixtureScoring, CheckedParams, EMModel):
     r"""
     A mixture of ``K`` Gaussians in ``D`` dimensions,
 
@@ -168,6 +168,7 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
         """``z_n ~ Categorical(q_n)``: the local posterior, one row of ``q_probs`` per point
         (set exactly by EM's E-step, trained by SVI)."""
         n = self._check_x(x).shape[0]
+        self._write_pending_q()
         if self._q_rows() != n:
             init = torch.full((n, self.num_components), 1.0 / self.num_components, dtype=self.dtype)
             self.q_probs = PyroParam(init, constraint=simplex, event_dim=1)
@@ -177,11 +178,6 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
             probs = torch.where((labels >= 0).unsqueeze(-1), onehot.to(probs.dtype), probs)
         with pyro.plate("data", n), po.weight_scale(sample_weight):
             pyro.sample("z", dist.Categorical(probs), infer={"enumerate": "parallel"})
-
-    def _q_rows(self):
-        # rows of the guide's q_probs, read without building the constrained value
-        q = self._parameters.get("q_probs_unconstrained")
-        return None if q is None else q.shape[0]
 
     # ------------------------------------------------------------------ EM protocol
     def e_step(self, x, obs_mask=None, labels=None, sample_weight=None, hard=False):
@@ -232,15 +228,6 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
             onehot = torch.nn.functional.one_hot(labels.clamp_min(0), self.num_components)
             fill = torch.where(labels >= 0, onehot.T.to(resp.dtype), fill)
         return torch.where(seen, resp, fill)
-
-    def write_posterior(self, posterior, x, obs_mask=None, labels=None, sample_weight=None):
-        """E-step: the guide's ``q(z_n)`` := the exact posterior."""
-        q = _tiny_floor(self._responsibilities(posterior, obs_mask, labels).T)
-        q = q / q.sum(-1, keepdim=True)
-        if self._q_rows() != q.shape[0]:
-            self.q_probs = PyroParam(q, constraint=simplex, event_dim=1)
-        else:
-            self.q_probs = q
 
     def expected_statistics(self, posterior, x, obs_mask=None, labels=None,
                             sample_weight=None):
