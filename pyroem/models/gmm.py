@@ -199,19 +199,23 @@ class GaussianMixture(PendingResponsibilities, MixtureScoring, CheckedParams, EM
         if obs_mask is None:  # (masked entries may hold anything, NaN included)
             check_finite(x, "the observed value of site 'x'")
         weight = 1.0 if sample_weight is None else sample_weight
-        lj = self._log_joint(x, obs_mask, labels)
+        # component-major (K, N), as the log-joints come out of their product: every pass
+        # below is contiguous and reduces across rows (bench/gmm.py: the (N, K) view's
+        # strided passes cost as much as the E-step's GEMM in float32)
+        lj = self._log_joint(x, obs_mask, labels).T
         if hard:
-            best, index = lj.max(-1)
+            best, index = lj.max(0)
             resp = torch.nn.functional.one_hot(index, self.num_components).to(lj.dtype)
             return DiscretePosterior((weight * best).sum(), {"x": resp.T})
-        top = lj.amax(-1, keepdim=True)
-        resp = flushed_exp_(lj - top)
-        total = resp.sum(-1, keepdim=True)
-        norm = (top + total.log()).squeeze(-1)
-        resp = resp / total
+        top = lj.amax(0, keepdim=True)
+        # in place on the fresh log-joints: a new (K, N) tensor per pass is page faults
+        resp = flushed_exp_(lj.sub_(top))
+        total = resp.sum(0, keepdim=True)
+        norm = (top + total.log()).squeeze(0)
+        resp = resp.div_(total)
         if obs_mask is not None:  # as the enumeration: no marginal where 'x' is masked out
-            resp = resp * obs_mask.any(-1, keepdim=True)
-        return DiscretePosterior((weight * norm).sum(), {"x": resp.T})
+            resp = resp * obs_mask.any(-1)
+        return DiscretePosterior((weight * norm).sum(), {"x": resp})
 
     def _responsibilities(self, posterior, obs_mask, labels):
         """``(K, N)``: ``posterior["x"]``, and where ``x`` is masked out (a point with no

@@ -24,7 +24,7 @@ class MixtureScoring:
                 # validation passes over the data on every E-step
                 z = torch.arange(self.num_components).unsqueeze(-1)
                 emission = ge.distribution(self, (z,), validate_args=False)
-                lp = (emission.log_prob(x) + self.weights.log().unsqueeze(-1)).T
+                lp = emission.log_prob(x).add_(self.weights.log().unsqueeze(-1)).T
             else:
                 lp = gm.log_prob(self, x, obs_mask) + self.weights.log()
             if labels is not None:
