@@ -76,12 +76,15 @@ def test_direct_log_prob_matches_torch(cov, dtype, D):
                                **(tol or {"rtol": 1e-9, "atol": 1e-9}))
 
 
-def test_direct_log_prob_is_differentiable_for_svi():
+def test_direct_log_prob_is_differentiable_inside_the_model():
+    # SVI's objective for an HMM, the marginal model: its one factor is built on the direct
+    # log-densities (a small problem) and its gradient reaches every emission parameter
     hmm = GaussianHMM(2, 2, "full").double()
-    x = torch.randn(1, 20, 2, dtype=torch.float64)
-    with torch.enable_grad():
-        lp = hmm.emission.log_prob(x, grad=True)
-    lp.sum().backward()
+    args = hmm.prepare(torch.randn(20, 2, dtype=torch.float64,
+                                   generator=torch.Generator().manual_seed(0)))
+    assert ge.direct_applies(hmm.emission, args[0])
+    trace = pyro.poutine.trace(hmm.marginal_model).get_trace(*args)
+    trace.log_prob_sum().backward()
     grads = [p.grad for p in hmm.emission.parameters()]
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
@@ -120,3 +123,29 @@ def test_data_checked_again_after_an_in_place_change():
     lengths[0] = 500
     with pytest.raises(ValueError, match="lengths must lie"):
         hmm.e_step(torch.zeros_like(args[0]), lengths)
+
+
+def test_public_parameter_reads_are_detached_values():
+    from pyroem.models import LinearGaussianSSM
+
+    gmm, hmm, ssm = GaussianMixture(2, 2), GaussianHMM(2, 2, "diag"), LinearGaussianSSM(2, 1)
+    reads = [gmm.weights, gmm.means, gmm.covariances, hmm.start_probs, hmm.trans_probs,
+             hmm.means, hmm.covariances, ssm.transition_matrix, ssm.observation_matrix,
+             ssm.initial_mean, ssm.transition_cov]
+    for value in reads:
+        assert not value.requires_grad and value.grad_fn is None
+        assert not isinstance(value, torch.nn.Parameter)
+        value.numpy()  # what failed before
+    assert "Parameter containing" not in repr(gmm.means)
+    # the module's own parameters are still the trainable Parameters
+    assert isinstance(gmm.means_unconstrained, torch.nn.Parameter)
+    assert gmm.means_unconstrained.requires_grad
+
+
+def test_reads_inside_the_model_stay_differentiable():
+    # under a Pyro trace of the model the parameters are param sites that require grad
+    gmm = GaussianMixture(2, 1).double()
+    x = torch.tensor([[-1.0], [0.5], [2.0]], dtype=torch.float64)
+    trace = pyro.poutine.trace(gmm.model).get_trace(*gmm.prepare(x))
+    params = {n: s["value"] for n, s in trace.nodes.items() if s["type"] == "param"}
+    assert params and all(v.requires_grad for v in params.values())

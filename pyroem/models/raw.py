@@ -36,3 +36,23 @@ def assign(module, name, new):
     with torch.no_grad():
         module._parameters[name + "_unconstrained"].data = transform_to(constraint).inv(
             new.detach())
+
+
+class DetachedReads:
+    """
+    Mixin of a built-in model's :class:`~pyro.nn.PyroModule` (placed before it): a
+    ``PyroParam`` read as an attribute outside the Pyro model and guide (``m.weights``,
+    ``m.means``) is the plain value, detached: no ``grad_fn``, not a ``Parameter``
+    (``.numpy()`` works), like scikit-learn's and hmmlearn's attributes. Inside the model
+    or guide (``SVI``, ``decompose``) the read is Pyro's ``param`` site, differentiable,
+    so that SVI trains the parameters. The unconstrained tensors
+    (``<name>_unconstrained``) are the module's ``Parameter`` objects as before.
+    """
+
+    def __getattr__(self, name):
+        value = super().__getattr__(name)
+        if torch.is_tensor(value) and value.requires_grad \
+                and name in self.__dict__.get("_pyro_params", ()) \
+                and not self.__dict__["_pyro_context"].active:
+            return value.detach()
+        return value
