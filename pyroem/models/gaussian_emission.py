@@ -299,9 +299,8 @@ def direct_log_prob(module, x):
 
     .. math::
 
-        \log p(x | k) = -	frac12 \lVert L_k^{-1}(x - \mu_k) 
-Vert^2
-        - \sum_d \log L_{k,dd} - 	frac D2 \log 2\pi,
+        \log p(x | k) = -\tfrac12 \lVert L_k^{-1}(x - \mu_k) \rVert^2
+        - \sum_d \log L_{k,dd} - \tfrac D2 \log 2\pi,
 
     with :math:`L_k` the Cholesky factor of :math:`\Sigma_k` (the standard deviations
     for ``diag``/``spherical``, where the solve is a division). No expanded quadratic

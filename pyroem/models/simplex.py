@@ -13,8 +13,8 @@ cores are busy, waking the pool's threads costs milliseconds: on this project's 
 ms against a median of 2.4 us, and bench/hmm.py ``--case tiny`` (eight reads of
 ``start_probs``/``trans_probs`` per iteration) took 11 ms per iteration instead of 0.6.
 :data:`simplex` is the same constraint (``check``, ``event_dim``; ``transform_to`` gives
-the same values to rounding) whose transform is five elementwise operations and a
-reduction that torch runs inline on small tensors:
+the same values to rounding) whose transform is three elementwise operations and two
+reductions that torch runs inline on small tensors:
 :math:`e = \exp(u - \max u)`, :math:`p = e / \sum e`.
 
 Registered for this constraint object only: ``constraints.simplex`` and every other
