@@ -149,3 +149,19 @@ def test_reads_inside_the_model_stay_differentiable():
     trace = pyro.poutine.trace(gmm.model).get_trace(*gmm.prepare(x))
     params = {n: s["value"] for n, s in trace.nodes.items() if s["type"] == "param"}
     assert params and all(v.requires_grad for v in params.values())
+
+
+def test_progress_bar_shows_the_last_objective_per_item():
+    # the postfix is formatted at most every Progress.interval seconds, and at the end
+    import types
+
+    from pyroem.infer.loop import Progress
+
+    progress = Progress(3, "em", enabled=True)
+    progress.interval = 3600.0  # only the first iteration would update it on the way
+    run = types.SimpleNamespace(num_items=2)
+    for objective in (-8.0, -6.0, -3.0):
+        progress.after_iteration(run, objective)
+    assert "ll_per_item=-4" in progress.bar.postfix
+    progress.finish(run)
+    assert "ll_per_item=-1.5" in progress.bar.postfix
