@@ -179,7 +179,7 @@ def peer_table(title, rows, repeats):
         t_sc, t_log, t_ours = best_times(
             [hmmlearn_iteration(kind, fx, lengths, init, "scaling"),
              hmmlearn_iteration(kind, fx, lengths, init, "log"), ours], repeats)
-        print(f"{name:16} {t_sc:18.4f} {t_log:15.4f} {t_ours:9.4f} {t_sc / t_ours:9.2f}x "
+        print(f"{name:16} {t_sc:18.5f} {t_log:15.5f} {t_ours:9.5f} {t_sc / t_ours:9.2f}x "
               f"{t_log / t_ours:6.2f}x")
 
 
