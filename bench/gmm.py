@@ -17,7 +17,6 @@ import sys
 import time
 import warnings
 
-
 #: seconds to wait before each timed call: numpy's OpenBLAS (scikit-learn) and torch's
 #: OpenMP threads spin for a while after a call, and a call that starts while the other
 #: library's threads still spin shares the cores with them (on 2 cores pyroem's iteration
