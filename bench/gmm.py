@@ -1,7 +1,7 @@
 """One EM iteration of a full-covariance GMM: pyroem against scikit-learn, float64 and float32.
 
 Run by hand:  python bench/gmm.py [--n 100000 --dim 16 --k 32 --repeats 5 --threads 2]
-              [--pyroem PATH]
+              [--settle 0.3] [--pyroem PATH]
 
 Prints, for float64 and float32, the best-of-``--repeats`` seconds (all four runs
 interleaved, one warm-up each) of one E-step plus M-step of scikit-learn's
