@@ -1,7 +1,7 @@
 """One EM iteration of a full-covariance GMM: pyroem against scikit-learn, float64 and float32.
 
 Run by hand:  python bench/gmm.py [--n 100000 --dim 16 --k 32 --repeats 5 --threads 2]
-              [--pyroem PATH]
+              [--settle 0.3] [--pyroem PATH]
 
 Prints, for float64 and float32, the best-of-``--repeats`` seconds (all four runs
 interleaved, one warm-up each) of one E-step plus M-step of scikit-learn's
@@ -17,13 +17,20 @@ import sys
 import time
 import warnings
 
+#: seconds to wait before each timed call: numpy's OpenBLAS (scikit-learn) and torch's
+#: OpenMP threads spin for a while after a call, and a call that starts while the other
+#: library's threads still spin shares the cores with them (on 2 cores pyroem's iteration
+#: took 2 to 5 times as long right after scikit-learn's)
+SETTLE = 0.3
 
-def best_times(fns, repeats):
+
+def best_times(fns, repeats, settle=SETTLE):
     for fn in fns:
         fn()  # warm up (and fill caches, as every iteration after the first sees them)
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, ts in zip(fns, times):
+            time.sleep(settle)
             t = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t)
@@ -43,6 +50,8 @@ def main():
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--settle", type=float, default=SETTLE,
+                   help="seconds to wait before each timed call (other threads go idle)")
     p.add_argument("--pyroem", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    help="directory to import pyroem from (default: this checkout)")
     args = p.parse_args()
@@ -84,7 +93,7 @@ def main():
 
     order = [runs[torch.float64][0], runs[torch.float64][1], runs[torch.float32][0],
              runs[torch.float32][1]]
-    t_sk64, t64, t_sk32, t32 = best_times(order, args.repeats)
+    t_sk64, t64, t_sk32, t32 = best_times(order, args.repeats, args.settle)
     print(f"GMM EM iteration, full covariance, N={n} D={d} K={k}, pyroem from "
           f"{os.path.dirname(sys.modules['pyroem'].__file__)}, torch threads "
           f"{torch.get_num_threads()}, wall-clock best of {args.repeats} (interleaved)")

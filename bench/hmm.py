@@ -179,7 +179,7 @@ def peer_table(title, rows, repeats):
         t_sc, t_log, t_ours = best_times(
             [hmmlearn_iteration(kind, fx, lengths, init, "scaling"),
              hmmlearn_iteration(kind, fx, lengths, init, "log"), ours], repeats)
-        print(f"{name:16} {t_sc:18.4f} {t_log:15.4f} {t_ours:9.4f} {t_sc / t_ours:9.2f}x "
+        print(f"{name:16} {t_sc:18.5f} {t_log:15.5f} {t_ours:9.5f} {t_sc / t_ours:9.2f}x "
               f"{t_log / t_ours:6.2f}x")
 
 
@@ -195,6 +195,58 @@ def case_tiny(args):
     x, init = gaussian_data(2, 1, 300)
     peer_table("GaussianHMM K=2 D=1 diag, one sequence of 300 frames, Baum-Welch iteration, "
                "float64", [("1 x T=300", "gaussian", x, None, init)], args.repeats)
+    if args.profile:
+        tiny_profile(x, init)
+
+
+def tiny_profile(x, init, iterations=2000):
+    """Where an iteration of the tiny case goes: the mean wall-clock time of each phase of
+    ``EM.step`` (timers wrapped around the functions that run it), over ``iterations``."""
+    import collections
+
+    import pyroem.infer.em as em_mod
+    import pyroem.models.hmm.chain as chain_mod
+    import pyroem.models.hmm.partial as hp
+
+    step, model, _ = pyroem_iteration("gaussian", x, None, init)
+    spent = collections.defaultdict(float)
+
+    def timed(obj, name, label):
+        fn = getattr(obj, name)
+
+        def wrapper(*a, **k):
+            t = clock()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] += clock() - t
+        setattr(obj, name, wrapper)
+
+    emission = model.emission
+    phases = [(emission, "check", "data checks (2 per iteration, memoised)"),
+              (emission, "log_prob", "emission log-densities (direct)"),
+              (hp, "forward_backward", "forward-backward (compiled kernel and wrapper)"),
+              (model, "expected_statistics", "expected statistics (all)"),
+              (emission, "expected_statistics", "  of which the emission's moments"),
+              (model, "maximize", "M-step (all)"),
+              (emission, "maximize", "  of which the emission's"),
+              (chain_mod, "map_probs", "  of which start and transitions"),
+              (em_mod.EM, "_snapshot", "EM.step: parameter snapshot (infer/em.py)"),
+              (em_mod.ParameterSnapshot, "first_non_finite",
+               "EM.step: finiteness check (infer/em.py)")]
+    for obj, name, label in phases:
+        timed(obj, name, label)
+    for _ in range(50):
+        step()
+    spent.clear()
+    t = clock()
+    for _ in range(iterations):
+        step()
+    total = (clock() - t) / iterations
+    print(f"profile of pyroem's iteration, mean of {iterations}: {total * 1e6:.0f} us")
+    for _, _, label in phases:
+        us = spent[label] / iterations * 1e6
+        print(f"  {label:48} {us:7.1f} us {us / (total * 1e6):6.1%}")
 
 
 def case_batch(args):
@@ -245,6 +297,8 @@ def main():
     p.add_argument("--case", choices=("all",) + tuple(CASES), default="all")
     p.add_argument("--quick", action="store_true", help="small problems (a smoke test)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--profile", action="store_true",
+                   help="tiny case: also print where pyroem's iteration goes, phase by phase")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--clock", choices=tuple(CLOCK), default="wall",
                    help="wall-clock seconds (the default), or this process's CPU seconds "

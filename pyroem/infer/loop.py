@@ -149,14 +149,28 @@ class Convergence(Recorder):
 class Progress(Recorder):
     """A tqdm bar with the objective per item (shown only for fits over a second)."""
 
+    #: seconds between postfix updates (tqdm's own default refresh interval): formatting
+    #: the postfix on every iteration was a tenth of a tiny problem's iteration
+    interval = 0.1
+
     def __init__(self, max_iter, desc, enabled=True):
         self.bar = tqdm(total=max_iter, disable=not enabled, delay=1.0, desc=desc)
+        self.shown = -math.inf
+        self.last = None
 
     def after_iteration(self, run, objective):
         self.bar.update()
-        self.bar.set_postfix(ll_per_item=objective / run.num_items, refresh=False)
+        if self.bar.disable:
+            return
+        self.last = objective / run.num_items
+        now = time.monotonic()
+        if now - self.shown >= self.interval:
+            self.shown = now
+            self.bar.set_postfix(ll_per_item=self.last, refresh=False)
 
     def finish(self, run):
+        if self.last is not None and not self.bar.disable:
+            self.bar.set_postfix(ll_per_item=self.last, refresh=False)
         self.bar.close()
 
 

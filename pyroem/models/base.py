@@ -24,6 +24,7 @@ from pyroem.infer.recorders import EMDecomposition, ExactEvidence, SVIDecomposit
 from pyroem.models import checkpoint
 from pyroem.models.batching import Batches, batches_of
 from pyroem.models.checks import check_option, check_positive_int, check_seed, make_generator
+from pyroem.models.raw import DetachedReads
 from pyroem.models.scaling import ScalableFitting
 from pyroem.models.state import ModelState
 
@@ -47,7 +48,7 @@ def model_method(fn):
     return wrapped
 
 
-class EMModel(ScalableFitting, ModelState, PyroModule):
+class EMModel(ScalableFitting, ModelState, DetachedReads, PyroModule):
     """
     Base class of the built-in models: a :class:`~pyro.nn.PyroModule` with ``model``,
     ``guide`` and the EM contract of :mod:`pyroem.infer.protocols` (a closed-form

@@ -23,6 +23,7 @@ import torch
 from pyro.nn import PyroParam
 
 from pyroem.distributions.features import all_finite
+from pyroem.models import raw
 
 #: promoted dtype of integer or boolean data for a Gaussian model (DESIGN.md section 3)
 INTEGER_DATA_DTYPE = torch.float64
@@ -307,7 +308,13 @@ class CheckedParams:
             object.__setattr__(self, "_internal", previous)
 
     def _set_internal(self, **values):
-        """Set parameters without the user-facing checks (M-step results)."""
+        """Set parameters without the user-facing checks (M-step results): a tensor for
+        an existing ``PyroParam`` straight into its unconstrained tensor
+        (:func:`pyroem.models.raw.assign`, what ``PyroModule`` does after its lookups)."""
         with self.internal_updates():
             for k, v in values.items():
-                setattr(self, k, v)
+                if torch.is_tensor(v) and k in self.__dict__.get("_pyro_params", ()) \
+                        and k + "_unconstrained" in self._parameters:
+                    raw.assign(self, k, v)
+                else:
+                    setattr(self, k, v)

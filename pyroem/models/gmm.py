@@ -7,7 +7,6 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.nn import PyroParam
-from torch.distributions import constraints
 
 from pyroem.distributions import gaussian_design
 from pyroem.distributions.merge import sum_statistics
@@ -31,19 +30,20 @@ from pyroem.models.checks import (
 )
 from pyroem.models.gmm_scoring import MixtureScoring
 from pyroem.models.kmeans import kmeans
+from pyroem.models.mixture_guide import PendingResponsibilities
 from pyroem.models.scaling import chunked
+from pyroem.models.simplex import simplex
 from pyroem.ops.scaled import flushed_exp_
 
 COVARIANCE_TYPES = ge.COVARIANCE_TYPES
 
 
 def _tiny_floor(p):
-    # A probability of exactly 0 is a -inf log-weight; keep it finite so that a component
-    # emptied by hard EM cannot produce NaN, at no cost to exactness (<= 1e-308 in float64).
+    # a 0 probability is a -inf log-weight: an emptied component could give NaN (hard EM)
     return p.clamp_min(torch.finfo(p.dtype).tiny)
 
 
-class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
+class GaussianMixture(PendingResponsibilities, MixtureScoring, CheckedParams, EMModel):
     r"""
     A mixture of ``K`` Gaussians in ``D`` dimensions,
 
@@ -84,7 +84,7 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
     inits = ("kmeans++", "random", "given")
     checked_params = ("weights", "means")
     default_init = "kmeans++"
-    guide_params = {"q_probs": (constraints.simplex, 1)}
+    guide_params = {"q_probs": (simplex, 1)}
     batch_kind = "matrix"  # fit takes a list or DataLoader of (n, D) batches
 
     def __init__(self, num_components, dim=1, covariance_type="full", reg_covar=1e-6):
@@ -94,7 +94,7 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
         self.covariance_type = check_option("covariance_type", covariance_type, COVARIANCE_TYPES)
         self.reg_covar = check_reg_covar(reg_covar)
         K, D = self.num_components, self.dim
-        self.weights = PyroParam(torch.full((K,), 1.0 / K), constraint=constraints.simplex)
+        self.weights = PyroParam(torch.full((K,), 1.0 / K), constraint=simplex)
         ge.init_params(self, covariance_type, (K,), D)
         # The guide's q_probs (N, K) is created on first use, sized for the data.
 
@@ -168,20 +168,16 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
         """``z_n ~ Categorical(q_n)``: the local posterior, one row of ``q_probs`` per point
         (set exactly by EM's E-step, trained by SVI)."""
         n = self._check_x(x).shape[0]
+        self._write_pending_q()
         if self._q_rows() != n:
             init = torch.full((n, self.num_components), 1.0 / self.num_components, dtype=self.dtype)
-            self.q_probs = PyroParam(init, constraint=constraints.simplex, event_dim=1)
+            self.q_probs = PyroParam(init, constraint=simplex, event_dim=1)
         probs = self.q_probs
         if labels is not None:  # a labelled latent's posterior is a point mass, exactly
             onehot = torch.nn.functional.one_hot(labels.clamp_min(0), self.num_components)
             probs = torch.where((labels >= 0).unsqueeze(-1), onehot.to(probs.dtype), probs)
         with pyro.plate("data", n), po.weight_scale(sample_weight):
             pyro.sample("z", dist.Categorical(probs), infer={"enumerate": "parallel"})
-
-    def _q_rows(self):
-        # rows of the guide's q_probs, read without building the constrained value
-        q = self._parameters.get("q_probs_unconstrained")
-        return None if q is None else q.shape[0]
 
     # ------------------------------------------------------------------ EM protocol
     def e_step(self, x, obs_mask=None, labels=None, sample_weight=None, hard=False):
@@ -203,19 +199,23 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
         if obs_mask is None:  # (masked entries may hold anything, NaN included)
             check_finite(x, "the observed value of site 'x'")
         weight = 1.0 if sample_weight is None else sample_weight
-        lj = self._log_joint(x, obs_mask, labels)
+        # component-major (K, N), as the log-joints come out of their product: every pass
+        # below is contiguous and reduces across rows (bench/gmm.py: the (N, K) view's
+        # strided passes cost as much as the E-step's GEMM in float32)
+        lj = self._log_joint(x, obs_mask, labels).T
         if hard:
-            best, index = lj.max(-1)
+            best, index = lj.max(0)
             resp = torch.nn.functional.one_hot(index, self.num_components).to(lj.dtype)
             return DiscretePosterior((weight * best).sum(), {"x": resp.T})
-        top = lj.amax(-1, keepdim=True)
-        resp = flushed_exp_(lj - top)
-        total = resp.sum(-1, keepdim=True)
-        norm = (top + total.log()).squeeze(-1)
-        resp = resp / total
+        top = lj.amax(0, keepdim=True)
+        # in place on the fresh log-joints: a new (K, N) tensor per pass is page faults
+        resp = flushed_exp_(lj.sub_(top))
+        total = resp.sum(0, keepdim=True)
+        norm = (top + total.log()).squeeze(0)
+        resp = resp.div_(total)
         if obs_mask is not None:  # as the enumeration: no marginal where 'x' is masked out
-            resp = resp * obs_mask.any(-1, keepdim=True)
-        return DiscretePosterior((weight * norm).sum(), {"x": resp.T})
+            resp = resp * obs_mask.any(-1)
+        return DiscretePosterior((weight * norm).sum(), {"x": resp})
 
     def _responsibilities(self, posterior, obs_mask, labels):
         """``(K, N)``: ``posterior["x"]``, and where ``x`` is masked out (a point with no
@@ -232,15 +232,6 @@ class GaussianMixture(MixtureScoring, CheckedParams, EMModel):
             onehot = torch.nn.functional.one_hot(labels.clamp_min(0), self.num_components)
             fill = torch.where(labels >= 0, onehot.T.to(resp.dtype), fill)
         return torch.where(seen, resp, fill)
-
-    def write_posterior(self, posterior, x, obs_mask=None, labels=None, sample_weight=None):
-        """E-step: the guide's ``q(z_n)`` := the exact posterior."""
-        q = _tiny_floor(self._responsibilities(posterior, obs_mask, labels).T)
-        q = q / q.sum(-1, keepdim=True)
-        if self._q_rows() != q.shape[0]:
-            self.q_probs = PyroParam(q, constraint=constraints.simplex, event_dim=1)
-        else:
-            self.q_probs = q
 
     def expected_statistics(self, posterior, x, obs_mask=None, labels=None,
                             sample_weight=None):

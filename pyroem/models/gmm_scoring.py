@@ -5,6 +5,7 @@ memory budget."""
 
 import torch
 
+from pyroem.models import gaussian_emission as ge
 from pyroem.models import gaussian_missing as gm
 from pyroem.models import partial as po
 from pyroem.models.scaling import cat_chunks
@@ -19,8 +20,11 @@ class MixtureScoring:
         ``x_n`` with ``obs_mask``; :math:`-\infty` off a known label)."""
         with torch.no_grad():
             if obs_mask is None:
+                # data and parameters are checked already (prepare, the setters): no
+                # validation passes over the data on every E-step
                 z = torch.arange(self.num_components).unsqueeze(-1)
-                lp = (self._emission(z).log_prob(x) + self.weights.log().unsqueeze(-1)).T
+                emission = ge.distribution(self, (z,), validate_args=False)
+                lp = emission.log_prob(x).add_(self.weights.log().unsqueeze(-1)).T
             else:
                 lp = gm.log_prob(self, x, obs_mask) + self.weights.log()
             if labels is not None:

@@ -21,11 +21,12 @@ import contextlib
 
 import torch
 
+_TINY = torch.tensor(torch.finfo(torch.float32).tiny, dtype=torch.float32)
+
 
 def flushing():
     """Whether this thread flushes subnormal floats to zero now."""
-    tiny = torch.tensor(torch.finfo(torch.float32).tiny, dtype=torch.float32)
-    return bool((tiny * 0.5) == 0)
+    return bool((_TINY * 0.5) == 0)
 
 
 @contextlib.contextmanager

@@ -159,7 +159,10 @@ def _max_plus_inside(x, log_trans, les, masks):
     ident = torch.arange(K, device=x.device)
     psi, offs = [], []
     for l in range(les.shape[2]):
-        top, arg = (x.unsqueeze(-1) + log_trans).max(-2)
+        # amax and argmax, not max(dim): that one enters torch's thread pool even on a
+        # small tensor, which costs milliseconds on a busy machine (pyroem.models.simplex)
+        scores = x.unsqueeze(-1) + log_trans
+        top, arg = scores.amax(-2), scores.argmax(-2)
         xn, o = _shift(top + les[:, :, l])
         v = masks[l]
         x = where(v, xn, x)

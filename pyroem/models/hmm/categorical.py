@@ -7,7 +7,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroParam
-from torch.distributions import constraints
 
 from pyroem.distributions.statistics import categorical_counts
 from pyroem.models.checks import CheckedParams, check_positive_int, check_simplex
@@ -15,6 +14,7 @@ from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.emissions import Emission
 from pyroem.models.hmm.probs import EmissionProbsMStep, safe_log
 from pyroem.models.hmm.sequences import check_padded, pack_sequences
+from pyroem.models.simplex import simplex
 
 
 class CategoricalEmission(EmissionProbsMStep, CheckedParams, Emission):
@@ -38,7 +38,7 @@ class CategoricalEmission(EmissionProbsMStep, CheckedParams, Emission):
         super().__init__(num_states)
         self.num_symbols = M = check_positive_int("num_symbols", num_symbols)
         self.emission_probs = PyroParam(torch.full((self.num_states, M), 1.0 / M),
-                                        constraint=constraints.simplex)
+                                        constraint=simplex)
 
     def _check_param(self, name, value):
         return check_simplex(value, name, (self.num_states, self.num_symbols), self.dtype)

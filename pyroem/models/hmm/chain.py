@@ -19,10 +19,10 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.nn import PyroParam
-from torch.distributions import constraints
 
 from pyroem.infer.posteriors import ChainPosterior
 from pyroem.models import partial as po
+from pyroem.models import raw
 from pyroem.models.base import EMModel, model_method
 from pyroem.models.checks import (
     CheckedParams,
@@ -35,6 +35,7 @@ from pyroem.models.hmm.guide import MarkovChainGuide
 from pyroem.models.hmm.probs import concentration, map_probs, safe_log
 from pyroem.models.hmm.sampling import ChainSampling
 from pyroem.models.hmm.sequences import unpack, unpack_scalar
+from pyroem.models.simplex import simplex
 from pyroem.ops.recursions import forward_backward_symbols
 
 DECODERS = ("viterbi", "map")
@@ -127,8 +128,8 @@ class HiddenMarkovModel(MarkovChainGuide, ChainSampling, CheckedParams, EMModel)
         self.params = params  # checked against the emission's letters when it is attached
         self.start_concentration = concentration(start_concentration, (K,), "start_concentration")
         self.trans_concentration = concentration(trans_concentration, (K, K), "trans_concentration")
-        self.start_probs = PyroParam(torch.full((K,), 1.0 / K), constraint=constraints.simplex)
-        self.trans_probs = PyroParam(torch.full((K, K), 1.0 / K), constraint=constraints.simplex,
+        self.start_probs = PyroParam(torch.full((K,), 1.0 / K), constraint=simplex)
+        self.trans_probs = PyroParam(torch.full((K, K), 1.0 / K), constraint=simplex,
                                      event_dim=1)
         self.final_states = final_states
         if block_length is not None:
@@ -251,17 +252,18 @@ class HiddenMarkovModel(MarkovChainGuide, ChainSampling, CheckedParams, EMModel)
         """
         self.emission.check(x, lengths)
         with torch.no_grad():
-            log_start = self.start_probs.detach().log()
-            log_trans = safe_log(self.trans_probs.detach())
+            # each parameter read once (pyroem.models.raw: no attribute round trips)
+            start, trans = raw.value(self, "start_probs"), raw.value(self, "trans_probs")
+            log_start, log_trans = start.log(), safe_log(trans)
             plain = not hard and obs_mask is None and labels is None and sample_weight is None
             table = self.emission.log_prob_table() if plain else None
             if table is not None:  # symbols: the recursion looks their rows up
                 log_prob, gamma, xi = forward_backward_symbols(
-                    log_start, self.trans_probs.detach(), table, x, lengths,
-                    self.final_states, self.block_length)
+                    log_start, trans, table, x, lengths, self.final_states, self.block_length)
             else:
                 log_emit = hp.emission_log_prob(self.emission, x, obs_mask, labels)
-                log_prob, gamma, xi = hp.run_chain(self, log_emit, lengths, hard, sample_weight)
+                log_prob, gamma, xi = hp.run_chain(self, log_emit, lengths, hard, sample_weight,
+                                                   (log_start, trans))
         posterior = ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
         # what the guide's chain is computed from when next read (see MarkovChainGuide), at
         # the parameters of this E-step (a sequence's posterior chain does not depend on its
@@ -283,13 +285,14 @@ class HiddenMarkovModel(MarkovChainGuide, ChainSampling, CheckedParams, EMModel)
         """M-step of the trained parameters (see the class docstring)."""
         values = {}
         if "s" in self.params:
-            old = self.start_probs.detach()
+            old = raw.value(self, "start_probs")
             values["start_probs"] = map_probs(stats["start"], self.start_concentration, old)
         if "t" in self.params:
-            old = self.trans_probs.detach()
+            old = raw.value(self, "trans_probs")
             values["trans_probs"] = map_probs(stats["trans"], self.trans_concentration, old)
         self.emission.maximize(stats, self.params)
-        self._set_internal(**values)
+        for name, value in values.items():  # valid by construction: no setter checks
+            raw.assign(self, name, value)
 
     # ------------------------------------------------------------------ fitting hooks
     partial_observation = ("obs_mask", "labels", "sample_weight")  # hmm/partial.py

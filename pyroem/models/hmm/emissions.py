@@ -21,9 +21,10 @@ import torch
 from pyro.nn import PyroModule
 
 from pyroem.models.checks import check_positive_int
+from pyroem.models.raw import DetachedReads
 
 
-class Emission(PyroModule):
+class Emission(DetachedReads, PyroModule):
     r"""
     Base class of the emission families of a hidden Markov model with ``num_states``
     states: a :class:`~pyro.nn.PyroModule` that holds the family's parameters (as

@@ -9,7 +9,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroParam
-from torch.distributions import constraints
 
 from pyroem.models import gaussian_emission as ge
 from pyroem.models.checks import (
@@ -25,6 +24,7 @@ from pyroem.models.hmm.emissions import Emission
 from pyroem.models.hmm.probs import map_probs, safe_log
 from pyroem.models.hmm.sequences import check_padded, pack_sequences
 from pyroem.models.kmeans import kmeans
+from pyroem.models.simplex import simplex
 
 
 class GMMEmission(CheckedParams, Emission):
@@ -64,7 +64,7 @@ class GMMEmission(CheckedParams, Emission):
         self.covariance_type = check_option("covariance_type", covariance_type, ge.COVARIANCE_TYPES)
         self.reg_covar = check_reg_covar(reg_covar)
         K = self.num_states
-        self.weights = PyroParam(torch.full((K, M), 1.0 / M), constraint=constraints.simplex)
+        self.weights = PyroParam(torch.full((K, M), 1.0 / M), constraint=simplex)
         ge.init_params(self, covariance_type, (K, M), self.dim)
 
     def _check_param(self, name, value):

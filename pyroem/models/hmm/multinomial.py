@@ -8,12 +8,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroParam
-from torch.distributions import constraints
 
 from pyroem.models.checks import CheckedParams, check_positive_int, check_simplex
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.counts import CountEmission
 from pyroem.models.hmm.probs import EmissionProbsMStep, safe_log
+from pyroem.models.simplex import simplex
 
 
 class MultinomialEmission(EmissionProbsMStep, CheckedParams, CountEmission):
@@ -43,7 +43,7 @@ class MultinomialEmission(EmissionProbsMStep, CheckedParams, CountEmission):
         self.n_trials = None if n_trials is None else check_positive_int("n_trials", n_trials)
         M = self.num_symbols
         self.emission_probs = PyroParam(torch.full((self.num_states, M), 1.0 / M),
-                                        constraint=constraints.simplex)
+                                        constraint=simplex)
 
     def _check_param(self, name, value):
         return check_simplex(value, name, (self.num_states, self.num_symbols), self.dtype)

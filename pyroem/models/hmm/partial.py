@@ -256,12 +256,14 @@ def imputed(x, lengths, obs_mask):
 
 
 
-def run_chain(chain, log_emit, lengths, hard, weight):
+def run_chain(chain, log_emit, lengths, hard, weight, params=None):
     """The chain's recursion on the emission log-densities: ``(log_prob, gamma, xi)`` of
     forward-backward (Viterbi with ``hard``), with each sequence's results multiplied by
-    its ``weight`` when given (:func:`weighted_recursion`)."""
-    log_start = chain.start_probs.detach().log()
-    trans = chain.trans_probs.detach()
+    its ``weight`` when given (:func:`weighted_recursion`); ``params`` is
+    ``(log_start, trans)`` where the caller has read them already."""
+    if params is None:
+        params = chain.start_probs.detach().log(), chain.trans_probs.detach()
+    log_start, trans = params
 
     def run(index):
         if hard:

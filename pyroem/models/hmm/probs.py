@@ -37,7 +37,7 @@ def map_probs(counts, concentration, old):
     maximum likelihood.
     """
     # (alpha - 1) first: counts + 1 - 1 would round tiny counts to zero
-    w = (counts + (concentration.to(counts) - 1)).clamp_min(0) * (old > 0)
+    w = torch.where(old > 0, (counts + (concentration.to(counts) - 1)).clamp_min(0), 0.0)
     total = w.sum(-1, keepdim=True)
     return torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), old)
 
