@@ -167,3 +167,27 @@ def test_flushed_exp_keeps_zeros_and_normal_results():
     assert normal.tolist() == [True, True, True, True, False, False, False, False]
     x64 = torch.tensor([-1.0, -800.0, -math.inf], dtype=torch.float64)
     assert torch.equal(flushed_exp_(x64.clone()), x64.exp())  # float64: plain exp
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_block_stitching_in_torch_equals_numpy(dtype):
+    """Off the CPU the block boundaries are stitched in torch (the data stay on the
+    device); on CPU tensors both routes must give the same vectors, impossible states
+    (a zero entry) included."""
+    from pyroem.ops import blocked
+
+    g = torch.Generator().manual_seed(3)
+    B, nb, K = 3, 6, 4
+    P = torch.rand(B, nb, K, K, generator=g, dtype=dtype)
+    P[:, 2, :, 1] = 0  # state 1 unreachable after block 2
+    R = torch.randn(B, nb, K, generator=g, dtype=dtype)
+    C = torch.randn(B, nb, generator=g, dtype=dtype)
+    v0 = torch.rand(B, K, generator=g, dtype=dtype)
+    v0 = v0 / v0.sum(-1, keepdim=True)
+    last = torch.rand(B, K, generator=g, dtype=dtype)
+    tol = dict(rtol=1e-5, atol=0) if dtype == torch.float32 else dict(rtol=1e-12, atol=0)
+    forward = blocked._stitch(v0, P, R)
+    torch.testing.assert_close(blocked._stitch_torch(v0, P, R), forward, **tol)
+    assert (forward[:, 3, 1] == 0).all()
+    torch.testing.assert_close(blocked._stitch_backward_torch(last, P, R, C),
+                               blocked._stitch_backward(last, P, R, C), **tol)

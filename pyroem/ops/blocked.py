@@ -144,14 +144,17 @@ def _stitch(v0, P, R):
     :math:`\hat\alpha_{b+1} \propto (\hat\alpha_b \odot e^{R_b}) P_b` from ``v0``, the
     first block's start; the row scales :math:`R_b` are combined in log space.
 
-    These ``nb`` steps act on ``(B, K)`` vectors: NumPy's per-call cost is a fraction of
-    torch's at that size, so they run in NumPy (on a CPU copy for other devices).
+    These ``nb`` steps act on ``(B, K)`` vectors: on the CPU NumPy's per-call cost is a
+    fraction of torch's at that size, so they run in NumPy there; on other devices in
+    torch (:func:`_stitch_torch`), so that the data never leave the device.
     """
+    if P.device.type != "cpu":
+        return _stitch_torch(v0, P, R)
     B, nb, K = R.shape
-    p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
+    p, r = P.detach().numpy(), R.detach().numpy()
     out = np.empty((B, nb, K), dtype=p.dtype)
     low, tiny = _NP_LIMITS[p.dtype].min, _NP_LIMITS[p.dtype].tiny
-    out[:, 0] = v0.detach().cpu().numpy()
+    out[:, 0] = v0.detach().numpy()
     with np.errstate(divide="ignore", under="ignore"):
         for b in range(1, nb):
             w = np.log(out[:, b - 1]) + r[:, b - 1]
@@ -159,7 +162,21 @@ def _stitch(v0, P, R):
             np.exp(w, out=w)
             w = np.matmul(w[:, None, :], p[:, b - 1])[:, 0]
             out[:, b] = w / np.maximum(w.sum(-1, keepdims=True), tiny)
-    return torch.from_numpy(out).to(v0.device)
+    return torch.from_numpy(out)
+
+
+def _stitch_torch(v0, P, R):
+    """:func:`_stitch`'s recursion in torch, on the tensors' own device."""
+    B, nb, K = R.shape
+    info = torch.finfo(P.dtype)
+    out = P.new_empty(B, nb, K)
+    out[:, 0] = v0
+    for b in range(1, nb):
+        w = out[:, b - 1].log() + R[:, b - 1]
+        w = (w - w.amax(-1, keepdim=True).clamp_min(info.min)).exp()
+        w = (w.unsqueeze(-2) @ P[:, b - 1]).squeeze(-2)
+        out[:, b] = w / w.sum(-1, keepdim=True).clamp_min(info.tiny)
+    return out
 
 
 def _stitch_backward(last, P, R, C):
@@ -168,21 +185,35 @@ def _stitch_backward(last, P, R, C):
     block's end) back: :math:`\hat\beta_{b-1} = e^{R_b - C_b} \odot (P_b \hat\beta_b)`,
     with :math:`C_b = \sum_{t \in b} \log c_t` the forward normalisers of block ``b``
     (so :math:`\hat\alpha \odot \hat\beta` is the posterior), capped at the largest
-    float as in :func:`~pyroem.ops.scaled.scaled_forward_backward`. In NumPy, as
-    :func:`_stitch`.
+    float as in :func:`~pyroem.ops.scaled.scaled_forward_backward`. In NumPy on the CPU,
+    in torch elsewhere, as :func:`_stitch`.
     """
+    if P.device.type != "cpu":
+        return _stitch_backward_torch(last, P, R, C)
     B, nb, K = R.shape
-    p, r = P.detach().cpu().numpy(), R.detach().cpu().numpy()
-    c = C.detach().cpu().numpy()
+    p, r, c = P.detach().numpy(), R.detach().numpy(), C.detach().numpy()
     out = np.empty((B, nb, K), dtype=p.dtype)
     big = _NP_LIMITS[p.dtype].max
-    out[:, nb - 1] = last.detach().cpu().numpy()
+    out[:, nb - 1] = last.detach().numpy()
     with np.errstate(divide="ignore", under="ignore", over="ignore"):
         for b in range(nb - 2, -1, -1):
             w = np.matmul(p[:, b + 1], out[:, b + 1, :, None])[..., 0]
             w = np.log(w) + (r[:, b + 1] - c[:, b + 1, None])
             np.minimum(np.exp(w), big, out=out[:, b])
-    return torch.from_numpy(out).to(last.device)
+    return torch.from_numpy(out)
+
+
+def _stitch_backward_torch(last, P, R, C):
+    """:func:`_stitch_backward`'s recursion in torch, on the tensors' own device."""
+    B, nb, K = R.shape
+    big = torch.finfo(P.dtype).max
+    out = P.new_empty(B, nb, K)
+    out[:, nb - 1] = last
+    for b in range(nb - 2, -1, -1):
+        w = (P[:, b + 1] @ out[:, b + 1].unsqueeze(-1)).squeeze(-1)
+        w = w.log() + (R[:, b + 1] - C[:, b + 1].unsqueeze(-1))
+        out[:, b] = w.exp().clamp_max(big)
+    return out
 
 
 def _scaled_steps(log_emit, offset, nb, L):
