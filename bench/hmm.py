@@ -27,7 +27,6 @@ import os
 import sys
 import time
 
-
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCK["wall"]
 
@@ -126,6 +125,7 @@ def hmmlearn_iteration(kind, x, lengths, init, implementation):
 
 def pyroem_model(kind, init, dtype):
     import torch
+
     from pyroem.models import CategoricalHMM, GaussianHMM
 
     if kind == "categorical":
@@ -151,6 +151,7 @@ def pyroem_iteration(kind, x, lengths, init, dtype=None):
     parameters are not reset, which costs more than a small problem's iteration)."""
     import numpy as np
     import torch
+
     from pyroem.infer import EM
 
     dtype = dtype or torch.float64

@@ -7,6 +7,7 @@ import pyro
 import torch
 
 from pyroem.distributions import missing
+from pyroem.models import gaussian_direct as gd
 from pyroem.models import gaussian_emission as ge
 from pyroem.models import gaussian_missing as gm
 from pyroem.models.checks import (
@@ -78,8 +79,8 @@ class GaussianEmission(CheckedParams, Emission):
     def log_prob(self, x, grad=False):
         # computed state-major, (T, K, B), the layout of the forward-backward recursion
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            if ge.direct_applies(self, x):  # small: a few elementwise passes
-                return ge.direct_log_prob(self, x)
+            if gd.direct_applies(self, x):  # small: a few elementwise passes
+                return gd.direct_log_prob(self, x)
             return ge.state_major_log_prob(self, x).permute(2, 0, 1)
 
     def observe_masked(self, t, z, x_t, mask_t):
