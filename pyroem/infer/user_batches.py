@@ -42,7 +42,8 @@ import torch
 import torch.distributed as dist
 
 from pyroem.infer import distributed
-from pyroem.infer.mstep.auto import AutoMStep, _assign, _label
+from pyroem.infer.em import ParameterSnapshot
+from pyroem.infer.mstep.auto import AutoMStep, _assign, _current, _label
 
 
 class NotSplittable(ValueError):
@@ -67,11 +68,6 @@ class ParamSums:
         self.num = self.num + other.num
         if self.den is not None:
             self.den = self.den + other.den
-
-
-def _current(name):
-    """A parameter's value in the param store now."""
-    return pyro.get_param_store()[name].detach()
 
 
 def _pull(entries):
@@ -130,7 +126,7 @@ class AutoBatchMStep:
                 "under the Gaussian posterior, maximised by L-BFGS over the whole data set), "
                 "so EM over batches cannot be exact; fit it in memory")
         with torch.no_grad():
-            trace, leaves, stats, other = self.auto._analyse(posterior, args, {})
+            _, leaves, stats, other = self.auto._analyse(posterior, args, {})
             _check_splittable(leaves, stats, other)
             self.seen |= set(leaves.leaves)
             if load_new is not None:
@@ -170,19 +166,6 @@ def merge_sums(totals, sums):
             totals[param].add(s, param)
         else:
             totals[param] = s
-
-
-def store_values():
-    """The unconstrained value of every parameter in Pyro's param store (copies)."""
-    return {n: p.detach().clone() for n, p in pyro.get_param_store()._params.items()}
-
-
-def load_values(values):
-    """Write ``values`` (from :func:`store_values`) back into the param store in place."""
-    params = pyro.get_param_store()._params
-    with torch.no_grad():
-        for name, value in values.items():
-            params[name].copy_(value)
 
 
 def batch_arguments(index, batch):
@@ -338,22 +321,22 @@ class AutoBatchStepper:
     def _scale_pass(self, old):
         """Phase-1 totals: each batch's E-step under ``old`` parameters, the scatter
         about the new locations (the current values, restored at the end)."""
-        new, totals, error = store_values(), {}, None
+        new, totals, error = ParameterSnapshot(), {}, None
         try:
             for index, args in self.batches:
-                load_values(old)
+                old.restore()
                 posterior, _ = self._e_step(index, args)
                 merge_sums(totals, self.mstep.batch_sums(posterior, args, 1,
-                                                         lambda: load_values(new)))
+                                                         new.restore))
                 del posterior
         except ValueError as e:
             error = e
         finally:
-            load_values(new)
+            new.restore()
         return reduce_across_ranks(totals, 0.0, 0, error)[0]
 
     def _m_step(self, totals):
-        old = store_values()
+        old = ParameterSnapshot()
         routes, changed = self.mstep.maximize(totals, 0)
         later = {p: s for p, s in totals.items() if s.phase == 1}
         if later and changed:
