@@ -43,7 +43,7 @@ import torch.distributed as dist
 
 from pyroem.infer import distributed
 from pyroem.infer.em import ParameterSnapshot
-from pyroem.infer.mstep.auto import AutoMStep, _assign, _current, _label
+from pyroem.infer.mstep.auto import AutoMStep, _assign, _label, pulled_sums
 
 
 class NotSplittable(ValueError):
@@ -68,16 +68,6 @@ class ParamSums:
         self.num = self.num + other.num
         if self.den is not None:
             self.den = self.den + other.den
-
-
-def _pull(entries):
-    """Sum over a parameter's sites of the pulled ``(num, den)`` (phase 1 takes the
-    locations from the param store's current values: the scatter about them comes from
-    the batch's moments, so the model is not traced again)."""
-    pulled = [s.pulled(_current) for _, s in entries]
-    num = sum(p[0] for p in pulled)
-    dens = [p[1] for p in pulled if p[1] is not None]
-    return num, (sum(dens) if dens else None)
 
 
 def _check_splittable(leaves, stats, other):
@@ -135,7 +125,7 @@ class AutoBatchMStep:
             for param, entries in stats.items():
                 p = entries[0][1].phase
                 if phase is None or p == phase:
-                    num, den = _pull(entries)
+                    num, den = pulled_sums(entries)
                     sums[param] = ParamSums(entries, num, den)
         return sums
 

@@ -70,13 +70,20 @@ def _unconstrained(name):
     return pyro.get_param_store()._params[name]
 
 
-def _solve(entries, old):
-    """The rule's maximiser on the statistics of one parameter, summed over its sites."""
+def pulled_sums(entries):
+    """``(num, den)`` of one parameter: its sites' statistics pulled onto its entries and
+    summed (``den`` ``None`` when no site has one); second-phase statistics read the
+    parameters' current values (:func:`_current`)."""
     pulled = [s.pulled(_current) for _, s in entries]
     num = sum(p[0] for p in pulled)
     dens = [p[1] for p in pulled if p[1] is not None]
+    return num, (sum(dens) if dens else None)
+
+
+def _solve(entries, old):
+    """The rule's maximiser on the statistics of one parameter, summed over its sites."""
     stats = entries[0][1]
-    return stats.solver.maximize(stats.arg, num, sum(dens) if dens else None, old)
+    return stats.solver.maximize(stats.arg, *pulled_sums(entries), old)
 
 
 def _stacked_marginals(group, marginals):
