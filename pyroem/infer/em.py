@@ -52,9 +52,25 @@ class ParameterSnapshot:
                     tensor.data = saved.clone()
                 container[key] = tensor
 
+    def _all_finite(self):
+        """Whether every checked unconstrained tensor is finite, in one pass over all of
+        them (then so are the constrained values; otherwise :meth:`first_non_finite` looks
+        at each, as a probability of zero is stored as ``-inf``)."""
+        flat = []
+        for *_, container, key in self.checked:
+            tensor = container.get(key)
+            if tensor is not None and tensor.is_floating_point():
+                flat.append(tensor.detach().reshape(-1))
+        try:
+            return not flat or bool(torch.cat(flat).isfinite().all())
+        except RuntimeError:  # on several devices: entry by entry
+            return False
+
     def first_non_finite(self):
         """``(name, index, value)`` of the first parameter entry (its constrained value,
         the one the model uses) that is NaN or inf, or ``None``."""
+        if self._all_finite():
+            return None
         store = pyro.get_param_store()
         with torch.no_grad():
             for name, module, attr, container, key in self.checked:

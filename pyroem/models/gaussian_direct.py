@@ -1,14 +1,15 @@
 r"""
-Gaussian emission log-densities computed directly, for small problems: a few elementwise
-passes instead of a product with the cached design matrix, whose fixed cost (a dozen
-small torch calls and a rounding check) dominates a tiny iteration. The parameters are
-those of :mod:`pyroem.models.gaussian_emission`.
+Gaussian emission log-densities and moments computed directly, for small problems: a few
+elementwise passes instead of a product with the cached design matrix, whose fixed cost
+(a dozen small torch calls and a rounding check) dominates a tiny iteration. The
+parameters are those of :mod:`pyroem.models.gaussian_emission`.
 """
 
 import math
 
 import torch
 
+from pyroem.distributions.statistics import own_mean_moments
 from pyroem.models import raw
 
 #: Frames x states x dimensions up to which :func:`direct_log_prob` replaces the product
@@ -21,7 +22,7 @@ DIRECT_MAX_ENTRIES = 1 << 15
 def direct_applies(module, x):
     """Whether :func:`direct_log_prob` takes the emission log-densities of ``x (B, T, D)``
     (a problem of at most :data:`DIRECT_MAX_ENTRIES` frame-state-dimension entries)."""
-    return x.numel() * module.means.shape[0] <= DIRECT_MAX_ENTRIES
+    return x.numel() * module.num_states <= DIRECT_MAX_ENTRIES
 
 
 def direct_log_prob(module, x):
@@ -58,3 +59,17 @@ def direct_log_prob(module, x):
             half_log_det = scales.log().sum(-1)
         z = diff / scales
     return -0.5 * z.square().sum(-1) - (half_log_det + 0.5 * D * math.log(2 * math.pi))
+
+
+def direct_moments(module, gamma, x):
+    r"""
+    The weighted moments of ``x (B, T, D)`` under ``gamma (B, T, K)`` (zero on padding)
+    for the M-step of :func:`~pyroem.models.gaussian_emission.maximize`, each state's
+    about its own weighted mean (:func:`~pyroem.distributions.statistics.own_mean_moments`:
+    two passes, resolved in any dtype, so without
+    :func:`~pyroem.models.gaussian_emission.stable_moments`' rounding check). For
+    problems that :func:`direct_applies` to.
+    """
+    kind = "full" if module.covariance_type in ("full", "tied") else "diag"
+    return own_mean_moments(gamma.reshape(-1, gamma.shape[-1]), x.reshape(-1, x.shape[-1]),
+                            kind)

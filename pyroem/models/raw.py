@@ -19,14 +19,42 @@ Outside a Pyro model or guide only: inside one (``SVI``) parameters must be read
 attributes, so that they appear as ``param`` sites.
 """
 
+import math
+
 import torch
-from torch.distributions import transform_to
+from torch.distributions import constraints, transform_to
+
+#: constraint object -> ``(to_constrained, to_unconstrained)``: ``transform_to`` looked up
+#: once per constraint; ``positive``'s registered transform is ``exp`` composed with an
+#: affine map of offset 0 and scale 1 (two more operations that change no bit), so it is
+#: ``exp``/``log`` here.
+_MAPS = {constraints.positive: (torch.exp, torch.log)}
+
+
+def _maps(constraint):
+    maps = _MAPS.get(constraint)
+    if maps is None:
+        transform = transform_to(constraint)
+        maps = _MAPS[constraint] = (transform, transform.inv)
+    return maps  # (a few constraint objects, each a module-level constant: the dict stays small)
 
 
 def value(module, name):
     """The constrained value of ``module``'s ``PyroParam`` ``name``, detached."""
     constraint, _ = module._pyro_params[name]
-    return transform_to(constraint)(module._parameters[name + "_unconstrained"].detach())
+    return _maps(constraint)[0](module._parameters[name + "_unconstrained"].detach())
+
+
+def support(module, name):
+    """``value(module, name) > 0`` of a ``PyroParam`` on the simplex, from the logarithms
+    it stores (one comparison instead of a softmax): where they are above ``-inf``."""
+    return module._parameters[name + "_unconstrained"].detach() > -math.inf
+
+
+def child(module, name):
+    """The submodule ``name`` of ``module`` (``module.name`` without the lookups of
+    :class:`~pyro.nn.PyroModule`'s ``__getattr__``)."""
+    return module._modules[name]
 
 
 def assign(module, name, new):
@@ -34,8 +62,7 @@ def assign(module, name, new):
     unconstrained tensor keeps its identity; no user-facing check)."""
     constraint, _ = module._pyro_params[name]
     with torch.no_grad():
-        module._parameters[name + "_unconstrained"].data = transform_to(constraint).inv(
-            new.detach())
+        module._parameters[name + "_unconstrained"].data = _maps(constraint)[1](new.detach())
 
 
 class DetachedReads:

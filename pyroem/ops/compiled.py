@@ -85,6 +85,8 @@ def _declare(lib):
         fn = getattr(lib, name)
         fn.restype = None
         fn.argtypes = [ctypes.c_int64] * 3 + [real] * 12
+    lib.scaled_chain_flushes.restype = ctypes.c_int
+    lib.scaled_chain_flushes.argtypes = []
     return lib
 
 
@@ -117,6 +119,17 @@ def applies(log_emit, trans, blocked=False):
             and library() is not None)
 
 
+def flushes():
+    """Whether the loaded kernel flushes subnormals to zero itself while it runs (then the
+    caller need not, :mod:`~pyroem.ops.denormals`); ``False`` when no kernel is loaded."""
+    lib = library()
+    if lib is None:
+        return False
+    if "flushes" not in _state:
+        _state["flushes"] = bool(lib.scaled_chain_flushes())
+    return _state["flushes"]
+
+
 def _scratch(T, K, dtype):
     """Working buffers for one chain, ``fw (T, K)`` and ``scale (T,)``: kept from call to
     call (an EM fit calls with the same sizes every iteration), because a fresh buffer of a
@@ -130,7 +143,7 @@ def _scratch(T, K, dtype):
 
 
 def _ptr(t):
-    return ctypes.c_void_p(t.data_ptr())
+    return None if t is None else t.data_ptr()
 
 
 def _symbol_table(log_table):
@@ -168,11 +181,11 @@ def compiled_forward_backward(log_start, trans, log_emit, lengths, final_w, symb
     n = lengths.to(torch.int64).contiguous()
     gamma = torch.empty(B, T, K, dtype=dtype)
     fw, scale = _scratch(T, K, dtype)
-    pairs = torch.zeros(K, K, dtype=torch.float64)
+    xi = torch.empty(K, K, dtype=dtype)
     log_ev = torch.empty(B, dtype=torch.float64)
     fn = lib.scaled_chain_f64 if dtype == torch.float64 else lib.scaled_chain_f32
-    opt = [None if t is None else _ptr(t) for t in (sym, mtab, fin)]
-    fn(B, T, K, _ptr(le), opt[0], opt[1], _ptr(n), _ptr(start), _ptr(A), opt[2], _ptr(gamma),
-       _ptr(fw), _ptr(scale), _ptr(pairs), _ptr(log_ev))
-    xi = torch.where(A > 0, A * pairs.to(dtype), 0.0)  # pairs may be inf where A is zero
+    # raw addresses (ints) for the void * arguments; None for the optional ones
+    fn(B, T, K, le.data_ptr(), _ptr(sym), _ptr(mtab), n.data_ptr(), start.data_ptr(),
+       A.data_ptr(), _ptr(fin), gamma.data_ptr(), fw.data_ptr(), scale.data_ptr(),
+       xi.data_ptr(), log_ev.data_ptr())
     return log_ev, gamma, xi

@@ -42,6 +42,7 @@ The max-product recursion uses the blocked layout in log space (max-plus product
 """
 
 import math
+from contextlib import nullcontext
 
 import torch
 
@@ -52,7 +53,7 @@ from pyroem.ops.blocked import (
     layout,
     where,
 )
-from pyroem.ops.compiled import applies, compiled_forward_backward
+from pyroem.ops.compiled import applies, compiled_forward_backward, flushes
 from pyroem.ops.denormals import flush_denormals
 from pyroem.ops.scaled import finite_max, scaled_forward_backward
 
@@ -89,9 +90,11 @@ def forward_backward(log_start, trans, log_emit, lengths, final=None, block_leng
     final_w = None if final is None else final.to(log_emit.dtype)
     S = T - 1
     L = block_length if block_length is not None else auto_block_length(S, B, K)
-    with flush_denormals():  # entries below the smallest normal float (pyroem.ops.denormals)
-        if block_length is None and applies(log_emit, trans, blocked=0 < L < S):
-            # few states: the compiled frame-by-frame recursion (pyroem.ops.compiled)
+    compiled = block_length is None and applies(log_emit, trans, blocked=0 < L < S)
+    # entries below the smallest normal float (pyroem.ops.denormals); the kernel may
+    # flush them itself
+    with nullcontext() if compiled and flushes() else flush_denormals():
+        if compiled:  # few states: the compiled frame-by-frame recursion (pyroem.ops.compiled)
             return compiled_forward_backward(log_start, trans, log_emit, lengths, final_w)
         if S == 0 or L >= S:
             # one block: the state-major recursion; gamma is a (B, T, K) view of its result
@@ -119,7 +122,7 @@ def forward_backward_symbols(log_start, trans, log_table, symbols, lengths, fina
     blocked = 0 < auto_block_length(T - 1, B, log_table.shape[-1]) < T - 1
     if block_length is None and applies(log_table, trans, blocked):
         final_w = None if final is None else final.to(log_table.dtype)
-        with flush_denormals():
+        with nullcontext() if flushes() else flush_denormals():
             return compiled_forward_backward(log_start, trans, log_table, lengths, final_w,
                                              symbols)
     return forward_backward(log_start, trans, log_table[symbols], lengths, final, block_length)

@@ -12,6 +12,7 @@ sequence data (lengths, padding), the Pyro model, the E-step (the recursions of
 :mod:`~pyroem.ops.recursions`), its part of the M-step, decoding and sampling.
 """
 
+import functools
 import math
 
 import pyro
@@ -39,6 +40,15 @@ from pyroem.models.simplex import simplex
 from pyroem.ops.recursions import forward_backward_symbols
 
 DECODERS = ("viterbi", "map")
+
+
+def _chain_factors(log_start, trans, log_emit, symbols, lengths, log_final):
+    """The arguments of :func:`~pyroem.models.hmm.guide.posterior_chain` from an E-step's
+    values, computed when the guide's q is read (``log_emit`` is a symbol table that
+    ``symbols`` index, unless ``symbols`` is ``None``); a picklable function, as the
+    guide keeps it."""
+    log_emit = log_emit if symbols is None else log_emit[symbols]
+    return log_start, safe_log(trans), log_emit, lengths, log_final
 
 
 class emission_attribute:
@@ -250,47 +260,48 @@ class HiddenMarkovModel(MarkovChainGuide, ChainSampling, CheckedParams, EMModel)
             sequence's multiplied by its ``sample_weight``).
         :raises ValueError: on data other than :meth:`prepare` returns.
         """
-        self.emission.check(x, lengths)
+        emission = raw.child(self, "emission")
+        emission.check(x, lengths)
         with torch.no_grad():
             # each parameter read once (pyroem.models.raw: no attribute round trips)
             start, trans = raw.value(self, "start_probs"), raw.value(self, "trans_probs")
-            log_start, log_trans = start.log(), safe_log(trans)
+            log_start = start.log()
             plain = not hard and obs_mask is None and labels is None and sample_weight is None
-            table = self.emission.log_prob_table() if plain else None
+            table = emission.log_prob_table() if plain else None
             if table is not None:  # symbols: the recursion looks their rows up
                 log_prob, gamma, xi = forward_backward_symbols(
                     log_start, trans, table, x, lengths, self.final_states, self.block_length)
             else:
-                log_emit = hp.emission_log_prob(self.emission, x, obs_mask, labels)
+                log_emit = hp.emission_log_prob(emission, x, obs_mask, labels)
                 log_prob, gamma, xi = hp.run_chain(self, log_emit, lengths, hard, sample_weight,
                                                    (log_start, trans))
         posterior = ChainPosterior(log_prob, gamma, gamma[:, 0].sum(0), xi)
         # what the guide's chain is computed from when next read (see MarkovChainGuide), at
         # the parameters of this E-step (a sequence's posterior chain does not depend on its
-        # weight); from a symbol table, the (B, T, K) log-densities only when q is read
-        log_final = self._log_final(log_start.dtype)
-        posterior.chain_factors = None if hard else (
-            (lambda: (log_start, log_trans, table[x], lengths, log_final)) if table is not None
-            else (log_start, log_trans, log_emit, lengths, log_final))
+        # weight), computed then: from a symbol table, the (B, T, K) log-densities only then
+        emitted = (table, x) if table is not None else (log_emit, None)
+        posterior.chain_factors = None if hard else functools.partial(
+            _chain_factors, log_start, trans, *emitted, lengths, self._log_final(start.dtype))
         return posterior
 
     def expected_statistics(self, posterior, x, lengths, obs_mask=None, *partial):
         """Additive statistics: ``start``, ``trans`` and the emission's statistics."""
-        self.emission.check(x, lengths)
+        emission = raw.child(self, "emission")
+        emission.check(x, lengths)
         stats = {"start": posterior.start, "trans": posterior.trans}
-        stats.update(hp.emission_statistics(self.emission, posterior.gamma, x, obs_mask))
+        stats.update(hp.emission_statistics(emission, posterior.gamma, x, obs_mask))
         return stats
 
     def maximize(self, stats):
         """M-step of the trained parameters (see the class docstring)."""
         values = {}
-        if "s" in self.params:
-            old = raw.value(self, "start_probs")
-            values["start_probs"] = map_probs(stats["start"], self.start_concentration, old)
-        if "t" in self.params:
-            old = raw.value(self, "trans_probs")
-            values["trans_probs"] = map_probs(stats["trans"], self.trans_concentration, old)
-        self.emission.maximize(stats, self.params)
+        params = self.params
+        for letter, name, key, prior in (("s", "start_probs", "start", self.start_concentration),
+                                         ("t", "trans_probs", "trans", self.trans_concentration)):
+            if letter in params:  # structural zeros read off the stored logarithms
+                values[name] = map_probs(stats[key], prior, lambda n=name: raw.value(self, n),
+                                         raw.support(self, name))
+        raw.child(self, "emission").maximize(stats, params)
         for name, value in values.items():  # valid by construction: no setter checks
             raw.assign(self, name, value)
 

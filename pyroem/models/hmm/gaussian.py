@@ -107,6 +107,8 @@ class GaussianEmission(CheckedParams, Emission):
                           obs_mask.reshape(-1, D))
 
     def expected_statistics(self, gamma, x):
+        if gd.direct_applies(self, x):  # small: two elementwise passes, no rounding check
+            return gd.direct_moments(self, gamma, x)
         # gamma from forward_backward is a (B, T, K) view of a state-major tensor
         stats = ge.state_major_moments(gamma.permute(1, 2, 0), x, self.covariance_type)
         return ge.stable_moments(stats, self.covariance_type, self.reg_covar,

@@ -25,7 +25,7 @@ def concentration(value, shape, name):
         raise ValueError(f"{name} must broadcast to shape {shape}, got {tuple(value.shape)}") from None
 
 
-def map_probs(counts, concentration, old):
+def map_probs(counts, concentration, old, support=None):
     r"""
     MAP estimate of probability rows (the last dim) from expected counts :math:`n` under
     a Dirichlet prior of concentration :math:`\alpha`:
@@ -35,10 +35,20 @@ def map_probs(counts, concentration, old):
     kept zero where ``old`` is zero (structural zeros: a left-to-right chain stays
     left-to-right); a row without any mass keeps its old value. :math:`\alpha = 1` is
     maximum likelihood.
+
+    :param old: the current probabilities, or a function that returns them (called only
+        when a row has no mass).
+    :param support: ``old > 0`` where the caller has it (e.g. from the logarithms that a
+        ``PyroParam`` on the simplex stores: no softmax to read them).
     """
+    if support is None:
+        support = old > 0
     # (alpha - 1) first: counts + 1 - 1 would round tiny counts to zero
-    w = torch.where(old > 0, (counts + (concentration.to(counts) - 1)).clamp_min(0), 0.0)
+    w = (counts + (concentration.to(counts) - 1)).clamp_min_(0).masked_fill_(~support, 0)
     total = w.sum(-1, keepdim=True)
+    if bool((total > 0).all()):  # the usual case: every row has mass
+        return w.div_(total)
+    old = old() if callable(old) else old
     return torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), old)
 
 

@@ -10,11 +10,13 @@
  *   log p = sum_t m_t + sum_t log c_t (+ log sum_F alpha_{n-1} with final states F);
  *   beta_{n-1} = 1 (or 1_F / sum_F alpha_{n-1}),
  *   u_t = min(e_t * beta_t / c_t, BIG),  beta_{t-1} = min(A u_t, BIG),
- *   gamma_t = alpha_t * beta_t,  pairs += alpha_{t-1} u_t^T  (xi = A * pairs, in Python).
+ *   gamma_t = alpha_t * beta_t,  pairs += alpha_{t-1} u_t^T,  xi = A * pairs (0 where A is 0).
  * Below float64 (RENORM) gamma_t and u_t are divided by n_t = sum_k gamma_t(k), as the
  * torch recursion does against the drift of the rounded c_t. Frames beyond n get gamma 0.
  * The sums of logs and the pair counts accumulate in double; float32 exponentiates in
- * float32 (expf). Callers flush subnormals (pyroem/ops/denormals.py).
+ * float32 (expf). Subnormals are flushed to zero while the kernel runs (FLUSH_BEGIN/END:
+ * the calling thread's mode saved and restored, as pyroem/ops/denormals.py does for the
+ * torch recursions) where the CPU has such a mode; scaled_chain_flushes() says whether.
  *
  * Emissions come dense, le (B, T, K) log-densities, or (sym != NULL) as symbols
  * sym (B, T) indexing a table: le (M, K) the scaled e of each symbol and mtab (M,) its
@@ -25,15 +27,36 @@
 #include <float.h>
 
 #define MAXK 16
+
+/* Flush-to-zero and denormals-are-zero for the duration of a call (x86 MXCSR bits 15 and
+ * 6, aarch64 FPCR bit 24): a product of tiny alphas would otherwise take the slow
+ * subnormal path. Setting the mode here spares the caller two torch calls per E-step. */
+#if defined(__SSE2__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define FLUSH_BEGIN unsigned int saved_mode_ = _mm_getcsr(); _mm_setcsr(saved_mode_ | 0x8040u);
+#define FLUSH_END _mm_setcsr(saved_mode_);
+#define FLUSHES 1
+#elif defined(__aarch64__)
+#define FLUSH_BEGIN uint64_t saved_mode_; __asm__ volatile("mrs %0, fpcr" : "=r"(saved_mode_)); \
+    __asm__ volatile("msr fpcr, %0" : : "r"(saved_mode_ | (1ull << 24)));
+#define FLUSH_END __asm__ volatile("msr fpcr, %0" : : "r"(saved_mode_));
+#define FLUSHES 1
+#else
+#define FLUSH_BEGIN
+#define FLUSH_END
+#define FLUSHES 0
+#endif
+
+int scaled_chain_flushes(void) { return FLUSHES; }
 #define CASE(NAME, KK)                                                                      \
     case KK: NAME##_k(B, T, KK, le, sym, mtab, lengths, log_start, trans, final_w, gamma,   \
-                      fw, scale, pairs, log_ev); break;
+                      fw, scale, xi, log_ev); break;
 
 #define DEFINE_CHAIN(NAME, REAL, TINY, BIG, RENORM, EXP)                                        \
 static inline __attribute__((always_inline)) void                                              \
 NAME##_k(int64_t B, int64_t T, const int64_t K, const REAL *le, const int64_t *sym,            \
        const REAL *mtab, const int64_t *lengths, const REAL *log_start, const REAL *trans,     \
-       const REAL *final_w, REAL *gamma, REAL *fw, REAL *scale, double *pairs, double *log_ev) \
+       const REAL *final_w, REAL *gamma, REAL *fw, REAL *scale, REAL *xi, double *log_ev)      \
 {                                                                                              \
     REAL start[MAXK], a[MAXK], b[MAXK], u[MAXK];                                               \
     double acc[MAXK * MAXK] = {0};  /* the pair counts, local: kept out of memory */           \
@@ -122,21 +145,24 @@ NAME##_k(int64_t B, int64_t T, const int64_t K, const REAL *le, const int64_t *s
         for (int64_t t = n; t < T; t++)                                                        \
             for (int64_t k = 0; k < K; k++) g[t * K + k] = 0;                                  \
     }                                                                                          \
-    for (int64_t i = 0; i < K * K; i++) pairs[i] += acc[i];                                    \
+    /* pairs may be inf where A is zero: xi is 0 there */                                      \
+    for (int64_t i = 0; i < K * K; i++) xi[i] = trans[i] > 0 ? (REAL)(trans[i] * acc[i]) : 0;  \
 }                                                                                              \
                                                                                                \
 /* K a compile-time constant in each case (1-8, 16): loops unrolled, vectors in registers */        \
 void NAME(int64_t B, int64_t T, int64_t K, const REAL *le, const int64_t *sym,                 \
           const REAL *mtab, const int64_t *lengths, const REAL *log_start, const REAL *trans,  \
-          const REAL *final_w, REAL *gamma, REAL *fw, REAL *scale, double *pairs,              \
+          const REAL *final_w, REAL *gamma, REAL *fw, REAL *scale, REAL *xi,                   \
           double *log_ev)                                                                      \
 {                                                                                              \
+    FLUSH_BEGIN                                                                                \
     switch (K) {                                                                               \
     CASE(NAME, 1) CASE(NAME, 2) CASE(NAME, 3) CASE(NAME, 4)                                    \
     CASE(NAME, 5) CASE(NAME, 6) CASE(NAME, 7) CASE(NAME, 8) CASE(NAME, 16)                     \
     default: NAME##_k(B, T, K, le, sym, mtab, lengths, log_start, trans, final_w, gamma,       \
-                      fw, scale, pairs, log_ev);                                               \
+                      fw, scale, xi, log_ev);                                                  \
     }                                                                                          \
+    FLUSH_END                                                                                  \
 }
 
 
