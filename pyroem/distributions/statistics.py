@@ -121,8 +121,8 @@ def scatter_about(n, sx, sxx, mu, kind="full"):
     weighted covariance about ``mu``: the M-step's update given the new (or a frozen)
     location.
     """
-    if kind == "diag":
-        return sxx - 2 * sx * mu + n * mu * mu
+    if kind == "diag":  # three operations, not six: small M-steps are counted in operations
+        return torch.addcmul(torch.addcmul(sxx, sx, mu, value=-2), n * mu, mu)
     dim = sx.shape[-1]
     outer = sx.unsqueeze(-1) * mu.unsqueeze(-2)
     second = sxx.reshape(sxx.shape[:-1] + (dim, dim))

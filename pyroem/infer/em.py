@@ -8,7 +8,19 @@ from pyroem.infer.estep import exact_posterior, guess_max_plate_nesting
 from pyroem.infer.gaussian.estep import gaussian_posterior
 from pyroem.infer.gaussian.route import resolve_gaussian_route
 from pyroem.infer.mstep import AutoMStep, ClosedFormMStep
-from pyroem.infer.protocols import Plan, PosteriorWriter, check_contract, owner_of
+from pyroem.infer.protocols import (
+    FusedStepProvider,
+    Plan,
+    PosteriorWriter,
+    check_contract,
+    owner_of,
+)
+
+
+def _is_simplex(constraint):
+    """Whether ``constraint`` is the probability simplex (torch's, or a subclass such as
+    the built-in models')."""
+    return isinstance(constraint, constraints._Simplex)
 
 
 class ParameterSnapshot:
@@ -23,24 +35,30 @@ class ParameterSnapshot:
 
     def __init__(self, modules=(), store=True):
         self.entries = []  # (container, key, tensor object, saved values)
-        self.checked = []  # (name, module or None, attribute or store name, container, key)
+        # (name, module or None, attribute or store name, container, key, is a simplex)
+        self.checked = []
         for module in modules:
             for prefix, sub in module.named_modules():
-                skip = {g + "_unconstrained" for g in getattr(sub, "guide_params", {})}
-                constrained = getattr(sub, "_pyro_params", {})
+                # class attributes, read off the class: a miss on a PyroModule instance
+                # goes through its __getattr__ and an exception
+                skip = {g + "_unconstrained" for g in getattr(type(sub), "guide_params", {})}
+                constrained = sub.__dict__.get("_pyro_params", {})
                 for key, p in sub._parameters.items():
                     if p is None or key in skip:
                         continue
                     self.entries.append((sub._parameters, key, p, p.detach().clone()))
                     attr = key[:-len("_unconstrained")]
                     attr = attr if key.endswith("_unconstrained") and attr in constrained else key
+                    constraint = constrained[attr][0] if attr in constrained else None
                     self.checked.append((prefix + "." + attr if prefix else attr, sub, attr,
-                                         sub._parameters, key))
+                                         sub._parameters, key, _is_simplex(constraint)))
         if store:
             params = pyro.get_param_store()._params
+            found = pyro.get_param_store()._constraints
             for name, p in params.items():
                 self.entries.append((params, name, p, p.detach().clone()))
-                self.checked.append((name, None, name, params, name))
+                self.checked.append((name, None, name, params, name,
+                                     _is_simplex(found.get(name))))
 
     def restore(self):
         """Put every saved parameter back, bit for bit (the same tensor objects)."""
@@ -53,14 +71,18 @@ class ParameterSnapshot:
                 container[key] = tensor
 
     def _all_finite(self):
-        """Whether every checked unconstrained tensor is finite, in one pass over all of
-        them (then so are the constrained values; otherwise :meth:`first_non_finite` looks
-        at each, as a probability of zero is stored as ``-inf``)."""
+        r"""Whether every checked parameter's constrained value is finite, as far as one
+        pass over all the unconstrained tensors tells: each tensor whole, except that a
+        simplex parameter (stored as logarithms, :math:`-\infty` for a probability of
+        zero) contributes its rows' maxima: its softmax is finite exactly when they are.
+        ``False`` sends :meth:`first_non_finite` through each parameter."""
         flat = []
-        for *_, container, key in self.checked:
+        for *_, container, key, simplex in self.checked:
             tensor = container.get(key)
             if tensor is not None and tensor.is_floating_point():
-                flat.append(tensor.detach().reshape(-1))
+                tensor = tensor.detach()
+                rows = simplex and tensor.dim() > 0 and tensor.shape[-1] > 0
+                flat.append((tensor.amax(-1) if rows else tensor).reshape(-1))
         try:
             return not flat or bool(torch.cat(flat).isfinite().all())
         except RuntimeError:  # on several devices: entry by entry
@@ -73,7 +95,7 @@ class ParameterSnapshot:
             return None
         store = pyro.get_param_store()
         with torch.no_grad():
-            for name, module, attr, container, key in self.checked:
+            for name, module, attr, container, key, _ in self.checked:
                 tensor = container.get(key)
                 if tensor is None:
                     continue
@@ -148,13 +170,19 @@ class EM:
         self.m_step = m_step
         writer = owner_of(guide)
         self._write = writer.write_posterior if isinstance(writer, PosteriorWriter) else None
+        # the owner's E-step and closed form in one call, where it has one (first, in step)
+        fused = own_e_step is not None and route.startswith("closed form") \
+            and isinstance(closed, FusedStepProvider)
+        self._fused = closed.fused_step if fused else None
         self.plan = Plan(
             e_step="exact enumeration" if own_e_step is None
             else f"e_step of {type(own_e_step).__name__}",
             write="none" if self._write is None
             else f"write_posterior of {type(writer).__name__}",
             m_step=route,
-            params=getattr(m_step, "strategies", None) if closed is not None else None)
+            params=getattr(m_step, "strategies", None) if closed is not None else None,
+            fused="none" if not fused else f"fused_step of {type(closed).__name__}, where "
+            "it applies")
 
     def _posterior(self, *args, **kwargs):
         if self._e_step is not None:
@@ -241,6 +269,13 @@ class EM:
         :raises FloatingPointError: when the M-step leaves a parameter NaN or inf; the
             parameters are restored.
         """
+        if self._fused is not None:  # both steps in one call, where the owner can
+            with torch.no_grad():
+                posterior = self._fused(*args, hard=self.hard, **kwargs)
+            if posterior is not None:
+                if self._write is not None:
+                    self._write(posterior, *args, **kwargs)
+                return -float(posterior.log_evidence)
         with torch.no_grad():
             posterior = self._posterior(*args, **kwargs)
         self.run_m_step(posterior, *args, **kwargs)

@@ -11,6 +11,9 @@ protocol                   methods                                          repl
 :class:`EStepProvider`     ``e_step(*args, hard=False) -> Posterior``       the generic E-step
 :class:`ClosedFormProvider` ``expected_statistics(posterior, *args)``,      the automatic M-step
                            ``maximize(stats)``
+:class:`FusedStepProvider` ``fused_step(*args, hard=False)``                both, where it
+                           ``-> Posterior or None``                         applies (with the
+                                                                            two above)
 :class:`PosteriorWriter`   ``write_posterior(posterior, *args)``            (on the guide's
                                                                             owner) nothing: q
                                                                             is written
@@ -49,6 +52,21 @@ class ClosedFormProvider(Protocol):
 
     def maximize(self, stats: dict) -> None:
         r"""Set the parameters to :math:`\arg\max_\eta Q` given the statistics."""
+
+
+@runtime_checkable
+class FusedStepProvider(Protocol):
+    r"""A model owner with its own E-step and closed-form M-step that can also run the two
+    as one (e.g. a small problem in compiled code, where the separate steps' overhead is
+    the iteration's cost). :meth:`~pyroem.infer.EM.step` tries it first when EM runs the
+    owner's ``e_step`` and closed form; its result must be theirs."""
+
+    def fused_step(self, *args, hard: bool = False, **kwargs):
+        r"""The posterior under the current parameters (as ``e_step``), with the parameters
+        set to :math:`\arg\max_\eta Q` (as ``expected_statistics`` and ``maximize``); or
+        ``None``, with nothing changed, where it does not apply or does not succeed (then
+        the separate steps run, and report any failure). Data it cannot take raise
+        before anything changes, as ``e_step``'s do."""
 
 
 @runtime_checkable
@@ -101,20 +119,25 @@ class Plan:
     :ivar str write: ``"write_posterior of <Owner>"`` or ``"none"`` (the guide, if any,
         is not set by the E-step).
     :ivar str m_step: ``"closed form of <Owner>"``, ``"automatic"`` or ``"given"``.
+    :ivar str fused: ``"fused_step of <Owner>, where it applies"`` (both steps in one
+        call, :class:`FusedStepProvider`) or ``"none"``.
     :ivar dict params: the route of each parameter: ``"closed-form:<Owner>"``,
         ``"closed-form:<Family>"`` (an automatic rule, e.g. ``"closed-form:Poisson"``),
         ``"numerical"`` or ``"unused"``. For the automatic M-step it is known once the
         model has been traced with data: after the first step (or :meth:`EM.resolve`).
     """
 
-    def __init__(self, e_step, write, m_step, params=None):
+    def __init__(self, e_step, write, m_step, params=None, fused="none"):
         self.e_step = e_step
         self.write = write
         self.m_step = m_step
         self.params = dict(params or {})
+        self.fused = fused
 
     def __repr__(self):
         lines = [f"E-step: {self.e_step}", f"guide:  {self.write}", f"M-step: {self.m_step}"]
+        if self.fused != "none":
+            lines.append(f"fused:  {self.fused}")
         if self.params:
             width = max(len(n) for n in self.params)
             lines += [f"  {n:<{width}}  {r}" for n, r in sorted(self.params.items())]

@@ -11,6 +11,7 @@ import torch
 
 from pyroem.distributions.statistics import own_mean_moments
 from pyroem.models import raw
+from pyroem.ops import compiled_gaussian as cg
 
 #: Frames x states x dimensions up to which :func:`direct_log_prob` replaces the product
 #: with the cached design (bench/hmm.py ``--case tiny``, K=2, D=1, T=300: the product's
@@ -43,7 +44,13 @@ def direct_log_prob(module, x):
     # machinery; inside one (SVI) through it, so that it is a param site
     read = getattr if torch.is_grad_enabled() else raw.value
     means = read(module, "means")
-    D = means.shape[-1]
+    B, T, D = x.shape
+    if module.covariance_type in ("diag", "spherical"):
+        scales = read(module, "scales")
+        if module.covariance_type == "spherical":
+            scales = scales.unsqueeze(-1).expand(means.shape)
+        if cg.applies(x, means, scales):  # one compiled pass (pyroem.ops.compiled_gaussian)
+            return cg.diag_log_prob(x.reshape(B * T, D), means, scales).reshape(B, T, -1)
     diff = x.unsqueeze(-2) - means  # (B, T, K, D)
     if module.covariance_type in ("full", "tied"):
         tril = read(module, "scale_tril")
@@ -52,11 +59,7 @@ def direct_log_prob(module, x):
         z = (diff.unsqueeze(-2) * inv).sum(-1) if D > 1 else diff * inv[..., 0]
         half_log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     else:
-        scales = read(module, "scales")
-        if module.covariance_type == "spherical":
-            half_log_det, scales = D * scales.log(), scales.unsqueeze(-1)
-        else:
-            half_log_det = scales.log().sum(-1)
+        half_log_det = scales.log().sum(-1)
         z = diff / scales
     return -0.5 * z.square().sum(-1) - (half_log_det + 0.5 * D * math.log(2 * math.pi))
 
@@ -71,5 +74,7 @@ def direct_moments(module, gamma, x):
     problems that :func:`direct_applies` to.
     """
     kind = "full" if module.covariance_type in ("full", "tied") else "diag"
-    return own_mean_moments(gamma.reshape(-1, gamma.shape[-1]), x.reshape(-1, x.shape[-1]),
-                            kind)
+    weights, frames = gamma.reshape(-1, gamma.shape[-1]), x.reshape(-1, x.shape[-1])
+    if frames.shape[-1] <= cg.MAX_DIM and cg.applies(weights, frames):
+        return cg.own_mean_moments(weights, frames, kind)  # one compiled call
+    return own_mean_moments(weights, frames, kind)

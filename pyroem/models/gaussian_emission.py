@@ -335,11 +335,11 @@ def _full_update(module, stats, mu, nk):
 def _diag_update(module, stats, mu, nk):
     """The standard deviations (diag or spherical) about ``mu``, plus reg_covar."""
     n = stats["n"].unsqueeze(-1)
-    var = scatter_about(n, stats["sx"], stats["sxx"], mu, "diag") / nk.unsqueeze(-1)
+    var = scatter_about(n, stats["sx"], stats["sxx"], mu, "diag").div_(nk.unsqueeze(-1))
     if module.covariance_type == "spherical":
         var = var.mean(-1)
-    var = var + module.reg_covar
-    if not (var > 0).all():
+    var = var.add_(module.reg_covar)
+    if not bool((var > 0).all()):
         raise ValueError(
             "the M-step produced a non-positive variance (a component or state "
             "collapsed onto one point); increase reg_covar or decrease the number "

@@ -24,11 +24,19 @@ import math
 import torch
 from torch.distributions import constraints, transform_to
 
+from pyroem.models.simplex import InlineSoftmaxTransform, simplex
+
+def _same(x):
+    return x
+
+
 #: constraint object -> ``(to_constrained, to_unconstrained)``: ``transform_to`` looked up
-#: once per constraint; ``positive``'s registered transform is ``exp`` composed with an
-#: affine map of offset 0 and scale 1 (two more operations that change no bit), so it is
-#: ``exp``/``log`` here.
-_MAPS = {constraints.positive: (torch.exp, torch.log)}
+#: once per constraint, and the plain functions where the transform is one: ``real``'s is
+#: the identity, ``positive``'s ``exp`` composed with an affine map of offset 0 and scale 1
+#: (two more operations that change no bit), the built-in simplex's an inline softmax with
+#: inverse ``log``.
+_MAPS = {constraints.real: (_same, _same), constraints.positive: (torch.exp, torch.log),
+         simplex: (InlineSoftmaxTransform()._call, torch.log)}
 
 
 def _maps(constraint):
@@ -61,8 +69,7 @@ def assign(module, name, new):
     """Set ``module``'s ``PyroParam`` ``name`` to the constrained value ``new`` (its
     unconstrained tensor keeps its identity; no user-facing check)."""
     constraint, _ = module._pyro_params[name]
-    with torch.no_grad():
-        module._parameters[name + "_unconstrained"].data = _maps(constraint)[1](new.detach())
+    module._parameters[name + "_unconstrained"].data = _maps(constraint)[1](new.detach())
 
 
 class DetachedReads:

@@ -29,7 +29,12 @@ import warnings
 
 import torch
 
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "scaled_chain.c")
+_KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+#: the sources of the one library: the recursion, the Gaussian frame kernels of
+#: :mod:`~pyroem.ops.compiled_gaussian` and the fused iteration of
+#: :mod:`~pyroem.ops.compiled_hmm`
+_SOURCES = tuple(os.path.join(_KERNELS, name) for name in (
+    "scaled_chain.c", "gaussian_frames.c", "gaussian_hmm_step.c"))
 _FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
 #: The most states for which the kernel always runs.
 MAX_STATES = 8
@@ -57,9 +62,12 @@ def _cache_dir():
 
 
 def _build():
-    """Compile the kernel (once per source, flags and compiler) and return its path."""
-    with open(_SOURCE, "rb") as f:
-        source = f.read()
+    """Compile the kernels (once per sources, flags and compiler) and return the path of
+    the library."""
+    source = b""
+    for name in _SOURCES:
+        with open(name, "rb") as f:
+            source += f.read()
     cc = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc").split()[0]
     key = hashlib.sha256(source + repr((_FLAGS, cc)).encode()).hexdigest()[:16]
     cache = _cache_dir()
@@ -70,7 +78,7 @@ def _build():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
         os.close(fd)
         try:
-            subprocess.run([cc, *_FLAGS, "-o", tmp, _SOURCE, "-lm"], check=True,
+            subprocess.run([cc, *_FLAGS, "-o", tmp, *_SOURCES, "-lm"], check=True,
                            capture_output=True, timeout=120)
             os.replace(tmp, path)
         finally:
@@ -87,6 +95,14 @@ def _declare(lib):
         fn.argtypes = [ctypes.c_int64] * 3 + [real] * 12
     lib.scaled_chain_flushes.restype = ctypes.c_int
     lib.scaled_chain_flushes.argtypes = []
+    for dtype in ("f64", "f32"):  # kernels/gaussian_frames.c
+        fn = getattr(lib, "diag_log_prob_" + dtype)
+        fn.restype, fn.argtypes = None, [ctypes.c_int64] * 3 + [real] * 4
+        fn = getattr(lib, "own_mean_moments_" + dtype)
+        fn.restype, fn.argtypes = None, [ctypes.c_int64] * 4 + [real] * 6
+        fn = getattr(lib, "gaussian_hmm_step_" + dtype)  # kernels/gaussian_hmm_step.c
+        scalar = ctypes.c_double if dtype == "f64" else ctypes.c_float
+        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int64] * 6 + [scalar] + [real] * 23
     return lib
 
 
@@ -131,15 +147,17 @@ def flushes():
 
 
 def _scratch(T, K, dtype):
-    """Working buffers for one chain, ``fw (T, K)`` and ``scale (T,)``: kept from call to
-    call (an EM fit calls with the same sizes every iteration), because a fresh buffer of a
-    long chain costs more in page faults than the kernel's whole forward pass."""
+    """Addresses of working buffers for one chain, ``fw (T, K)`` and ``scale (T,)``: kept
+    from call to call (an EM fit calls with the same sizes every iteration), because a
+    fresh buffer of a long chain costs more in page faults than the kernel's whole forward
+    pass."""
     # per thread: the kernel runs without the GIL, two threads must not share a buffer
-    buf = getattr(_local, str(dtype), None)
+    buffers = _local.__dict__
+    buf = buffers.get(dtype)
     if buf is None or buf.numel() < T * (K + 1):
-        buf = torch.empty(T * (K + 1), dtype=dtype)
-        setattr(_local, str(dtype), buf)
-    return buf[:T * K].view(T, K), buf[T * K:T * (K + 1)]
+        buf = buffers[dtype] = torch.empty(T * (K + 1), dtype=dtype)
+    address = buf.data_ptr()
+    return address, address + T * K * buf.element_size()
 
 
 def _ptr(t):
@@ -168,16 +186,17 @@ def compiled_forward_backward(log_start, trans, log_emit, lengths, final_w, symb
     lib = library()
     dtype = log_emit.dtype
     K = log_emit.shape[-1]
+    # no detach: the kernel reads addresses, and applies() refused anything needing a gradient
     if symbols is None:
         B, T, _ = log_emit.shape
-        le, sym, mtab = log_emit.detach().contiguous(), None, None
+        le, sym, mtab = log_emit.contiguous(), None, None
     else:
         B, T = symbols.shape
         le, mtab = _symbol_table(log_emit.detach())
         sym = symbols.to(torch.int64).contiguous()
-    start = log_start.detach().to(dtype).contiguous()
-    A = trans.detach().contiguous()
-    fin = None if final_w is None else final_w.detach().to(dtype).contiguous()
+    start = log_start.to(dtype).contiguous()
+    A = trans.contiguous()
+    fin = None if final_w is None else final_w.to(dtype).contiguous()
     n = lengths.to(torch.int64).contiguous()
     gamma = torch.empty(B, T, K, dtype=dtype)
     fw, scale = _scratch(T, K, dtype)
@@ -186,6 +205,5 @@ def compiled_forward_backward(log_start, trans, log_emit, lengths, final_w, symb
     fn = lib.scaled_chain_f64 if dtype == torch.float64 else lib.scaled_chain_f32
     # raw addresses (ints) for the void * arguments; None for the optional ones
     fn(B, T, K, le.data_ptr(), _ptr(sym), _ptr(mtab), n.data_ptr(), start.data_ptr(),
-       A.data_ptr(), _ptr(fin), gamma.data_ptr(), fw.data_ptr(), scale.data_ptr(),
-       xi.data_ptr(), log_ev.data_ptr())
+       A.data_ptr(), _ptr(fin), gamma.data_ptr(), fw, scale, xi.data_ptr(), log_ev.data_ptr())
     return log_ev, gamma, xi

@@ -42,7 +42,7 @@ from pyroem.ops.recursions import forward_backward_symbols
 DECODERS = ("viterbi", "map")
 
 
-def _chain_factors(log_start, trans, log_emit, symbols, lengths, log_final):
+def chain_factors(log_start, trans, log_emit, symbols, lengths, log_final):
     """The arguments of :func:`~pyroem.models.hmm.guide.posterior_chain` from an E-step's
     values, computed when the guide's q is read (``log_emit`` is a symbol table that
     ``symbols`` index, unless ``symbols`` is ``None``); a picklable function, as the
@@ -281,7 +281,7 @@ class HiddenMarkovModel(MarkovChainGuide, ChainSampling, CheckedParams, EMModel)
         # weight), computed then: from a symbol table, the (B, T, K) log-densities only then
         emitted = (table, x) if table is not None else (log_emit, None)
         posterior.chain_factors = None if hard else functools.partial(
-            _chain_factors, log_start, trans, *emitted, lengths, self._log_final(start.dtype))
+            chain_factors, log_start, trans, *emitted, lengths, self._log_final(start.dtype))
         return posterior
 
     def expected_statistics(self, posterior, x, lengths, obs_mask=None, *partial):

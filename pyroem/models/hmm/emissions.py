@@ -54,7 +54,8 @@ class Emission(DetachedReads, PyroModule):
     @property
     def dtype(self):
         """The dtype of the parameters (the dtype of the computation)."""
-        return next(self.parameters()).dtype
+        own = self._parameters  # its own first (read on every check of the data), then any
+        return next(iter(own.values())).dtype if own else next(self.parameters()).dtype
 
     def pack(self, x, lengths=None, dtype=None):
         """Validate sequence data (one sequence, a list, or a padded batch with

@@ -18,6 +18,7 @@ from pyroem.models.checks import (
     check_reg_covar,
 )
 from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
+from pyroem.models.hmm import fused
 from pyroem.models.hmm.emissions import Emission
 from pyroem.models.hmm.sequences import check_padded, pack_sequences
 from pyroem.models.kmeans import kmeans
@@ -182,3 +183,9 @@ class GaussianHMM(HiddenMarkovModel):
     def __init__(self, num_states, dim=1, covariance_type="full", reg_covar=1e-6, **kwargs):
         super().__init__(num_states, **kwargs)
         self.emission = GaussianEmission(self.num_states, dim, covariance_type, reg_covar)
+
+    def fused_step(self, x, lengths, obs_mask=None, labels=None, sample_weight=None,
+                   hard=False):
+        """The E-step and M-step of a small problem in one compiled call, or ``None`` where
+        that does not apply (:func:`~pyroem.models.hmm.fused.fused_step`)."""
+        return fused.fused_step(self, x, lengths, obs_mask, labels, sample_weight, hard)

@@ -1,0 +1,145 @@
+/*
+ * One whole EM iteration of a hidden Markov model with diagonal (or spherical) Gaussian
+ * emissions and few states, for small problems: the E-step of the other kernels of this
+ * library (diag_log_prob, scaled_chain, own_mean_moments) and the closed-form M-step of
+ * pyroem's torch route in the same call. Loaded by pyroem/ops/compiled_hmm.py; the
+ * separate steps (pyroem/models/hmm/chain.py, pyroem/models/gaussian_emission.py) are the
+ * reference, and tests/test_fused_step.py holds the two routes together.
+ *
+ * Parameters come as PyroModule stores them: the start and transition probabilities as
+ * logarithms up to a constant per row (us, ut), p = exp(u - max u) / sum exp(u - max u);
+ * the means; the standard deviations (C, D) (a spherical one repeated along D).
+ *
+ * M-step, as the torch route:
+ *   start, rows of trans (flags & 1, & 2):
+ *     w = support ? max(counts + offset, 0) : 0 (support: u > -inf; offset = alpha - 1,
+ *     none for maximum likelihood), p = w / sum w, the old row where sum w = 0;
+ *     written as log p.
+ *   means, variances (flags & 4, & 8), from the moments about each state's own mean r:
+ *     nk = n + 10 eps, xbar = sx / nk, mu = xbar (or the old mean - r when means are
+ *     frozen), var = (sxx - 2 sx mu + n mu^2) / nk (averaged over D when spherical)
+ *     + reg; written as means mu + r and log sqrt(var).
+ * Returns 0; 1 where a variance is not positive, 2 where a new value is NaN or +inf (then
+ * the caller runs the separate steps, which report it). Outputs of the E-step: gamma,
+ * the log-densities le, log_ev, xi, the start counts, the old log start probabilities and
+ * transition probabilities (for the guide's posterior chain).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <float.h>
+
+void diag_log_prob_f64(int64_t, int64_t, int64_t, const double *, const double *,
+                       const double *, double *);
+void diag_log_prob_f32(int64_t, int64_t, int64_t, const float *, const float *,
+                       const float *, float *);
+void own_mean_moments_f64(int64_t, int64_t, int64_t, int64_t, const double *, const double *,
+                          double *, double *, double *, double *);
+void own_mean_moments_f32(int64_t, int64_t, int64_t, int64_t, const float *, const float *,
+                          float *, float *, float *, float *);
+void scaled_chain_f64(int64_t, int64_t, int64_t, const double *, const int64_t *,
+                      const double *, const int64_t *, const double *, const double *,
+                      const double *, double *, double *, double *, double *, double *);
+void scaled_chain_f32(int64_t, int64_t, int64_t, const float *, const int64_t *,
+                      const float *, const int64_t *, const float *, const float *,
+                      const float *, float *, float *, float *, float *, double *);
+
+#define MAXS 16   /* states */
+#define MAXD 64   /* dimensions */
+
+#define DEFINE_STEP(SUFFIX, REAL, EPS)                                                         \
+/* p = softmax(u) of one row of n, as the built-in simplex's transform */                      \
+static void softmax_##SUFFIX(const REAL *u, REAL *p, int64_t n)                                \
+{                                                                                              \
+    REAL top = u[0], total = 0;                                                                \
+    for (int64_t j = 1; j < n; j++) top = u[j] > top ? u[j] : top;                             \
+    for (int64_t j = 0; j < n; j++) { p[j] = (REAL)exp((double)(u[j] - top)); total += p[j]; }  \
+    for (int64_t j = 0; j < n; j++) p[j] /= total;                                             \
+}                                                                                              \
+                                                                                               \
+/* the MAP row of map_probs (pyroem/models/hmm/probs.py), written as logarithms */            \
+static int map_row_##SUFFIX(const REAL *counts, const REAL *offset, const REAL *u,            \
+                            const REAL *old, REAL *out, int64_t n)                             \
+{                                                                                              \
+    REAL w[MAXS], total = 0;                                                                   \
+    for (int64_t j = 0; j < n; j++) {                                                          \
+        REAL v = counts[j];                                                                    \
+        if (offset) { v += offset[j]; v = v > 0 ? v : 0; }                                    \
+        w[j] = u[j] > -INFINITY ? v : 0;                                                       \
+        total += w[j];                                                                         \
+    }                                                                                          \
+    for (int64_t j = 0; j < n; j++) {                                                          \
+        REAL p = total > 0 ? w[j] / total : old[j];                                            \
+        out[j] = (REAL)log((double)p);                                                         \
+        if (isnan(out[j]) || out[j] == INFINITY) return 2;                                     \
+    }                                                                                          \
+    return 0;                                                                                  \
+}                                                                                              \
+                                                                                               \
+/* the Gaussian M-step of pyroem/models/gaussian_emission.py (diag, spherical) */              \
+static int gauss_update_##SUFFIX(int64_t C, int64_t D, int64_t spherical, int64_t flags,     \
+                                 REAL reg, const REAL *means, const REAL *n, const REAL *refs, \
+                                 const REAL *sx, const REAL *sxx, REAL *new_means,             \
+                                 REAL *new_log_scales)                                         \
+{                                                                                              \
+    for (int64_t c = 0; c < C; c++) {                                                          \
+        REAL nk = n[c] + 10 * EPS, mu[MAXD], var[MAXD], mean_var = 0;                          \
+        for (int64_t d = 0; d < D; d++) {                                                      \
+            int64_t i = c * D + d;                                                             \
+            mu[d] = (flags & 4) ? sx[i] / nk : means[i] - refs[i];                             \
+            var[d] = (sxx[i] - 2 * sx[i] * mu[d] + n[c] * mu[d] * mu[d]) / nk;                  \
+            mean_var += var[d];                                                                \
+            if (flags & 4) {                                                                   \
+                new_means[i] = mu[d] + refs[i];                                                \
+                if (!isfinite(new_means[i])) return 2;                                         \
+            }                                                                                  \
+        }                                                                                      \
+        if (!(flags & 8)) continue;                                                            \
+        int64_t m = spherical ? 1 : D;                                                         \
+        for (int64_t d = 0; d < m; d++) {                                                      \
+            REAL v = (spherical ? mean_var / D : var[d]) + reg;                                \
+            if (!(v > 0)) return 1;                                                            \
+            new_log_scales[c * m + d] = (REAL)log((double)(REAL)sqrt((double)v));              \
+            if (!isfinite(new_log_scales[c * m + d])) return 2;                                \
+        }                                                                                      \
+    }                                                                                          \
+    return 0;                                                                                  \
+}                                                                                              \
+                                                                                               \
+int gaussian_hmm_step_##SUFFIX(                                                                \
+    int64_t B, int64_t T, int64_t K, int64_t D, int64_t spherical, int64_t flags, REAL reg,   \
+    const REAL *x, const int64_t *lengths, const REAL *us, const REAL *ut,                     \
+    const REAL *final_w, const REAL *means, const REAL *scales, const REAL *offset_start,      \
+    const REAL *offset_trans, REAL *log_start, REAL *trans, REAL *le, REAL *gamma,             \
+    REAL *fw, REAL *scale, REAL *xi, double *log_ev, REAL *start_counts, REAL *moments,        \
+    REAL *new_us, REAL *new_ut, REAL *new_means, REAL *new_log_scales)                         \
+{                                                                                              \
+    REAL start[MAXS] = {0};                                                                    \
+    softmax_##SUFFIX(us, start, K);                                                            \
+    for (int64_t k = 0; k < K; k++) log_start[k] = (REAL)log((double)start[k]);                \
+    for (int64_t i = 0; i < K; i++) softmax_##SUFFIX(ut + i * K, trans + i * K, K);            \
+    diag_log_prob_##SUFFIX(B * T, K, D, x, means, scales, le);                                 \
+    scaled_chain_##SUFFIX(B, T, K, le, 0, 0, lengths, log_start, trans, final_w, gamma, fw,    \
+                          scale, xi, log_ev);                                                  \
+    for (int64_t k = 0; k < K; k++) {                                                          \
+        REAL s = 0;                                                                            \
+        for (int64_t b = 0; b < B; b++) s += gamma[b * T * K + k];                             \
+        start_counts[k] = s;                                                                   \
+    }                                                                                          \
+    /* moments: n (K), refs (K, D), sx (K, D), sxx (K, D) in one buffer */                     \
+    REAL *n = moments, *refs = moments + K, *sx = refs + K * D, *sxx = sx + K * D;             \
+    own_mean_moments_##SUFFIX(B * T, K, D, 0, gamma, x, n, refs, sx, sxx);                     \
+    int status = 0;                                                                            \
+    if (flags & 1)                                                                             \
+        status |= map_row_##SUFFIX(start_counts, offset_start, us, start, new_us, K);          \
+    for (int64_t i = 0; (flags & 2) && i < K; i++)                                             \
+        status |= map_row_##SUFFIX(xi + i * K, offset_trans ? offset_trans + i * K : 0,        \
+                                   ut + i * K, trans + i * K, new_ut + i * K, K);              \
+    if (status) return 2;                                                                      \
+    if (flags & 12)                                                                            \
+        return gauss_update_##SUFFIX(K, D, spherical, flags, reg, means, n, refs, sx, sxx,     \
+                                     new_means, new_log_scales);                               \
+    return 0;                                                                                  \
+}
+
+DEFINE_STEP(f64, double, DBL_EPSILON)
+DEFINE_STEP(f32, float, FLT_EPSILON)
