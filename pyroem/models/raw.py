@@ -26,6 +26,7 @@ from torch.distributions import constraints, transform_to
 
 from pyroem.models.simplex import InlineSoftmaxTransform, simplex
 
+
 def _same(x):
     return x
 

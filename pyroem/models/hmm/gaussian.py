@@ -17,8 +17,8 @@ from pyroem.models.checks import (
     check_real,
     check_reg_covar,
 )
-from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm import fused
+from pyroem.models.hmm.chain import HiddenMarkovModel, emission_attribute
 from pyroem.models.hmm.emissions import Emission
 from pyroem.models.hmm.sequences import check_padded, pack_sequences
 from pyroem.models.kmeans import kmeans
