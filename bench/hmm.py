@@ -200,18 +200,9 @@ def case_tiny(args):
         tiny_profile(x, init)
 
 
-def tiny_profile(x, init, iterations=2000):
-    """Where an iteration of the tiny case goes: the mean wall-clock time of each phase of
-    ``EM.step`` (timers wrapped around the functions that run it), over ``iterations``."""
-    import collections
-
-    import pyroem.infer.em as em_mod
-    import pyroem.models.hmm.chain as chain_mod
-    import pyroem.models.hmm.partial as hp
-
-    step, model, _ = pyroem_iteration("gaussian", x, None, init)
-    spent = collections.defaultdict(float)
-
+def _timers(spent):
+    """``timed(obj, name, label)``: wrap ``obj.name`` so that its time adds to
+    ``spent[label]``."""
     def timed(obj, name, label):
         fn = getattr(obj, name)
 
@@ -222,10 +213,65 @@ def tiny_profile(x, init, iterations=2000):
             finally:
                 spent[label] += clock() - t
         setattr(obj, name, wrapper)
+    return timed
 
+
+def _phase_table(title, step, phases, spent, iterations):
+    """Run ``step`` ``iterations`` times (after a warm-up) and print each phase's mean."""
+    for _ in range(50):
+        step()
+    spent.clear()
+    t = clock()
+    for _ in range(iterations):
+        step()
+    total = (clock() - t) / iterations
+    print(f"{title}, mean of {iterations}: {total * 1e6:.0f} us")
+    for label in phases:
+        us = spent[label] / iterations * 1e6
+        print(f"  {label:52} {us:7.1f} us {us / (total * 1e6):6.1%}")
+    outer = sum(spent[label] for label in phases if not label.startswith(" ")) / iterations
+    print(f"  {'the rest (Python around them, EM.step, guide)':52} "
+          f"{(total - outer) * 1e6:7.1f} us")
+
+
+def tiny_profile(x, init, iterations=2000):
+    """Where an iteration of the tiny case goes: the mean wall-clock time of each phase of
+    ``EM.step`` (timers wrapped around the functions that run it), over ``iterations``:
+    the fused route (pyroem.models.hmm.fused) that EM.step takes, then the separate
+    steps that it replaces."""
+    import collections
+
+    import pyroem.models.hmm.fused as fused_mod
+    import pyroem.ops.compiled_hmm as ch
+
+    spent = collections.defaultdict(float)
+    timed = _timers(spent)
+    step, model, _ = pyroem_iteration("gaussian", x, None, init)
+    phases = [(fused_mod, "fused_step", "fused_step, all (models/hmm/fused.py)"),
+              (model.emission, "check", "  of which the data check (memoised)"),
+              (ch, "gaussian_hmm_step", "  of which the kernel and its wrapper")]
+    for obj, name, label in phases:
+        timed(obj, name, label)
+    _phase_table("profile of the fused route", step, [label for *_, label in phases], spent,
+                 iterations)
+    fused_mod.fused_step = lambda *a, **k: None  # the separate steps
+    separate_profile(x, init, iterations)
+
+
+def separate_profile(x, init, iterations):
+    """:func:`tiny_profile` of the separate E-step and M-step."""
+    import collections
+
+    import pyroem.infer.em as em_mod
+    import pyroem.models.hmm.chain as chain_mod
+    import pyroem.models.hmm.partial as hp
+
+    spent = collections.defaultdict(float)
+    timed = _timers(spent)
+    step, model, _ = pyroem_iteration("gaussian", x, None, init)
     emission = model.emission
     phases = [(emission, "check", "data checks (2 per iteration, memoised)"),
-              (emission, "log_prob", "emission log-densities (direct)"),
+              (emission, "log_prob", "emission log-densities (compiled)"),
               (hp, "forward_backward", "forward-backward (compiled kernel and wrapper)"),
               (model, "expected_statistics", "expected statistics (all)"),
               (emission, "expected_statistics", "  of which the emission's moments"),
@@ -237,17 +283,8 @@ def tiny_profile(x, init, iterations=2000):
                "EM.step: finiteness check (infer/em.py)")]
     for obj, name, label in phases:
         timed(obj, name, label)
-    for _ in range(50):
-        step()
-    spent.clear()
-    t = clock()
-    for _ in range(iterations):
-        step()
-    total = (clock() - t) / iterations
-    print(f"profile of pyroem's iteration, mean of {iterations}: {total * 1e6:.0f} us")
-    for _, _, label in phases:
-        us = spent[label] / iterations * 1e6
-        print(f"  {label:48} {us:7.1f} us {us / (total * 1e6):6.1%}")
+    _phase_table("profile of the separate steps (the fused route off)", step,
+                 [label for *_, label in phases], spent, iterations)
 
 
 def case_batch(args):
