@@ -52,15 +52,18 @@ int scaled_chain_flushes(void) { return FLUSHES; }
     case KK: NAME##_k(B, T, KK, le, sym, mtab, lengths, log_start, trans, final_w, gamma,   \
                       fw, scale, xi, log_ev); break;
 
-#define DEFINE_CHAIN(NAME, REAL, TINY, BIG, RENORM, EXP)                                        \
+#define DEFINE_CHAIN(NAME, REAL, TINY, BIG, RENORM, EXP, PAIRS)                                 \
 static inline __attribute__((always_inline)) void                                              \
 NAME##_k(int64_t B, int64_t T, const int64_t K, const REAL *le, const int64_t *sym,            \
        const REAL *mtab, const int64_t *lengths, const REAL *log_start, const REAL *trans,     \
        const REAL *final_w, REAL *gamma, REAL *fw, REAL *scale, REAL *xi, double *log_ev)      \
 {                                                                                              \
-    REAL start[MAXK], a[MAXK], b[MAXK], u[MAXK];                                               \
+    REAL start[MAXK], a[MAXK], b[MAXK], u[MAXK], at[MAXK * MAXK], blk[MAXK * MAXK] = {0};      \
     double acc[MAXK * MAXK] = {0};  /* the pair counts, local: kept out of memory */           \
+    int64_t inblock = 0;                                                                       \
     for (int64_t k = 0; k < K; k++) start[k] = (REAL)exp((double)log_start[k]);                \
+    for (int64_t i = 0; i < K; i++)  /* A^T: the backward reads A by columns */                \
+        for (int64_t j = 0; j < K; j++) at[j * K + i] = trans[i * K + j];                      \
     for (int64_t c = 0; c < B; c++) {                                                          \
         REAL *g = gamma + c * T * K;                                                           \
         const int64_t *sc = sym ? sym + c * T : 0;                                             \
@@ -83,15 +86,16 @@ NAME##_k(int64_t B, int64_t T, const int64_t K, const REAL *le, const int64_t *s
                 et = e;                                                                        \
             }                                                                                  \
             ll += (double)m;                                                                   \
-            REAL s = 0;                                                                        \
+            /* p = A^T alpha_{t-1}, row by row of A: contiguous, vectorised over k; each p[k]  \
+               sums over i in the same order as a column loop would */                         \
+            REAL p[MAXK], s = 0;                                                               \
+            for (int64_t k = 0; k < K; k++) p[k] = t == 0 ? start[k] : 0;                      \
+            for (int64_t i = 0; t > 0 && i < K; i++) {                                         \
+                REAL f = fw[(t - 1) * K + i];                                                  \
+                for (int64_t k = 0; k < K; k++) p[k] += trans[i * K + k] * f;                  \
+            }                                                                                  \
             for (int64_t k = 0; k < K; k++) {                                                  \
-                REAL p;                                                                        \
-                if (t == 0) p = start[k];                                                      \
-                else {                                                                         \
-                    p = 0;                                                                     \
-                    for (int64_t i = 0; i < K; i++) p += trans[i * K + k] * fw[(t - 1) * K + i];\
-                }                                                                              \
-                ft[k] = p * et[k];                                                             \
+                ft[k] = p[k] * et[k];                                                          \
                 s += ft[k];                                                                    \
             }                                                                                  \
             scale[t] = s;                                                                      \
@@ -132,19 +136,28 @@ NAME##_k(int64_t B, int64_t T, const int64_t K, const REAL *le, const int64_t *s
             }                                                                                  \
             if (t == 0) break;                                                                 \
             const REAL *fp = fw + (t - 1) * K;                                                 \
-            for (int64_t i = 0; i < K; i++) {                                                  \
-                REAL v = 0;                                                                    \
+            /* pair counts alpha_{t-1} u_t^T, vectorised over rows: in double directly, or     \
+               (PAIRS > 1, float32) in the working dtype over PAIRS frames, then in double */  \
+            REAL *pc = PAIRS == 1 ? 0 : blk;                                                   \
+            for (int64_t i = 0; i < K; i++)                                                    \
                 for (int64_t j = 0; j < K; j++) {                                              \
-                    acc[i * K + j] += (double)(fp[i] * u[j]);                                  \
-                    v += trans[i * K + j] * u[j];                                              \
+                    if (PAIRS == 1) acc[i * K + j] += (double)(fp[i] * u[j]);                  \
+                    else pc[i * K + j] += fp[i] * u[j];                                        \
                 }                                                                              \
-                a[i] = v < BIG ? v : BIG;                                                      \
+            if (PAIRS > 1 && ++inblock == PAIRS) {                                             \
+                for (int64_t i = 0; i < K * K; i++) { acc[i] += blk[i]; blk[i] = 0; }          \
+                inblock = 0;                                                                   \
             }                                                                                  \
-            for (int64_t k = 0; k < K; k++) b[k] = a[k];                                       \
+            /* beta_{t-1} = A u_t, by columns of A^T (contiguous, vectorised over i) */        \
+            for (int64_t i = 0; i < K; i++) a[i] = 0;                                          \
+            for (int64_t j = 0; j < K; j++)                                                    \
+                for (int64_t i = 0; i < K; i++) a[i] += at[j * K + i] * u[j];                  \
+            for (int64_t k = 0; k < K; k++) b[k] = a[k] < BIG ? a[k] : BIG;                    \
         }                                                                                      \
         for (int64_t t = n; t < T; t++)                                                        \
             for (int64_t k = 0; k < K; k++) g[t * K + k] = 0;                                  \
     }                                                                                          \
+    for (int64_t i = 0; i < K * K; i++) acc[i] += blk[i];                                      \
     /* pairs may be inf where A is zero: xi is 0 there */                                      \
     for (int64_t i = 0; i < K * K; i++) xi[i] = trans[i] > 0 ? (REAL)(trans[i] * acc[i]) : 0;  \
 }                                                                                              \
@@ -166,5 +179,5 @@ void NAME(int64_t B, int64_t T, int64_t K, const REAL *le, const int64_t *sym,  
 }
 
 
-DEFINE_CHAIN(scaled_chain_f64, double, DBL_MIN, DBL_MAX, 0, exp)
-DEFINE_CHAIN(scaled_chain_f32, float, FLT_MIN, FLT_MAX, 1, expf)
+DEFINE_CHAIN(scaled_chain_f64, double, DBL_MIN, DBL_MAX, 0, exp, 1)
+DEFINE_CHAIN(scaled_chain_f32, float, FLT_MIN, FLT_MAX, 1, expf, 32)
