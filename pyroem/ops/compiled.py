@@ -101,8 +101,7 @@ def _declare(lib):
         fn = getattr(lib, "own_mean_moments_" + dtype)
         fn.restype, fn.argtypes = None, [ctypes.c_int64] * 4 + [real] * 6
         fn = getattr(lib, "gaussian_hmm_step_" + dtype)  # kernels/gaussian_hmm_step.c
-        scalar = ctypes.c_double if dtype == "f64" else ctypes.c_float
-        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int64] * 6 + [scalar] + [real] * 23
+        fn.restype, fn.argtypes = ctypes.c_int, [real, ctypes.c_double, real]
     return lib
 
 

@@ -13,6 +13,8 @@ separate steps remain the reference: tests/test_fused_step.py runs both routes s
 side.
 """
 
+import array
+
 import torch
 
 from pyroem.ops import compiled
@@ -25,13 +27,25 @@ NOT_POSITIVE, NOT_FINITE = 1, 2
 
 
 def applies(x, *params):
-    """Whether the kernel takes the data ``x (B, T, D)`` and parameters: on the CPU, one
-    float dtype, at most :data:`~pyroem.ops.compiled.MAX_STATES` states and
+    """Whether the kernel takes the data ``x (B, T, D)`` and parameters (the first one with
+    the ``K`` states last): on the CPU, one float dtype, at most
+    :data:`~pyroem.ops.compiled.MAX_STATES` states and
     :data:`~pyroem.ops.compiled_gaussian.MAX_DIM` dimensions, and the library loads."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and all(p.dtype == x.dtype and p.device.type == "cpu" for p in params)
-            and x.shape[-1] <= MAX_DIM and 0 < params[0].shape[-1] <= compiled.MAX_STATES
-            and compiled.library() is not None)
+    if x.device.type != "cpu" or x.dtype not in _SUFFIX or x.shape[-1] > MAX_DIM \
+            or not 0 < params[0].shape[-1] <= compiled.MAX_STATES:
+        return False
+    for p in params:
+        if p.dtype != x.dtype or p.device.type != "cpu":
+            return False
+    return compiled.library() is not None
+
+
+_SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
+#: the order of the kernel's table of addresses (its enum)
+_INPUTS = ("x", "lengths", "us", "ut", "final_w", "means", "log_scales", "offset_start",
+           "offset_trans")
+_OUTPUTS = ("log_start", "trans", "log_emit", "gamma")
+_MORE_OUTPUTS = ("xi", "log_ev", "start", "new_us", "new_ut", "new_means", "new_log_scales")
 
 
 def gaussian_hmm_step(x, lengths, chain, emission, flags, reg, offsets, final_w=None):
@@ -41,8 +55,8 @@ def gaussian_hmm_step(x, lengths, chain, emission, flags, reg, offsets, final_w=
     :param x: ``(B, T, D)`` padded frames; ``lengths (B,)``.
     :param chain: ``(us (K,), ut (K, K))``, the stored logarithms of the start and
         transition probabilities (each row up to a constant).
-    :param emission: ``(means (K, D), scales (K, D), spherical)``: standard deviations
-        (a spherical state's repeated along ``D``).
+    :param emission: ``(means (K, D), log_scales, spherical)``: the stored logarithms of
+        the standard deviations, ``(K, D)``, or ``(K,)`` when ``spherical``.
     :param int flags: the parameters to update, a sum of :data:`START`, :data:`TRANS`,
         :data:`MEANS`, :data:`COVARIANCES`.
     :param float reg: added to the variances.
@@ -53,28 +67,27 @@ def gaussian_hmm_step(x, lengths, chain, emission, flags, reg, offsets, final_w=
         that is NaN or infinite (nothing is returned to write); otherwise a dict: ``log_ev
         (B,)`` float64, ``gamma (B, T, K)``, ``xi (K, K)``, ``start (K,)`` (the start
         counts), ``log_emit (B, T, K)``, ``log_start (K,)``, ``trans (K, K)`` (the old
-        ones), and the new unconstrained values ``us``, ``ut``, ``means``,
-        ``log_scales`` (``(K,)`` when spherical) of the parameters in ``flags``.
+        ones), and the new stored values ``new_us``, ``new_ut``, ``new_means``,
+        ``new_log_scales`` (of the parameters in ``flags``; the others unset).
     """
     us, ut = chain
-    means, scales, spherical = emission
+    means, log_scales, spherical = emission
     B, T, D = x.shape
     K = us.shape[-1]
     dtype = x.dtype
-    out = {name: torch.empty(shape, dtype=dtype) for name, shape in (
-        ("log_start", (K,)), ("trans", (K, K)), ("log_emit", (B, T, K)), ("gamma", (B, T, K)),
-        ("xi", (K, K)), ("start", (K,)), ("moments", (K * (1 + 3 * D),)), ("us", (K,)),
-        ("ut", (K, K)), ("means", (K, D)), ("log_scales", (K,) if spherical else (K, D)))}
+    shapes = {"log_start": (K,), "trans": (K, K), "log_emit": (B, T, K), "gamma": (B, T, K),
+              "xi": (K, K), "start": (K,), "new_us": (K,), "new_ut": (K, K),
+              "new_means": (K, D), "new_log_scales": tuple(log_scales.shape)}
+    out = {name: torch.empty(shape, dtype=dtype) for name, shape in shapes.items()}
     out["log_ev"] = torch.empty(B, dtype=torch.float64)
     # contiguous inputs, held here while the kernel reads their addresses
     inputs = [None if t is None else t.contiguous() for t in (
-        x, lengths.to(torch.int64), us, ut, final_w, means, scales, *offsets)]
+        x, lengths.to(torch.int64), us, ut, final_w, means, log_scales, *offsets)]
     fw, scale = compiled._scratch(T, K, dtype)
-    fn = getattr(compiled.library(), "gaussian_hmm_step_" + ("f64" if dtype == torch.float64
-                                                             else "f32"))
-    status = fn(B, T, K, D, int(spherical), flags, reg,
-                *(None if t is None else t.data_ptr() for t in inputs),
-                *(out[n].data_ptr() for n in ("log_start", "trans", "log_emit", "gamma")),
-                fw, scale, *(out[n].data_ptr() for n in (
-                    "xi", "log_ev", "start", "moments", "us", "ut", "means", "log_scales")))
+    table = array.array("q", [0 if t is None else t.data_ptr() for t in inputs]
+                        + [out[n].data_ptr() for n in _OUTPUTS] + [fw, scale]
+                        + [out[n].data_ptr() for n in _MORE_OUTPUTS])
+    dims = array.array("q", (B, T, K, D, int(spherical), flags))
+    fn = getattr(compiled.library(), "gaussian_hmm_step_" + _SUFFIX[dtype])
+    status = fn(dims.buffer_info()[0], reg, table.buffer_info()[0])
     return None if status else out

@@ -24,10 +24,10 @@ from pyroem.ops import compiled_hmm as ch
 
 #: the parameters that the kernel's flags name: (letter, flag, owner ("chain" or
 #: "emission"), parameter, key of the kernel's output)
-_PARAMS = (("s", ch.START, "chain", "start_probs", "us"),
-           ("t", ch.TRANS, "chain", "trans_probs", "ut"),
-           ("m", ch.MEANS, "emission", "means", "means"),
-           ("c", ch.COVARIANCES, "emission", "scales", "log_scales"))
+_PARAMS = (("s", ch.START, "chain", "start_probs", "new_us"),
+           ("t", ch.TRANS, "chain", "trans_probs", "new_ut"),
+           ("m", ch.MEANS, "emission", "means", "new_means"),
+           ("c", ch.COVARIANCES, "emission", "scales", "new_log_scales"))
 
 
 def fused_step(model, x, lengths, obs_mask=None, labels=None, sample_weight=None, hard=False):
@@ -56,17 +56,16 @@ def fused_step(model, x, lengths, obs_mask=None, labels=None, sample_weight=None
             or not gd.direct_applies(emission, x):
         return None
     emission.check(x, lengths)
-    stored = {name: owner._parameters[name + "_unconstrained"]
-              for owner, name in ((model, "start_probs"), (model, "trans_probs"))}
-    means, scales = raw.value(emission, "means"), raw.value(emission, "scales")
-    if spherical:
-        scales = scales.unsqueeze(-1).expand(means.shape)
-    if not ch.applies(x, stored["start_probs"], stored["trans_probs"], means, scales):
+    # as stored: logarithms of the probabilities and of the standard deviations
+    stored = [owner._parameters[name + "_unconstrained"] for owner, name in (
+        (model, "start_probs"), (model, "trans_probs"), (emission, "means"),
+        (emission, "scales"))]
+    if not ch.applies(x, *stored):
         return None
     params, dtype = model.params, x.dtype
     final = model.final_states
     out = ch.gaussian_hmm_step(
-        x, lengths, (stored["start_probs"], stored["trans_probs"]), (means, scales, spherical),
+        x, lengths, stored[:2], (stored[2], stored[3], spherical),
         sum(flag for letter, flag, *_ in _PARAMS if letter in params), emission.reg_covar,
         (prior_offset(model.start_concentration, dtype),
          prior_offset(model.trans_concentration, dtype)),

@@ -8,7 +8,8 @@
  *
  * Parameters come as PyroModule stores them: the start and transition probabilities as
  * logarithms up to a constant per row (us, ut), p = exp(u - max u) / sum exp(u - max u);
- * the means; the standard deviations (C, D) (a spherical one repeated along D).
+ * the means; the logarithms of the standard deviations, (K, D), or (K,) when spherical.
+ * dims = (B, T, K, D, spherical, flags); p holds the arrays' addresses (enum below).
  *
  * M-step, as the torch route:
  *   start, rows of trans (flags & 1, & 2):
@@ -42,6 +43,13 @@ void scaled_chain_f64(int64_t, int64_t, int64_t, const double *, const int64_t *
 void scaled_chain_f32(int64_t, int64_t, int64_t, const float *, const int64_t *,
                       const float *, const int64_t *, const float *, const float *,
                       const float *, float *, float *, float *, float *, double *);
+
+/* the arrays, by their index in the table of addresses p (NULL for the optional ones:
+ * final_w, the offsets): inputs, then the E-step's outputs, the working buffers of the
+ * recursion and the M-step's outputs */
+enum { X, LENGTHS, US, UT, FINAL_W, MEANS, LOG_SCALES, OFFSET_START, OFFSET_TRANS,
+       LOG_START, TRANS, LE, GAMMA, FW, SCALE, XI, LOG_EV, START_COUNTS, NEW_US,
+       NEW_UT, NEW_MEANS, NEW_LOG_SCALES, NUM_ARRAYS };
 
 #define MAXS 16   /* states */
 #define MAXD 64   /* dimensions */
@@ -105,21 +113,26 @@ static int gauss_update_##SUFFIX(int64_t C, int64_t D, int64_t spherical, int64_
     return 0;                                                                                  \
 }                                                                                              \
                                                                                                \
-int gaussian_hmm_step_##SUFFIX(                                                                \
-    int64_t B, int64_t T, int64_t K, int64_t D, int64_t spherical, int64_t flags, REAL reg,   \
-    const REAL *x, const int64_t *lengths, const REAL *us, const REAL *ut,                     \
-    const REAL *final_w, const REAL *means, const REAL *scales, const REAL *offset_start,      \
-    const REAL *offset_trans, REAL *log_start, REAL *trans, REAL *le, REAL *gamma,             \
-    REAL *fw, REAL *scale, REAL *xi, double *log_ev, REAL *start_counts, REAL *moments,        \
-    REAL *new_us, REAL *new_ut, REAL *new_means, REAL *new_log_scales)                         \
+int gaussian_hmm_step_##SUFFIX(const int64_t *dims, double reg_, void *const *p)               \
 {                                                                                              \
+    const int64_t B = dims[0], T = dims[1], K = dims[2], D = dims[3], spherical = dims[4];     \
+    const int64_t flags = dims[5];                                                             \
+    const REAL reg = (REAL)reg_, *x = p[X], *us = p[US], *ut = p[UT], *means = p[MEANS];       \
+    const REAL *log_scales = p[LOG_SCALES];                                                    \
+    REAL *log_start = p[LOG_START], *trans = p[TRANS], *le = p[LE], *gamma = p[GAMMA];         \
+    REAL *xi = p[XI], *start_counts = p[START_COUNTS], *ot = p[OFFSET_TRANS];                  \
+    REAL moments[MAXS * (1 + 3 * MAXD)];  /* n, refs, sx, sxx: the M-step's only */            \
+    REAL scales[MAXS * MAXD];  /* the standard deviations, (K, D) */                           \
+    for (int64_t c = 0; c < K; c++)                                                            \
+        for (int64_t d = 0; d < D; d++)                                                        \
+            scales[c * D + d] = (REAL)exp((double)log_scales[spherical ? c : c * D + d]);      \
     REAL start[MAXS] = {0};                                                                    \
     softmax_##SUFFIX(us, start, K);                                                            \
     for (int64_t k = 0; k < K; k++) log_start[k] = (REAL)log((double)start[k]);                \
     for (int64_t i = 0; i < K; i++) softmax_##SUFFIX(ut + i * K, trans + i * K, K);            \
     diag_log_prob_##SUFFIX(B * T, K, D, x, means, scales, le);                                 \
-    scaled_chain_##SUFFIX(B, T, K, le, 0, 0, lengths, log_start, trans, final_w, gamma, fw,    \
-                          scale, xi, log_ev);                                                  \
+    scaled_chain_##SUFFIX(B, T, K, le, 0, 0, p[LENGTHS], log_start, trans, p[FINAL_W], gamma,  \
+                          p[FW], p[SCALE], xi, p[LOG_EV]);                                     \
     for (int64_t k = 0; k < K; k++) {                                                          \
         REAL s = 0;                                                                            \
         for (int64_t b = 0; b < B; b++) s += gamma[b * T * K + k];                             \
@@ -130,14 +143,14 @@ int gaussian_hmm_step_##SUFFIX(                                                 
     own_mean_moments_##SUFFIX(B * T, K, D, 0, gamma, x, n, refs, sx, sxx);                     \
     int status = 0;                                                                            \
     if (flags & 1)                                                                             \
-        status |= map_row_##SUFFIX(start_counts, offset_start, us, start, new_us, K);          \
+        status |= map_row_##SUFFIX(start_counts, p[OFFSET_START], us, start, p[NEW_US], K);    \
     for (int64_t i = 0; (flags & 2) && i < K; i++)                                             \
-        status |= map_row_##SUFFIX(xi + i * K, offset_trans ? offset_trans + i * K : 0,        \
-                                   ut + i * K, trans + i * K, new_ut + i * K, K);              \
+        status |= map_row_##SUFFIX(xi + i * K, ot ? ot + i * K : 0,                            \
+                                   ut + i * K, trans + i * K, (REAL *)p[NEW_UT] + i * K, K);   \
     if (status) return 2;                                                                      \
     if (flags & 12)                                                                            \
         return gauss_update_##SUFFIX(K, D, spherical, flags, reg, means, n, refs, sx, sxx,     \
-                                     new_means, new_log_scales);                               \
+                                     p[NEW_MEANS], p[NEW_LOG_SCALES]);                         \
     return 0;                                                                                  \
 }
 
