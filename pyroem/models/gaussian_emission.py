@@ -305,6 +305,10 @@ def maximize(module, stats, update_means=True, update_covariances=True):
     (the weighted covariance about the new mean, or about the frozen mean when means are
     not trained), pooled along the last component axis for ``tied`` and averaged over
     dimensions for ``spherical``; :math:`\epsilon` = ``reg_covar``.
+
+    The fused iteration of small Gaussian HMMs computes the diagonal and spherical cases
+    in C (``pyroem/ops/kernels/gaussian_hmm_step.c``, ``gauss_update``): a change here goes
+    there too (tests/test_fused_step.py compares the two).
     """
     n = stats["n"]
     nk = n + 10 * torch.finfo(n.dtype).eps  # an empty component keeps a finite mean

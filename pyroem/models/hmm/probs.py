@@ -41,6 +41,10 @@ def map_probs(counts, concentration, old, support=None):
         when a row has no mass).
     :param support: ``old > 0`` where the caller has it (e.g. from the logarithms that a
         ``PyroParam`` on the simplex stores: no softmax to read them).
+
+    The fused iteration of small Gaussian HMMs computes the same update in C
+    (``pyroem/ops/kernels/gaussian_hmm_step.c``, ``map_row``): a change here goes there
+    too (tests/test_fused_step.py compares the two).
     """
     if support is None:
         support = old > 0
