@@ -218,3 +218,24 @@ def test_bad_data_is_refused_before_anything_changes():
     with pytest.raises(ValueError, match="finite"):
         m.fused_step(bad, lengths)
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+
+
+@pytest.mark.parametrize("cov", ["diag", "spherical"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_small_problem_routes_compiled_and_torch_agree(cov, dtype, monkeypatch):
+    # the direct log-densities and own-mean moments of a small problem: compiled kernels
+    # where they load, the torch formulas with PYROEM_COMPILED=0 (the fallback)
+    from pyroem.models import gaussian_direct as gd
+
+    m = _model(cov, dtype=dtype)
+    x, _ = m.prepare([d.to(dtype) for d in _data([50, 50])])
+    g = torch.softmax(torch.randn(x.shape[:2] + (3,), dtype=torch.float64), -1).to(dtype)
+    with torch.no_grad():
+        got = gd.direct_log_prob(m.emission, x), gd.direct_moments(m.emission, g, x)
+        monkeypatch.setenv("PYROEM_COMPILED", "0")
+        assert not cg.applies(x)  # the torch formulas now
+        ref = gd.direct_log_prob(m.emission, x), gd.direct_moments(m.emission, g, x)
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(got[0], ref[0], rtol=tol, atol=tol)
+    for name in ("n", "sx", "sxx", "shift"):
+        torch.testing.assert_close(got[1][name], ref[1][name], rtol=tol, atol=tol)
