@@ -107,8 +107,8 @@ def _run(m, data, steps, fused_on, monkeypatch):
 @pytest.mark.parametrize("params", ["stmc", "mc", "st", "sm", "tc"])
 def test_fused_step_equals_the_separate_steps(cov, params, monkeypatch):
     data = _data([60, 41, 17])
-    kw = dict(params=params, start_concentration=2.0, trans_concentration=1.5,
-              final_states=[0, 1]) if params == "stmc" else dict(params=params)
+    kw = {"params": params, "start_concentration": 2.0, "trans_concentration": 1.5,
+              "final_states": [0, 1]} if params == "stmc" else {"params": params}
     ref = _run(_model(cov, **kw), data, 8, False, monkeypatch)
     got = _run(_model(cov, **kw), data, 8, True, monkeypatch)
     assert got[2] == 8  # the fused route ran every step

@@ -84,11 +84,10 @@ def centred_moments(weights, x, refs, kind="full"):
 def own_mean_moments(weights, x, kind="full"):
     r"""
     :func:`centred_moments` about each component's own weighted mean
-    :math:`r_c = \sum_r w_{rc} x_r / n_c` (two passes over the data, all components at
-    once): ``s`` is then zero up to rounding and ``S`` the scatter about the mean, resolved
-    in any dtype, so no rounding check is needed. It holds an ``(R, C, D)`` tensor: for
-    small problems, where one fused pass costs less than the product with the design
-    matrix plus its rounding check.
+    :math:`r_c = \sum_r w_{rc} x_r / n_c`: ``s`` is then zero up to rounding and ``S`` the
+    scatter about the mean, resolved in any dtype, so no rounding check is needed (for
+    small problems, where a pass per component costs less than the product with the
+    design matrix plus its rounding check).
 
     :param torch.Tensor weights: ``(R, C)``.
     :param torch.Tensor x: ``(R, D)``.
@@ -97,13 +96,7 @@ def own_mean_moments(weights, x, kind="full"):
     """
     n = weights.sum(0)
     refs = (weights.T @ x) / (n + 10 * torch.finfo(n.dtype).eps).unsqueeze(-1)
-    diff = x.unsqueeze(1) - refs  # (R, C, D)
-    wd = diff * weights.unsqueeze(-1)
-    if kind == "full":
-        sxx = torch.einsum("rcd,rce->cde", wd, diff).reshape(n.shape[0], -1)
-    else:
-        sxx = (wd * diff).sum(0)
-    return {"n": n, "sx": wd.sum(0), "sxx": sxx, "shift": refs}
+    return centred_moments(weights, x, refs, kind)
 
 
 def scatter_about(n, sx, sxx, mu, kind="full"):

@@ -22,8 +22,28 @@ from pyroem.infer.protocols import (
     PosteriorWriter,
 )
 
-__all__ = ["AutoMStep", "ChainPosterior", "ClosedFormMStep", "ClosedFormProvider",
-           "Decomposition", "DiscretePosterior", "EM", "EStepProvider", "FusedStepProvider",
-           "GaussianPosterior", "History", "NumericalMStep", "Plan", "Posterior",
-           "PosteriorWriter", "ZeroVarianceELBO", "compare", "decompose", "exact_posterior",
-           "expected_log_joint", "fit_em", "guide_entropy", "posterior_elbo_samples"]
+__all__ = [
+    "EM",
+    "AutoMStep",
+    "ChainPosterior",
+    "ClosedFormMStep",
+    "ClosedFormProvider",
+    "Decomposition",
+    "DiscretePosterior",
+    "EStepProvider",
+    "FusedStepProvider",
+    "GaussianPosterior",
+    "History",
+    "NumericalMStep",
+    "Plan",
+    "Posterior",
+    "PosteriorWriter",
+    "ZeroVarianceELBO",
+    "compare",
+    "decompose",
+    "exact_posterior",
+    "expected_log_joint",
+    "fit_em",
+    "guide_entropy",
+    "posterior_elbo_samples",
+]

@@ -161,6 +161,7 @@ class EM:
         own_e_step, closed = check_contract(model, m_step)
         self._e_step = None if own_e_step is None else own_e_step.e_step
         self._gaussian = None  # the generic E-step: enumeration or Gaussian (first call)
+        given = m_step
         if m_step is not None:
             route = "given"
         elif closed is not None:
@@ -171,7 +172,7 @@ class EM:
         writer = owner_of(guide)
         self._write = writer.write_posterior if isinstance(writer, PosteriorWriter) else None
         # the owner's E-step and closed form in one call, where it has one (first, in step)
-        fused = own_e_step is not None and route.startswith("closed form") \
+        fused = own_e_step is not None and given is None \
             and isinstance(closed, FusedStepProvider)
         self._fused = closed.fused_step if fused else None
         self.plan = Plan(

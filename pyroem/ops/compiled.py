@@ -134,6 +134,12 @@ def applies(log_emit, trans, blocked=False):
             and library() is not None)
 
 
+def kernel(name, dtype):
+    """The loaded library's function ``name`` for ``dtype``: ``<name>_f64`` or
+    ``<name>_f32`` (check that the library loads first)."""
+    return getattr(library(), name + ("_f64" if dtype == torch.float64 else "_f32"))
+
+
 def flushes():
     """Whether the loaded kernel flushes subnormals to zero itself while it runs (then the
     caller need not, :mod:`~pyroem.ops.denormals`); ``False`` when no kernel is loaded."""
@@ -182,7 +188,6 @@ def compiled_forward_backward(log_start, trans, log_emit, lengths, final_w, symb
         indices), the ``(M, K)`` table that they index,
         :math:`\log b_t(k)` = ``log_emit[symbols[b, t], k]``.
     """
-    lib = library()
     dtype = log_emit.dtype
     K = log_emit.shape[-1]
     # no detach: the kernel reads addresses, and applies() refused anything needing a gradient
@@ -201,7 +206,7 @@ def compiled_forward_backward(log_start, trans, log_emit, lengths, final_w, symb
     fw, scale = _scratch(T, K, dtype)
     xi = torch.empty(K, K, dtype=dtype)
     log_ev = torch.empty(B, dtype=torch.float64)
-    fn = lib.scaled_chain_f64 if dtype == torch.float64 else lib.scaled_chain_f32
+    fn = kernel("scaled_chain", dtype)
     # raw addresses (ints) for the void * arguments; None for the optional ones
     fn(B, T, K, le.data_ptr(), _ptr(sym), _ptr(mtab), n.data_ptr(), start.data_ptr(),
        A.data_ptr(), _ptr(fin), gamma.data_ptr(), fw, scale, xi.data_ptr(), log_ev.data_ptr())

@@ -19,21 +19,23 @@ from pyroem.ops import compiled
 MAX_DIM = 64
 
 
-def applies(*tensors):
-    """Whether the kernels take these tensors: on the CPU, all float32 or all float64,
-    none that needs a gradient, and the library loads."""
+def cpu_floats(*tensors):
+    """Whether the compiled kernels can read these tensors: on the CPU, all float32 or all
+    float64, and the library loads."""
     first = tensors[0]
-    return (first.device.type == "cpu" and first.dtype in (torch.float32, torch.float64)
-            and all(t.dtype == first.dtype and t.device.type == "cpu" for t in tensors)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-            and compiled.library() is not None)
+    if first.device.type != "cpu" or first.dtype not in (torch.float32, torch.float64):
+        return False
+    for t in tensors:
+        if t.dtype != first.dtype or t.device.type != "cpu":
+            return False
+    return compiled.library() is not None
 
 
-def _kernel(name, dtype):
-    return getattr(compiled.library(), name + _SUFFIX[dtype])
-
-
-_SUFFIX = {torch.float64: "_f64", torch.float32: "_f32"}
+def applies(*tensors):
+    """Whether the kernels take these tensors: :func:`cpu_floats`, and none that needs a
+    gradient (the kernels build no graph)."""
+    return cpu_floats(*tensors) and not (
+        torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
 def diag_log_prob(x, means, scales):
@@ -51,7 +53,7 @@ def diag_log_prob(x, means, scales):
     # no detach: the kernel reads addresses, and applies() refused anything needing a gradient
     x, means, scales = x.contiguous(), means.contiguous(), scales.contiguous()
     out = torch.empty(R, C, dtype=x.dtype)
-    _kernel("diag_log_prob", x.dtype)(R, C, D, x.data_ptr(), means.data_ptr(),
+    compiled.kernel("diag_log_prob", x.dtype)(R, C, D, x.data_ptr(), means.data_ptr(),
                                       scales.data_ptr(), out.data_ptr())
     return out
 
@@ -73,7 +75,7 @@ def own_mean_moments(weights, x, kind="full"):
     n, refs, sx = torch.empty(C, dtype=x.dtype), torch.empty(C, D, dtype=x.dtype), \
         torch.empty(C, D, dtype=x.dtype)
     sxx = torch.empty(C, D * D if full else D, dtype=x.dtype)
-    _kernel("own_mean_moments", x.dtype)(R, C, D, int(full), weights.data_ptr(), x.data_ptr(),
+    compiled.kernel("own_mean_moments", x.dtype)(R, C, D, int(full), weights.data_ptr(), x.data_ptr(),
                                          n.data_ptr(), refs.data_ptr(), sx.data_ptr(),
                                          sxx.data_ptr())
     return {"n": n, "sx": sx, "sxx": sxx, "shift": refs}

@@ -18,37 +18,25 @@ import array
 import torch
 
 from pyroem.ops import compiled
-from pyroem.ops.compiled_gaussian import MAX_DIM
+from pyroem.ops.compiled_gaussian import MAX_DIM, cpu_floats
 
 #: ``flags`` bits: which parameters the M-step sets (the others stay as they are).
 START, TRANS, MEANS, COVARIANCES = 1, 2, 4, 8
-#: Status codes of the kernel other than 0 (success).
-NOT_POSITIVE, NOT_FINITE = 1, 2
-
-
 def applies(x, *params):
     """Whether the kernel takes the data ``x (B, T, D)`` and parameters (the first one with
-    the ``K`` states last): on the CPU, one float dtype, at most
-    :data:`~pyroem.ops.compiled.MAX_STATES` states and
-    :data:`~pyroem.ops.compiled_gaussian.MAX_DIM` dimensions, and the library loads."""
-    if x.device.type != "cpu" or x.dtype not in _SUFFIX or x.shape[-1] > MAX_DIM \
-            or not 0 < params[0].shape[-1] <= compiled.MAX_STATES:
-        return False
-    for p in params:
-        if p.dtype != x.dtype or p.device.type != "cpu":
-            return False
-    return compiled.library() is not None
+    the ``K`` states last): at most :data:`~pyroem.ops.compiled.MAX_STATES` states and
+    :data:`~pyroem.ops.compiled_gaussian.MAX_DIM` dimensions, and
+    :func:`~pyroem.ops.compiled_gaussian.cpu_floats`."""
+    return x.shape[-1] <= MAX_DIM and 0 < params[0].shape[-1] <= compiled.MAX_STATES \
+        and cpu_floats(x, *params)
 
 
-_SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
-#: the order of the kernel's table of addresses (its enum)
-_INPUTS = ("x", "lengths", "us", "ut", "final_w", "means", "log_scales", "offset_start",
-           "offset_trans")
+#: the kernel's table of addresses, after the inputs: the outputs by name (its enum)
 _OUTPUTS = ("log_start", "trans", "log_emit", "gamma")
 _MORE_OUTPUTS = ("xi", "log_ev", "start", "new_us", "new_ut", "new_means", "new_log_scales")
 
 
-def gaussian_hmm_step(x, lengths, chain, emission, flags, reg, offsets, final_w=None):
+def gaussian_hmm_step(x, lengths, chain, emission, flags, reg, alphas, final_w=None):
     r"""
     The E-step under the current parameters and the M-step's new values.
 
@@ -60,8 +48,8 @@ def gaussian_hmm_step(x, lengths, chain, emission, flags, reg, offsets, final_w=
     :param int flags: the parameters to update, a sum of :data:`START`, :data:`TRANS`,
         :data:`MEANS`, :data:`COVARIANCES`.
     :param float reg: added to the variances.
-    :param offsets: ``(alpha_start - 1, alpha_trans - 1)`` of the Dirichlet priors, each
-        ``None`` for maximum likelihood.
+    :param alphas: ``(alpha_start (K,), alpha_trans (K, K))``, the Dirichlet
+        concentrations of the priors (ones: maximum likelihood).
     :param final_w: ``(K,)`` 0/1 weights of the allowed final states, or ``None``.
     :returns: ``None`` where the M-step gave a variance that is not positive or a value
         that is NaN or infinite (nothing is returned to write); otherwise a dict: ``log_ev
@@ -82,12 +70,12 @@ def gaussian_hmm_step(x, lengths, chain, emission, flags, reg, offsets, final_w=
     out["log_ev"] = torch.empty(B, dtype=torch.float64)
     # contiguous inputs, held here while the kernel reads their addresses
     inputs = [None if t is None else t.contiguous() for t in (
-        x, lengths.to(torch.int64), us, ut, final_w, means, log_scales, *offsets)]
+        x, lengths.to(torch.int64), us, ut, final_w, means, log_scales, *alphas)]
     fw, scale = compiled._scratch(T, K, dtype)
     table = array.array("q", [0 if t is None else t.data_ptr() for t in inputs]
                         + [out[n].data_ptr() for n in _OUTPUTS] + [fw, scale]
                         + [out[n].data_ptr() for n in _MORE_OUTPUTS])
     dims = array.array("q", (B, T, K, D, int(spherical), flags))
-    fn = getattr(compiled.library(), "gaussian_hmm_step_" + _SUFFIX[dtype])
-    status = fn(dims.buffer_info()[0], reg, table.buffer_info()[0])
+    status = compiled.kernel("gaussian_hmm_step", dtype)(dims.buffer_info()[0], reg,
+                                                        table.buffer_info()[0])
     return None if status else out

@@ -19,7 +19,6 @@ from pyroem.infer.posteriors import ChainPosterior
 from pyroem.models import gaussian_direct as gd
 from pyroem.models import raw
 from pyroem.models.hmm.chain import chain_factors
-from pyroem.models.hmm.probs import prior_offset
 from pyroem.ops import compiled_hmm as ch
 
 #: the parameters that the kernel's flags name: (letter, flag, owner ("chain" or
@@ -67,8 +66,7 @@ def fused_step(model, x, lengths, obs_mask=None, labels=None, sample_weight=None
     out = ch.gaussian_hmm_step(
         x, lengths, stored[:2], (stored[2], stored[3], spherical),
         sum(flag for letter, flag, *_ in _PARAMS if letter in params), emission.reg_covar,
-        (prior_offset(model.start_concentration, dtype),
-         prior_offset(model.trans_concentration, dtype)),
+        (model.start_concentration.to(dtype), model.trans_concentration.to(dtype)),
         None if final is None else final.to(dtype))
     if out is None:
         return None

@@ -7,7 +7,6 @@ and logarithms that keep structural zeros.
 """
 
 import math
-import weakref
 
 import torch
 
@@ -48,35 +47,13 @@ def map_probs(counts, concentration, old, support=None):
     """
     if support is None:
         support = old > 0
-    offset = prior_offset(concentration, counts.dtype)
-    w = counts.masked_fill(~support, 0)
-    if offset is not None:  # (alpha - 1) first: counts + 1 - 1 would round tiny counts to zero
-        w = w.add_(offset).clamp_min_(0).masked_fill_(~support, 0)
+    # (alpha - 1) first: counts + 1 - 1 would round tiny counts to zero
+    w = (counts + (concentration.to(counts) - 1)).clamp_min_(0).masked_fill_(~support, 0)
     total = w.sum(-1, keepdim=True)
     if bool((total > 0).all()):  # the usual case: every row has mass
         return w.div_(total)
     old = old() if callable(old) else old
     return torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), old)
-
-
-# id(concentration) -> (weak reference, version, dtype, alpha - 1 in that dtype or None
-# when it is zero, i.e. maximum likelihood): the offset of a model's prior, converted once
-_OFFSETS = {}
-
-
-def prior_offset(concentration, dtype):
-    """``concentration - 1`` in ``dtype``, or ``None`` where it is zero everywhere (then
-    :func:`map_probs` is a normalisation); remembered per concentration tensor."""
-    key = id(concentration)
-    hit = _OFFSETS.get(key)
-    if hit is not None and hit[0]() is concentration and hit[1:3] == (concentration._version,
-                                                                        dtype):
-        return hit[3]
-    offset = concentration.to(dtype) - 1
-    offset = None if not bool(offset.any()) else offset
-    _OFFSETS[key] = (weakref.ref(concentration, lambda _, k=key: _OFFSETS.pop(k, None)),
-                     concentration._version, dtype, offset)
-    return offset
 
 
 def check_probs(value, shape, name, dtype):

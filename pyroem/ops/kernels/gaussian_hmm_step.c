@@ -13,9 +13,9 @@
  *
  * M-step, as the torch route:
  *   start, rows of trans (flags & 1, & 2):
- *     w = support ? max(counts + offset, 0) : 0 (support: u > -inf; offset = alpha - 1,
- *     none for maximum likelihood), p = w / sum w, the old row where sum w = 0;
- *     written as log p.
+ *     w = support ? max(counts + (alpha - 1), 0) : 0 (support: u > -inf; alpha the
+ *     Dirichlet concentration, 1 for maximum likelihood), p = w / sum w, the old row
+ *     where sum w = 0; written as log p.
  *   means, variances (flags & 4, & 8), from the moments about each state's own mean r:
  *     nk = n + 10 eps, xbar = sx / nk, mu = xbar (or the old mean - r when means are
  *     frozen), var = (sxx - 2 sx mu + n mu^2) / nk (averaged over D when spherical)
@@ -45,9 +45,9 @@ void scaled_chain_f32(int64_t, int64_t, int64_t, const float *, const int64_t *,
                       const float *, float *, float *, float *, float *, double *);
 
 /* the arrays, by their index in the table of addresses p (NULL for the optional ones:
- * final_w, the offsets): inputs, then the E-step's outputs, the working buffers of the
+ * final_w): inputs, then the E-step's outputs, the working buffers of the
  * recursion and the M-step's outputs */
-enum { X, LENGTHS, US, UT, FINAL_W, MEANS, LOG_SCALES, OFFSET_START, OFFSET_TRANS,
+enum { X, LENGTHS, US, UT, FINAL_W, MEANS, LOG_SCALES, ALPHA_START, ALPHA_TRANS,
        LOG_START, TRANS, LE, GAMMA, FW, SCALE, XI, LOG_EV, START_COUNTS, NEW_US,
        NEW_UT, NEW_MEANS, NEW_LOG_SCALES, NUM_ARRAYS };
 
@@ -65,13 +65,13 @@ static void softmax_##SUFFIX(const REAL *u, REAL *p, int64_t n)                 
 }                                                                                              \
                                                                                                \
 /* the MAP row of map_probs (pyroem/models/hmm/probs.py), written as logarithms */            \
-static int map_row_##SUFFIX(const REAL *counts, const REAL *offset, const REAL *u,            \
+static int map_row_##SUFFIX(const REAL *counts, const REAL *alpha, const REAL *u,              \
                             const REAL *old, REAL *out, int64_t n)                             \
 {                                                                                              \
     REAL w[MAXS], total = 0;                                                                   \
     for (int64_t j = 0; j < n; j++) {                                                          \
-        REAL v = counts[j];                                                                    \
-        if (offset) { v += offset[j]; v = v > 0 ? v : 0; }                                    \
+        REAL v = counts[j] + (alpha[j] - 1);  /* (alpha - 1) first, as the torch route */      \
+        v = v > 0 ? v : 0;                                                                     \
         w[j] = u[j] > -INFINITY ? v : 0;                                                       \
         total += w[j];                                                                         \
     }                                                                                          \
@@ -120,7 +120,7 @@ int gaussian_hmm_step_##SUFFIX(const int64_t *dims, double reg_, void *const *p)
     const REAL reg = (REAL)reg_, *x = p[X], *us = p[US], *ut = p[UT], *means = p[MEANS];       \
     const REAL *log_scales = p[LOG_SCALES];                                                    \
     REAL *log_start = p[LOG_START], *trans = p[TRANS], *le = p[LE], *gamma = p[GAMMA];         \
-    REAL *xi = p[XI], *start_counts = p[START_COUNTS], *ot = p[OFFSET_TRANS];                  \
+    REAL *xi = p[XI], *start_counts = p[START_COUNTS], *at = p[ALPHA_TRANS];                   \
     REAL moments[MAXS * (1 + 3 * MAXD)];  /* n, refs, sx, sxx: the M-step's only */            \
     REAL scales[MAXS * MAXD];  /* the standard deviations, (K, D) */                           \
     for (int64_t c = 0; c < K; c++)                                                            \
@@ -143,9 +143,9 @@ int gaussian_hmm_step_##SUFFIX(const int64_t *dims, double reg_, void *const *p)
     own_mean_moments_##SUFFIX(B * T, K, D, 0, gamma, x, n, refs, sx, sxx);                     \
     int status = 0;                                                                            \
     if (flags & 1)                                                                             \
-        status |= map_row_##SUFFIX(start_counts, p[OFFSET_START], us, start, p[NEW_US], K);    \
+        status |= map_row_##SUFFIX(start_counts, p[ALPHA_START], us, start, p[NEW_US], K);     \
     for (int64_t i = 0; (flags & 2) && i < K; i++)                                             \
-        status |= map_row_##SUFFIX(xi + i * K, ot ? ot + i * K : 0,                            \
+        status |= map_row_##SUFFIX(xi + i * K, at + i * K,                                     \
                                    ut + i * K, trans + i * K, (REAL *)p[NEW_UT] + i * K, K);   \
     if (status) return 2;                                                                      \
     if (flags & 12)                                                                            \
